@@ -1,0 +1,1 @@
+"""The prescription domain: facts DRx reports, the state they imply, and the service that records them."""

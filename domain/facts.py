@@ -1,0 +1,116 @@
+"""What a fact is: one thing DRx reported about a prescription, and how facts are ordered."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+DRX_TYPE_PREFIX = "drx.prescription."
+
+
+class FactKind(StrEnum):
+    """The kinds of fact, named as DRx names them after `drx.prescription.`."""
+
+    RECEIVED = "received"
+    SENT = "sent"
+    UPDATED = "updated"
+    CHANGE_REQUESTED = "change_requested"
+    CHANGE_APPROVED = "change_approved"
+    CHANGE_DENIED = "change_denied"
+    CANCEL_REQUESTED = "cancel_requested"
+    CANCELLED = "cancelled"
+    CANCEL_DENIED = "cancel_denied"
+    RENEWAL_REQUESTED = "renewal_requested"
+    RENEWAL_APPROVED = "renewal_approved"
+    RENEWAL_DENIED = "renewal_denied"
+    PROCESSING = "processing"
+    ON_HOLD = "on_hold"
+    DISPENSED = "dispensed"
+    READY_FOR_PICKUP = "ready_for_pickup"
+    SHIPPED = "shipped"
+    DELIVERED = "delivered"
+    TRANSFERRED = "transferred"
+    REJECTED = "rejected"
+
+    @property
+    def drx_type(self) -> str:
+        return DRX_TYPE_PREFIX + self.value
+
+    @classmethod
+    def from_drx_type(cls, drx_type: str) -> FactKind | None:
+        """The kind for a DRx `type`, or None when this contract does not know it."""
+        if not drx_type.startswith(DRX_TYPE_PREFIX):
+            return None
+        try:
+            return cls(drx_type.removeprefix(DRX_TYPE_PREFIX))
+        except ValueError:
+            return None
+
+
+# Contract section 4.3: the rank that breaks ties in `occurred_at`.
+TIE_RANK: Mapping[FactKind, int] = {
+    FactKind.RECEIVED: 0,
+    FactKind.SENT: 1,
+    FactKind.UPDATED: 2,
+    FactKind.CHANGE_REQUESTED: 2,
+    FactKind.CHANGE_APPROVED: 2,
+    FactKind.CHANGE_DENIED: 2,
+    FactKind.CANCEL_REQUESTED: 2,
+    FactKind.CANCEL_DENIED: 2,
+    FactKind.RENEWAL_REQUESTED: 2,
+    FactKind.RENEWAL_APPROVED: 2,
+    FactKind.RENEWAL_DENIED: 2,
+    FactKind.PROCESSING: 3,
+    FactKind.ON_HOLD: 3,
+    FactKind.DISPENSED: 4,
+    FactKind.READY_FOR_PICKUP: 5,
+    FactKind.SHIPPED: 5,
+    FactKind.DELIVERED: 6,
+    FactKind.REJECTED: 7,
+    FactKind.CANCELLED: 7,
+    FactKind.TRANSFERRED: 7,
+}
+
+# Contract section 4.3: the eleven facts that drive the status.
+STATUS_CHANGING: frozenset[FactKind] = frozenset(
+    {
+        FactKind.RECEIVED,
+        FactKind.SENT,
+        FactKind.PROCESSING,
+        FactKind.ON_HOLD,
+        FactKind.DISPENSED,
+        FactKind.READY_FOR_PICKUP,
+        FactKind.SHIPPED,
+        FactKind.DELIVERED,
+        FactKind.CANCELLED,
+        FactKind.TRANSFERRED,
+        FactKind.REJECTED,
+    }
+)
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One DRx event as the domain sees it; `data` is the event's `data` object, as DRx sent it."""
+
+    event_id: str
+    kind: FactKind
+    occurred_at: datetime
+    sequence: int = 0
+    data: Mapping[str, Any] = field(default_factory=dict)
+    correlation: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.occurred_at.tzinfo is None:
+            raise ValueError("a fact's occurred_at must carry a UTC offset")
+
+    @property
+    def drx_type(self) -> str:
+        return self.kind.drx_type
+
+    def order_key(self) -> tuple[datetime, int, int, str]:
+        """Contract section 4.1: occurred_at, then sequence, then rank, then id."""
+        return (self.occurred_at, self.sequence, TIE_RANK[self.kind], self.event_id)

@@ -1,0 +1,16 @@
+"""Aggregate ids derived from DRx's keys, so that a repeated create collides instead of duplicating."""
+
+from __future__ import annotations
+
+from uuid import UUID, uuid5
+
+# Fixed forever: changing it would orphan every stored aggregate.
+_NAMESPACE = UUID("6f1d8a52-3c0b-4a55-9a43-2f4c1b7e9d10")
+
+
+def prescription_id(subject: str) -> UUID:
+    return uuid5(_NAMESPACE, "prescription:" + subject)
+
+
+def delivery_id(event_id: str) -> UUID:
+    return uuid5(_NAMESPACE, "delivery:" + event_id)

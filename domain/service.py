@@ -1,0 +1,162 @@
+"""The Prescriptions application: each command is get, call, save; queries rebuild from the store."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import IntegrityError
+from eventsourcing.utils import Environment
+
+from domain.commands import ParkDelivery, RecordDelivery, ReplayDelivery
+from domain.delivery import Delivery
+from domain.errors import (
+    ConcurrencyConflictError,
+    DeliveryNotFoundError,
+    DeliveryNotParkedError,
+    PrescriptionNotFoundError,
+)
+from domain.facts import Fact
+from domain.ids import delivery_id, prescription_id
+from domain.prescription import Prescription, RecordedFact
+from domain.state import PrescriptionState
+
+log = logging.getLogger(__name__)
+
+# A save that loses the optimistic-concurrency race is reloaded and tried again this often.
+MAX_SAVE_ATTEMPTS = 8
+
+
+class Outcome(StrEnum):
+    ACCEPTED = "accepted"
+    DUPLICATE = "duplicate"
+    PARKED = "parked"
+
+
+@dataclass(frozen=True)
+class Receipt:
+    outcome: Outcome
+    event_id: str
+    reason: str | None = None
+
+
+def describe_fault(exc: BaseException) -> str:
+    """Name a fault in our own code without its message, which may quote patient data."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno}" if frames else ""
+    return f"internal error: {type(exc).__name__}{where}"
+
+
+class Prescriptions(Application[Any]):
+    """Records DRx deliveries as facts on Prescription aggregates.
+
+    Configured only by the `env` given to it (see `infrastructure.eventstore`), never by the
+    process environment, so that settings enter the service in one place.
+    """
+
+    name = "drx"
+
+    def construct_env(self, name: str, env: Mapping[str, str] | None = None) -> Environment:
+        return Environment(name, dict(env or {}))
+
+    # Commands
+
+    def record_delivery(self, command: RecordDelivery) -> Receipt:
+        return self._save_with_retry(command.delivery.event_id, lambda: self._receive(command))
+
+    def park_delivery(self, command: ParkDelivery) -> Receipt:
+        def attempt() -> Receipt:
+            delivery = Delivery.receive(command.delivery)
+            return self._park(delivery, command.reason)
+
+        return self._save_with_retry(command.delivery.event_id, attempt)
+
+    def replay_delivery(self, command: ReplayDelivery) -> Receipt:
+        def attempt() -> Receipt:
+            delivery = self.delivery(command.event_id)
+            if not delivery.is_parked:
+                raise DeliveryNotParkedError(command.event_id)
+            if command.fact is None:
+                return self._park(delivery, command.reason or "still cannot be applied")
+            return self._apply(delivery, command.fact)
+
+        return self._save_with_retry(None, attempt)
+
+    def _receive(self, command: RecordDelivery) -> Receipt:
+        return self._apply(Delivery.receive(command.delivery), command.fact)
+
+    def _apply(self, delivery: Delivery, fact: Fact) -> Receipt:
+        prescription = self._get_or_open(delivery.subject)
+        try:
+            recorded = prescription.record(fact)
+            # Derive the state now, so a fact our code cannot handle is parked here instead of
+            # being stored and breaking every later read of its prescription.
+            prescription.state()
+        except Exception as exc:  # a fault in our own code costs a parked delivery, never data
+            reason = describe_fault(exc)
+            log.error("delivery %s parked: %s", delivery.event_id, reason)
+            return self._park(delivery, reason)  # the prescription's pending events are dropped
+        delivery.mark_processed(fact_recorded=recorded)
+        self.save(delivery, prescription)
+        return Receipt(Outcome.ACCEPTED, delivery.event_id)
+
+    def _park(self, delivery: Delivery, reason: str) -> Receipt:
+        delivery.park(reason)
+        self.save(delivery)
+        return Receipt(Outcome.PARKED, delivery.event_id, reason)
+
+    def _get_or_open(self, subject: str) -> Prescription:
+        try:
+            prescription: Prescription = self.repository.get(prescription_id(subject))
+        except AggregateNotFoundError:
+            return Prescription(subject)
+        return prescription
+
+    def _save_with_retry(self, event_id: str | None, attempt: Any) -> Receipt:
+        for _ in range(MAX_SAVE_ATTEMPTS):
+            try:
+                receipt: Receipt = attempt()
+            except IntegrityError:
+                # Either this delivery was stored before (a retry by DRx: answer duplicate), or a
+                # concurrent writer moved the prescription on: reload and apply again.
+                if event_id is not None and self.has_delivery(event_id):
+                    return Receipt(Outcome.DUPLICATE, event_id)
+                continue
+            return receipt
+        raise ConcurrencyConflictError(event_id or "replay")
+
+    # Queries
+
+    def has_delivery(self, event_id: str) -> bool:
+        return bool(self.recorder.select_events(delivery_id(event_id), limit=1))
+
+    def delivery(self, event_id: str) -> Delivery:
+        try:
+            delivery: Delivery = self.repository.get(delivery_id(event_id))
+        except AggregateNotFoundError:
+            raise DeliveryNotFoundError(event_id) from None
+        return delivery
+
+    def prescription(self, subject: str) -> Prescription:
+        try:
+            prescription: Prescription = self.repository.get(prescription_id(subject))
+        except AggregateNotFoundError:
+            raise PrescriptionNotFoundError(subject) from None
+        return prescription
+
+    def state(self, subject: str, as_of: datetime | None = None) -> PrescriptionState:
+        """The current state, or what the facts recorded up to `as_of` said; 404 before any."""
+        prescription = self.prescription(subject)
+        state = prescription.state(recorded_until=as_of)
+        if state.version == 0:
+            raise PrescriptionNotFoundError(subject)
+        return state
+
+    def history(self, subject: str) -> list[RecordedFact]:
+        return list(self.prescription(subject).recorded)

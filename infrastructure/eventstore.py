@@ -1,0 +1,46 @@
+"""The event store wiring: Settings to the eventsourcing library's configuration, in one place."""
+
+from __future__ import annotations
+
+from domain.service import Prescriptions
+from infrastructure.settings import Settings
+
+
+def eventsourcing_env(settings: Settings) -> dict[str, str]:
+    """The eventsourcing settings for the configured database.
+
+    PostgreSQL: a small pool (each process opens `pool_size` connections, plus overflow under
+    load), a lock timeout so a stuck writer turns into a retryable error instead of a hang, and
+    no database functions (with concurrent writers a follower could miss events).
+    """
+    env = {"CREATE_TABLE": "y" if settings.create_tables else "n"}
+    if settings.dialect == "sqlite":
+        env.update(
+            PERSISTENCE_MODULE="eventsourcing.sqlite",
+            SQLITE_DBNAME=settings.sqlite_path,
+            SQLITE_LOCK_TIMEOUT=str(settings.sqlite_lock_timeout_s),
+        )
+        return env
+    pg = settings.postgres
+    env.update(
+        PERSISTENCE_MODULE="eventsourcing.postgres",
+        POSTGRES_DBNAME=pg.dbname,
+        POSTGRES_HOST=pg.host,
+        POSTGRES_PORT=str(pg.port),
+        POSTGRES_USER=pg.user,
+        POSTGRES_PASSWORD=pg.password,
+        POSTGRES_SCHEMA=settings.postgres_schema,
+        POSTGRES_POOL_SIZE=str(settings.postgres_pool_size),
+        POSTGRES_MAX_OVERFLOW=str(settings.postgres_max_overflow),
+        POSTGRES_LOCK_TIMEOUT=str(settings.postgres_lock_timeout_s),
+        POSTGRES_CONNECT_TIMEOUT=str(settings.postgres_connect_timeout_s),
+        POSTGRES_PRE_PING="y",
+        POSTGRES_ENABLE_DB_FUNCTIONS="n",
+    )
+    return env
+
+
+def open_prescriptions(settings: Settings) -> Prescriptions:
+    """The application over the configured store. Keep a reference: when it is collected,
+    its connection pool closes."""
+    return Prescriptions(env=eventsourcing_env(settings))

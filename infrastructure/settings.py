@@ -1,0 +1,125 @@
+"""The service's configuration: read from the environment once, here and nowhere else."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+DEFAULT_DATABASE_URL = "sqlite:///drx.sqlite3"
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message says which and how to fix it."""
+
+
+@dataclass(frozen=True)
+class PostgresLocation:
+    host: str
+    port: int
+    user: str
+    password: str
+    dbname: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the service is configured with. Tests build it directly."""
+
+    database_url: str = DEFAULT_DATABASE_URL
+    webhook_secrets: tuple[str, ...] = ()
+    api_keys: tuple[str, ...] = ()
+    # PostgreSQL tuning, with defaults for a small service; see README "PostgreSQL".
+    postgres_pool_size: int = 5
+    postgres_max_overflow: int = 5
+    postgres_lock_timeout_s: int = 5
+    postgres_connect_timeout_s: int = 5
+    postgres_schema: str = "public"
+    sqlite_lock_timeout_s: int = 5
+    # Tables come from migrations; only tests of the library's own wiring turn this on.
+    create_tables: bool = False
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        settings = cls(
+            database_url=env.get("DRX_DATABASE_URL", "").strip() or DEFAULT_DATABASE_URL,
+            webhook_secrets=split_list(env.get("DRX_WEBHOOK_SECRETS", "")),
+            api_keys=split_list(env.get("DRX_API_KEYS", "")),
+            postgres_pool_size=_int(env, "DRX_POSTGRES_POOL_SIZE", 5),
+            postgres_max_overflow=_int(env, "DRX_POSTGRES_MAX_OVERFLOW", 5),
+            postgres_lock_timeout_s=_int(env, "DRX_POSTGRES_LOCK_TIMEOUT", 5),
+            postgres_schema=env.get("DRX_POSTGRES_SCHEMA", "").strip() or "public",
+        )
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise SettingsError(
+                "DRX_DATABASE_URL must start with sqlite:/// or postgresql:// "
+                f"(got a URL with scheme {self.dialect!r})"
+            )
+        if self.dialect == "sqlite" and not self.sqlite_path:
+            raise SettingsError("DRX_DATABASE_URL: sqlite:///PATH needs a file path")
+        if self.dialect == "postgresql":
+            self.postgres  # noqa: B018 - parsing it is the check
+            if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", self.postgres_schema):
+                raise SettingsError(
+                    "DRX_POSTGRES_SCHEMA must be a lower-case SQL identifier "
+                    f"(got {self.postgres_schema!r})"
+                )
+
+    @property
+    def dialect(self) -> str:
+        scheme = urlsplit(self.database_url).scheme
+        return "postgresql" if scheme in ("postgresql", "postgres") else scheme
+
+    @property
+    def sqlite_path(self) -> str:
+        """The SQLite file, relative to the working directory unless absolute."""
+        return self.database_url.removeprefix("sqlite:///")
+
+    @property
+    def postgres(self) -> PostgresLocation:
+        parts = urlsplit(self.database_url)
+        dbname = parts.path.lstrip("/")
+        if not parts.hostname or not dbname:
+            raise SettingsError(
+                "DRX_DATABASE_URL must look like postgresql://USER:PASSWORD@HOST:PORT/DBNAME"
+            )
+        return PostgresLocation(
+            host=parts.hostname,
+            port=parts.port or 5432,
+            user=unquote(parts.username or "postgres"),
+            password=unquote(parts.password or ""),
+            dbname=dbname,
+        )
+
+    def describe_database(self) -> str:
+        """Where the store is, without the password: safe to log."""
+        if self.dialect == "sqlite":
+            return f"SQLite file {Path(self.sqlite_path).resolve()}"
+        pg = self.postgres
+        return f"PostgreSQL {pg.user}@{pg.host}:{pg.port}/{pg.dbname}"
+
+
+def split_list(value: str) -> tuple[str, ...]:
+    """Secrets and keys are separated by spaces or commas."""
+    return tuple(item for item in re.split(r"[\s,]+", value) if item)
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number (got {raw!r})") from None
+    if value < 1:
+        raise SettingsError(f"{name} must be at least 1 (got {value})")
+    return value

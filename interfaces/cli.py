@@ -1,0 +1,123 @@
+"""The `drx` command line: serve, migrate, and send a signed payload for trying the service out."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from standardwebhooks.webhooks import Webhook
+
+from infrastructure.dev_credentials import read_dev_secrets, with_webhook_secrets
+from infrastructure.migrations import MigrationError, migrate
+from infrastructure.settings import Settings, SettingsError
+from interfaces.drx.signature import SecretError
+
+log = logging.getLogger("drx")
+
+
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def cmd_migrate(settings: Settings, _: argparse.Namespace) -> int:
+    applied = migrate(settings)
+    where = settings.describe_database()
+    if applied:
+        for migration in applied:
+            print(f"applied {migration.version:04d}_{migration.name} to {where}")
+    else:
+        print(f"{where} is up to date")
+    return 0
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from interfaces.http.app import create_app
+
+    settings, note = with_webhook_secrets(settings)
+    if note:
+        log.warning(note)
+    migrate(settings)  # logs each migration it applies
+    app = create_app(settings)
+    log.info("serving on http://%s:%d with the store in %s", args.host, args.port,
+             settings.describe_database())
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", server_header=False)
+    return 0
+
+
+def cmd_send(settings: Settings, args: argparse.Namespace) -> int:
+    """Sign each payload file as DRx would and POST it; print each answer."""
+    secrets = settings.webhook_secrets or read_dev_secrets(settings)
+    secret = args.secret or (secrets[0] if secrets else None)
+    if not secret:
+        print("no secret: pass --secret, set DRX_WEBHOOK_SECRETS, or run drx serve once", file=sys.stderr)
+        return 2
+    worst = 0
+    for path in args.payloads:
+        body = Path(path).read_bytes()
+        message_id = f"msg_{uuid.uuid4().hex}"
+        signature = Webhook(secret).sign(message_id, datetime.now(UTC), body.decode("utf-8"))
+        request = urllib.request.Request(  # noqa: S310 - the URL is the operator's own
+            args.url,
+            data=body,
+            method="POST",
+            headers={
+                "content-type": "application/json",
+                "webhook-id": message_id,
+                "webhook-timestamp": str(int(time.time())),
+                "webhook-signature": signature,
+            },
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+                status, text = response.status, response.read().decode()
+        except urllib.error.HTTPError as error:
+            status, text = error.code, error.read().decode()
+        print(f"{path}: {status} {text}")
+        worst = max(worst, 0 if 200 <= status < 300 else 1)
+    return worst
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="drx", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="apply pending migrations, then run the web service")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(handler=cmd_serve)
+
+    commands.add_parser("migrate", help="apply pending migrations, each once").set_defaults(
+        handler=cmd_migrate
+    )
+
+    send = commands.add_parser("send", help="sign payload files as DRx would and POST them")
+    send.add_argument("payloads", nargs="+", metavar="PAYLOAD.json")
+    send.add_argument("--url", default="http://127.0.0.1:8000/webhooks/drx")
+    send.add_argument("--secret", help="whsec_... (default: DRX_WEBHOOK_SECRETS or the dev secret)")
+    send.set_defaults(handler=cmd_send)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _configure_logging()
+    try:
+        settings = Settings.from_env()
+        return int(args.handler(settings, args))
+    except (SettingsError, SecretError, MigrationError) as error:
+        print(f"drx: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

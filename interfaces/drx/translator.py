@@ -1,0 +1,113 @@
+"""The anti-corruption layer: a DRx delivery's raw bytes to a domain command, with no I/O.
+
+If DRx's real payloads differ from the contract, this module (with `contract.py`) is the only
+place that changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from domain.commands import ParkDelivery, RecordDelivery
+from domain.delivery import RawDelivery
+from domain.facts import Fact, FactKind
+from interfaces.drx.contract import PAYLOAD_MODELS, Envelope
+from interfaces.drx.signature import SignedHeaders
+
+SUPPORTED_SCHEMA_MAJOR = 1
+
+
+class NotAJsonObjectError(ValueError):
+    """The body is not a JSON object at all: a 400."""
+
+
+class EnvelopeError(ValueError):
+    """Section 2 is broken (a required field missing or ill-typed): a 422, nothing stored."""
+
+    def __init__(self, problems: list[dict[str, str]]) -> None:
+        super().__init__("; ".join(f"{p['field']}: {p['problem']}" for p in problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """Why an authentic delivery cannot become a fact (contract 4.9): it is parked."""
+
+    reason: str
+
+
+def describe_errors(error: ValidationError, prefix: str = "") -> list[dict[str, str]]:
+    """Where and what, never the offending value: it may be patient data."""
+    return [
+        {
+            "field": prefix + ".".join(str(part) for part in e["loc"]) or "(body)",
+            "problem": e["msg"],
+        }
+        for e in error.errors(include_input=False, include_url=False)
+    ]
+
+
+def parse_envelope(body: bytes) -> Envelope:
+    try:
+        return Envelope.model_validate_json(body)
+    except ValidationError as error:
+        kinds = {e["type"] for e in error.errors() if not e["loc"]}
+        if kinds & {"json_invalid", "model_type", "json_type"}:
+            raise NotAJsonObjectError("the body is not a JSON object") from None
+        raise EnvelopeError(describe_errors(error)) from None
+
+
+def read_fact(envelope: Envelope, body: bytes) -> Fact | Unreadable:
+    """The fact the delivery reports, or why it cannot be read under this contract."""
+    kind = FactKind.from_drx_type(envelope.type)
+    if kind is None:
+        return Unreadable(f"unknown type {envelope.type!r}")
+    if envelope.schema_major != SUPPORTED_SCHEMA_MAJOR:
+        return Unreadable(
+            f"schema_version {envelope.schema_version!r}: only major version "
+            f"{SUPPORTED_SCHEMA_MAJOR} is understood"
+        )
+    try:
+        PAYLOAD_MODELS[kind].model_validate_json(body)
+    except ValidationError as error:
+        problems = describe_errors(error)
+        return Unreadable(
+            "data breaks the contract: " + "; ".join(f"{p['field']}: {p['problem']}" for p in problems)
+        )
+    correlation: dict[str, Any] = (
+        envelope.correlation.model_dump(exclude_none=True) if envelope.correlation else {}
+    )
+    return Fact(
+        event_id=envelope.id,
+        kind=kind,
+        occurred_at=envelope.occurred_at,
+        sequence=envelope.sequence or 0,
+        data=envelope.data,
+        correlation=correlation,
+    )
+
+
+def raw_delivery(envelope: Envelope, body: bytes, signed: SignedHeaders) -> RawDelivery:
+    return RawDelivery(
+        event_id=envelope.id,
+        drx_type=envelope.type,
+        subject=envelope.subject,
+        body=body.decode("utf-8"),
+        webhook_id=signed.webhook_id,
+        webhook_timestamp=signed.webhook_timestamp,
+        webhook_signature=signed.webhook_signature,
+    )
+
+
+def translate(
+    envelope: Envelope, body: bytes, signed: SignedHeaders
+) -> RecordDelivery | ParkDelivery:
+    """The command for an authentic delivery whose envelope holds."""
+    delivery = raw_delivery(envelope, body, signed)
+    fact = read_fact(envelope, body)
+    if isinstance(fact, Unreadable):
+        return ParkDelivery(delivery, fact.reason)
+    return RecordDelivery(delivery, fact)

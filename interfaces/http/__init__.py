@@ -1,0 +1,1 @@
+"""The Litestar application: the DRx webhook and the read endpoints for internal apps."""

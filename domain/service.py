@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import random
+import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -29,8 +31,11 @@ from domain.state import PrescriptionState
 
 log = logging.getLogger(__name__)
 
-# A save that loses the optimistic-concurrency race is reloaded and tried again this often.
-MAX_SAVE_ATTEMPTS = 8
+# A save that loses the optimistic-concurrency race is reloaded and tried again this often,
+# after a short random pause that grows with each loss so that racing writers spread out.
+MAX_SAVE_ATTEMPTS = 20
+_BACKOFF_BASE_S = 0.002
+_BACKOFF_MAX_S = 0.1
 
 
 class Outcome(StrEnum):
@@ -118,8 +123,10 @@ class Prescriptions(Application[Any]):
             return Prescription(subject)
         return prescription
 
-    def _save_with_retry(self, event_id: str | None, attempt: Any) -> Receipt:
-        for _ in range(MAX_SAVE_ATTEMPTS):
+    def _save_with_retry(self, event_id: str | None, attempt: Callable[[], Receipt]) -> Receipt:
+        for losses in range(MAX_SAVE_ATTEMPTS):
+            if losses:
+                time.sleep(random.uniform(0, min(_BACKOFF_MAX_S, _BACKOFF_BASE_S * 2**losses)))  # noqa: S311
             try:
                 receipt: Receipt = attempt()
             except IntegrityError:

@@ -1,0 +1,81 @@
+"""Fixtures shared by the tiers: stores on real SQLite files and a real PostgreSQL.
+
+PostgreSQL tests use a database created for this run (and dropped after it), with one schema per
+test. When no server is reachable they are skipped, except under CI=true, where that is a failure.
+Point them elsewhere with DRX_TEST_POSTGRES_URL (an admin connection to any existing database).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from domain.service import Prescriptions
+from infrastructure.eventstore import open_prescriptions
+from infrastructure.migrations import migrate
+from infrastructure.settings import Settings
+from tests.helpers import new_secret
+
+ADMIN_URL = os.environ.get("DRX_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _admin_connect() -> psycopg.Connection[tuple[object, ...]]:
+    return psycopg.connect(ADMIN_URL, autocommit=True, connect_timeout=3)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh database for this test run, as a URL; dropped at the end."""
+    try:
+        admin = _admin_connect()
+    except psycopg.OperationalError as error:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true but PostgreSQL is unreachable at {ADMIN_URL}: {error}")
+        pytest.skip(f"PostgreSQL unreachable at {ADMIN_URL}")
+    name = f"drx_test_{uuid.uuid4().hex[:12]}"
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    info = psycopg.conninfo.conninfo_to_dict(ADMIN_URL)
+    user = info.get("user") or "postgres"
+    password = f":{info['password']}" if info.get("password") else ""
+    host, port = info.get("host") or "127.0.0.1", info.get("port") or 5432
+    yield f"postgresql://{user}{password}@{host}:{port}/{name}"
+    with _admin_connect() as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def postgres_settings(url: str, **overrides: object) -> Settings:
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    return Settings(database_url=url, postgres_schema=schema, postgres_pool_size=2,
+                    webhook_secrets=(new_secret(),), **overrides)  # type: ignore[arg-type]
+
+
+def sqlite_settings(tmp_path: Path, **overrides: object) -> Settings:
+    return Settings(database_url=f"sqlite:///{tmp_path / 'drx.sqlite3'}",
+                    webhook_secrets=(new_secret(),), **overrides)  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Settings]:
+    """Migrated settings on each store: a new SQLite file, or a new PostgreSQL schema."""
+    if request.param == "sqlite":
+        chosen = sqlite_settings(tmp_path)
+    else:
+        chosen = postgres_settings(request.getfixturevalue("postgres_url"))
+    migrate(chosen)
+    yield chosen
+    if chosen.dialect == "postgresql":
+        with psycopg.connect(chosen.database_url, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{chosen.postgres_schema}" CASCADE')
+
+
+@pytest.fixture
+def prescriptions(settings: Settings) -> Iterator[Prescriptions]:
+    app = open_prescriptions(settings)
+    yield app
+    app.close()

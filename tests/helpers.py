@@ -1,0 +1,57 @@
+"""Test helpers: the contract's example payloads, and DRx-style signing with the standardwebhooks
+library itself (never with the code under test)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from standardwebhooks.webhooks import Webhook
+
+FIXTURES = Path(__file__).parent / "fixtures"
+EXAMPLES = sorted((FIXTURES / "examples").glob("*.json"))
+LIFECYCLES = sorted((FIXTURES / "lifecycles").glob("*.json"))
+
+
+def load_example(name: str) -> dict[str, Any]:
+    return json.loads((FIXTURES / "examples" / f"{name}.json").read_text())
+
+
+def load_lifecycle(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+def new_secret() -> str:
+    return "whsec_" + base64.b64encode(os.urandom(32)).decode()
+
+
+def body_of(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload).encode()
+
+
+def signed_headers(
+    body: bytes,
+    *secrets: str,
+    skew: timedelta = timedelta(0),
+    message_id: str = "msg_test",
+) -> dict[str, str]:
+    """Headers as DRx sends them; several secrets give several signatures (rotation)."""
+    moment = datetime.now(UTC) + skew
+    signatures = " ".join(
+        Webhook(secret).sign(message_id, moment, body.decode()) for secret in secrets
+    )
+    return {
+        "content-type": "application/json",
+        "webhook-id": message_id,
+        "webhook-timestamp": str(int(moment.timestamp())),
+        "webhook-signature": signatures,
+    }
+
+
+def state_subset(state: dict[str, Any], expected: dict[str, Any]) -> dict[str, Any]:
+    """The fields of `state` that `expected` names, for comparing with expected_final_state."""
+    return {key: state[key] for key in expected}

@@ -1,0 +1,127 @@
+"""The Prescriptions application on real stores: a new SQLite file and a new PostgreSQL schema."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from domain.commands import ParkDelivery, RecordDelivery, ReplayDelivery
+from domain.errors import DeliveryNotParkedError, PrescriptionNotFoundError
+from domain.service import Outcome, Prescriptions
+from infrastructure.eventstore import open_prescriptions
+from interfaces.drx.signature import SignedHeaders
+from interfaces.drx.translator import parse_envelope, read_fact, translate
+from tests.helpers import EXAMPLES, LIFECYCLES, load_example, load_lifecycle, state_subset
+
+SIGNED = SignedHeaders("msg_1", "1700000000", "v1,abc")
+
+
+def command_for(payload: dict[str, Any]) -> RecordDelivery | ParkDelivery:
+    body = json.dumps(payload).encode()
+    return translate(parse_envelope(body), body, SIGNED)
+
+
+def deliver(app: Prescriptions, payload: dict[str, Any]) -> Outcome:
+    command = command_for(payload)
+    if isinstance(command, RecordDelivery):
+        return app.record_delivery(command).outcome
+    return app.park_delivery(command).outcome
+
+
+def test_every_example_payload_is_accepted_and_recorded(prescriptions):
+    for path in EXAMPLES:
+        assert deliver(prescriptions, json.loads(path.read_text())) is Outcome.ACCEPTED
+    state = prescriptions.state("drx_rx_7Q2M9K")
+    assert state.version == len(EXAMPLES)
+    assert [r.fact.event_id for r in prescriptions.history("drx_rx_7Q2M9K")] == [
+        json.loads(p.read_text())["id"] for p in EXAMPLES
+    ]
+
+
+@pytest.mark.parametrize("path", LIFECYCLES, ids=lambda p: p.stem)
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_lifecycle_in_any_order_with_duplicates_ends_in_its_expected_state(
+    prescriptions, settings, path, seed
+):
+    lifecycle = load_lifecycle(path)
+    events = lifecycle["events"]
+    rng = random.Random(seed)
+    arrival = events + rng.sample(events, k=len(events) // 2)
+    rng.shuffle(arrival)
+    outcomes = [deliver(prescriptions, event) for event in arrival]
+    assert outcomes.count(Outcome.ACCEPTED) == len(events)
+    assert outcomes.count(Outcome.DUPLICATE) == len(arrival) - len(events)
+    expected = lifecycle["expected_final_state"]
+    assert state_subset(prescriptions.state(lifecycle["subject"]).as_dict(), expected) == expected
+    # A fresh application over the same store (a restart) rebuilds the same state.
+    reopened = open_prescriptions(settings)
+    try:
+        assert reopened.state(lifecycle["subject"]) == prescriptions.state(lifecycle["subject"])
+    finally:
+        reopened.close()
+
+
+def test_a_repeated_delivery_adds_no_fact(prescriptions):
+    payload = load_example("sent")
+    assert deliver(prescriptions, payload) is Outcome.ACCEPTED
+    assert deliver(prescriptions, {**payload, "attempt": 2}) is Outcome.DUPLICATE
+    assert prescriptions.state(payload["subject"]).version == 1
+    assert prescriptions.prescription(payload["subject"]).version == 2  # Opened + one fact
+
+
+def test_an_unreadable_delivery_is_kept_parked_with_its_reason(prescriptions):
+    payload = {**load_example("shipped"), "type": "drx.prescription.teleported"}
+    assert deliver(prescriptions, payload) is Outcome.PARKED
+    delivery = prescriptions.delivery(payload["id"])
+    assert (delivery.status, delivery.reason) == ("parked", "unknown type 'drx.prescription.teleported'")
+    assert json.loads(delivery.body) == payload
+    with pytest.raises(PrescriptionNotFoundError):
+        prescriptions.state(payload["subject"])
+    assert deliver(prescriptions, payload) is Outcome.DUPLICATE
+
+
+def test_a_fault_in_our_code_parks_the_delivery_the_rest_flow_and_replay_works(
+    prescriptions, monkeypatch
+):
+    import domain.prescription
+
+    real = domain.prescription.derive_state
+
+    def poisoned(subject, facts):
+        facts = list(facts)
+        if any(f.event_id == "evt_example_shipped" for f in facts):
+            raise RuntimeError("bug forced by the test")
+        return real(subject, facts)
+
+    monkeypatch.setattr(domain.prescription, "derive_state", poisoned)
+    assert deliver(prescriptions, load_example("received")) is Outcome.ACCEPTED
+    assert deliver(prescriptions, load_example("shipped")) is Outcome.PARKED
+    assert deliver(prescriptions, load_example("sent")) is Outcome.ACCEPTED
+    parked = prescriptions.delivery("evt_example_shipped")
+    assert parked.is_parked
+    assert re.fullmatch(r"internal error: RuntimeError at test_service.py:\d+", parked.reason or "")
+    assert "bug forced" not in parked.reason  # type: ignore[operator]
+
+    monkeypatch.setattr(domain.prescription, "derive_state", real)  # the fix is deployed
+    body = parked.body.encode()
+    fact = read_fact(parse_envelope(body), body)
+    receipt = prescriptions.replay_delivery(ReplayDelivery("evt_example_shipped", fact))  # type: ignore[arg-type]
+    assert receipt.outcome is Outcome.ACCEPTED
+    assert prescriptions.state("drx_rx_7Q2M9K").status == "shipped"
+    assert prescriptions.delivery("evt_example_shipped").status == "processed"
+    with pytest.raises(DeliveryNotParkedError):
+        prescriptions.replay_delivery(ReplayDelivery("evt_example_shipped", fact))  # type: ignore[arg-type]
+
+
+def test_concurrent_deliveries_for_one_prescription_all_land(prescriptions):
+    lifecycle = load_lifecycle(LIFECYCLES[-1])
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        outcomes = list(pool.map(lambda e: deliver(prescriptions, e), lifecycle["events"]))
+    assert outcomes == [Outcome.ACCEPTED] * len(lifecycle["events"])
+    expected = lifecycle["expected_final_state"]
+    assert state_subset(prescriptions.state(lifecycle["subject"]).as_dict(), expected) == expected

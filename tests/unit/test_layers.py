@@ -1,0 +1,68 @@
+"""The layer rule of DESIGN.md: domain/ imports no framework, no driver, no outer layer."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+FORBIDDEN_IN_DOMAIN = ("litestar", "psycopg", "psycopg_pool", "uvicorn", "sqlite3",
+                       "infrastructure", "interfaces", "standardwebhooks")
+
+
+def imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def forbidden_imports(folder: Path, forbidden: tuple[str, ...]) -> list[str]:
+    found = []
+    for path in sorted(folder.rglob("*.py")):
+        for name in imported_modules(path):
+            if name.split(".")[0] in forbidden:
+                found.append(f"{path.relative_to(folder.parent)} imports {name}")
+    return found
+
+
+def test_domain_imports_no_framework_driver_or_outer_layer():
+    assert forbidden_imports(ROOT / "domain", FORBIDDEN_IN_DOMAIN) == []
+
+
+def test_infrastructure_does_not_import_interfaces():
+    assert forbidden_imports(ROOT / "infrastructure", ("interfaces", "litestar")) == []
+
+
+def test_the_check_catches_a_forbidden_import(tmp_path):
+    (tmp_path / "domain").mkdir()
+    (tmp_path / "domain" / "bad.py").write_text("import os\nfrom litestar import get\n")
+    found = forbidden_imports(tmp_path / "domain", FORBIDDEN_IN_DOMAIN)
+    assert found == ["domain/bad.py imports litestar"]
+
+
+@pytest.mark.parametrize("folder", ["domain", "infrastructure", "interfaces", "migrations"])
+def test_every_module_opens_with_a_docstring(folder):
+    missing = [
+        str(path.relative_to(ROOT))
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        if ast.get_docstring(ast.parse(path.read_text())) is None
+    ]
+    assert missing == []
+
+
+def test_nothing_reads_the_shared_folder_beside_the_project():
+    offenders = [
+        str(path.relative_to(ROOT))
+        for folder in ("domain", "infrastructure", "interfaces", "tests", "bench")
+        if (ROOT / folder).exists()
+        for path in (ROOT / folder).rglob("*.py")
+        if "../shared" in path.read_text() and path.name != "test_layers.py"
+    ]
+    assert offenders == []

@@ -1,0 +1,54 @@
+"""Settings from the environment: defaults, parsing, and errors that say what to fix."""
+
+from __future__ import annotations
+
+import pytest
+
+from infrastructure.eventstore import eventsourcing_env
+from infrastructure.settings import Settings, SettingsError
+
+
+def test_the_default_is_an_sqlite_file_in_the_working_directory():
+    settings = Settings.from_env({})
+    assert (settings.dialect, settings.sqlite_path) == ("sqlite", "drx.sqlite3")
+    assert settings.webhook_secrets == ()
+
+
+def test_secrets_and_keys_split_on_spaces_and_commas():
+    settings = Settings.from_env(
+        {"DRX_WEBHOOK_SECRETS": "whsec_a whsec_b,whsec_c", "DRX_API_KEYS": "k1, k2"}
+    )
+    assert settings.webhook_secrets == ("whsec_a", "whsec_b", "whsec_c")
+    assert settings.api_keys == ("k1", "k2")
+
+
+def test_a_postgresql_url_maps_to_the_eventsourcing_settings():
+    settings = Settings.from_env(
+        {"DRX_DATABASE_URL": "postgresql://drx:s%40cret@db.internal:6543/rx"}
+    )
+    env = eventsourcing_env(settings)
+    assert env["PERSISTENCE_MODULE"] == "eventsourcing.postgres"
+    assert (env["POSTGRES_HOST"], env["POSTGRES_PORT"], env["POSTGRES_DBNAME"]) == (
+        "db.internal", "6543", "rx")
+    assert (env["POSTGRES_USER"], env["POSTGRES_PASSWORD"]) == ("drx", "s@cret")
+    assert env["POSTGRES_ENABLE_DB_FUNCTIONS"] == "n"
+    assert env["CREATE_TABLE"] == "n"
+    assert int(env["POSTGRES_LOCK_TIMEOUT"]) > 0
+    assert "s@cret" not in settings.describe_database()
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"DRX_DATABASE_URL": "mysql://x/y"}, "DRX_DATABASE_URL"),
+        ({"DRX_DATABASE_URL": "postgresql://host-only"}, "DRX_DATABASE_URL"),
+        ({"DRX_DATABASE_URL": "sqlite:///"}, "DRX_DATABASE_URL"),
+        ({"DRX_POSTGRES_POOL_SIZE": "many"}, "DRX_POSTGRES_POOL_SIZE"),
+        ({"DRX_POSTGRES_POOL_SIZE": "0"}, "DRX_POSTGRES_POOL_SIZE"),
+        ({"DRX_DATABASE_URL": "postgresql://u@h/db", "DRX_POSTGRES_SCHEMA": "Drop Table"},
+         "DRX_POSTGRES_SCHEMA"),
+    ],
+)
+def test_a_bad_setting_is_refused_with_its_name(environ, message):
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env(environ)

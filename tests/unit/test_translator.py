@@ -1,0 +1,189 @@
+"""The anti-corruption layer: what is a 400, a 422, a parked delivery, or a fact."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from domain.commands import ParkDelivery, RecordDelivery
+from domain.facts import Fact, FactKind
+from domain.state import derive_state
+from interfaces.drx.signature import SignedHeaders
+from interfaces.drx.translator import (
+    EnvelopeError,
+    NotAJsonObjectError,
+    Unreadable,
+    parse_envelope,
+    read_fact,
+    translate,
+)
+from tests.helpers import EXAMPLES, load_example
+
+SIGNED = SignedHeaders("msg_1", "1700000000", "v1,abc")
+
+
+def read(payload: dict[str, Any]) -> Fact | Unreadable:
+    body = json.dumps(payload).encode()
+    return read_fact(parse_envelope(body), body)
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_every_example_payload_becomes_its_fact(path):
+    payload = json.loads(path.read_text())
+    result = read(payload)
+    assert isinstance(result, Fact)
+    assert (result.event_id, result.drx_type, result.data) == (
+        payload["id"], payload["type"], payload["data"]
+    )
+
+
+@pytest.mark.parametrize("body", [b"", b"not json", b"[1, 2]", b'"text"', b"42", b"null"])
+def test_a_body_that_is_not_a_json_object_is_refused(body):
+    with pytest.raises(NotAJsonObjectError):
+        parse_envelope(body)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"id": None}, "id"),
+        ({"id": ""}, "id"),
+        ({"id": "x" * 201}, "id"),
+        ({"type": 5}, "type"),
+        ({"subject": ""}, "subject"),
+        ({"occurred_at": "2025-03-04T15:22:10"}, "occurred_at"),
+        ({"occurred_at": "yesterday"}, "occurred_at"),
+        ({"schema_version": 1}, "schema_version"),
+        ({"sequence": 0}, "sequence"),
+        ({"attempt": "1"}, "attempt"),
+        ({"data": []}, "data"),
+        ({"correlation": {"request_id": 7}}, "correlation.request_id"),
+    ],
+)
+def test_a_broken_envelope_names_the_field(change, field):
+    payload = {**load_example("shipped"), **change}
+    with pytest.raises(EnvelopeError) as raised:
+        parse_envelope(json.dumps(payload).encode())
+    assert field in [p["field"] for p in raised.value.problems]
+
+
+def test_a_missing_envelope_field_is_named():
+    payload = load_example("shipped")
+    del payload["source"]
+    with pytest.raises(EnvelopeError, match="source: Field required"):
+        parse_envelope(json.dumps(payload).encode())
+
+
+def test_envelope_errors_never_quote_the_offending_value():
+    payload = {**load_example("received"), "occurred_at": "Testy McExample"}
+    with pytest.raises(EnvelopeError) as raised:
+        parse_envelope(json.dumps(payload).encode())
+    assert "Testy" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"type": "drx.prescription.teleported"}, "unknown type"),
+        ({"type": "acme.order.created"}, "unknown type"),
+        ({"schema_version": "2.0"}, "schema_version '2.0'"),
+    ],
+)
+def test_an_unknown_type_or_major_version_is_unreadable(change, reason):
+    result = read({**load_example("shipped"), **change})
+    assert isinstance(result, Unreadable)
+    assert reason in result.reason
+
+
+def test_a_newer_minor_version_is_read():
+    assert isinstance(read({**load_example("shipped"), "schema_version": "1.7"}), Fact)
+
+
+@pytest.mark.parametrize(
+    ("name", "data_change", "field"),
+    [
+        ("shipped", {"fill_number": "1"}, "data.fill_number"),
+        ("shipped", {"fill_number": 0}, "data.fill_number"),
+        ("shipped", {"carrier": None}, "data.carrier"),
+        ("dispensed", {"refills_remaining": -1}, "data.refills_remaining"),
+        ("rejected", {"retryable": "yes"}, "data.retryable"),
+        ("on_hold", {"reason": {"text": "x", "category": "weather"}}, "data.reason.category"),
+        ("change_requested", {"requested_medications": []}, "data.requested_medications"),
+        ("received", {"patient": {"first_name": "Testy"}}, "data.patient.drx_patient_id"),
+        ("updated", {"patient": None, "notes": None}, "data"),
+    ],
+)
+def test_data_that_breaks_the_contract_is_unreadable_and_says_where(name, data_change, field):
+    payload = load_example(name)
+    payload["data"] = {**payload["data"], **data_change}
+    result = read(payload)
+    assert isinstance(result, Unreadable)
+    assert f"{field}:" in result.reason
+    assert "Testy" not in result.reason
+
+
+def test_unknown_fields_are_tolerated_and_kept():
+    payload = load_example("shipped")
+    payload["data"]["carrier_service"] = "Priority"
+    payload["brand_new_envelope_field"] = {"x": 1}
+    result = read(payload)
+    assert isinstance(result, Fact)
+    assert result.data["carrier_service"] == "Priority"
+
+
+def test_sequence_and_correlation_are_carried():
+    payload = {**load_example("sent"), "sequence": 4}
+    result = read(payload)
+    assert isinstance(result, Fact)
+    assert (result.sequence, result.correlation["client_reference"]) == (4, "ord-2M9K")
+    assert result.kind is FactKind.SENT
+
+
+def test_translate_records_a_readable_delivery_and_parks_the_rest():
+    good = json.dumps(load_example("sent")).encode()
+    command = translate(parse_envelope(good), good, SIGNED)
+    assert isinstance(command, RecordDelivery)
+    assert command.delivery.body == good.decode()
+    assert command.delivery.webhook_signature == "v1,abc"
+    bad = json.dumps({**load_example("sent"), "type": "drx.prescription.nope"}).encode()
+    parked = translate(parse_envelope(bad), bad, SIGNED)
+    assert isinstance(parked, ParkDelivery)
+    assert "unknown type" in parked.reason
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=10,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    name=st.sampled_from([p.stem for p in EXAMPLES]),
+    overrides=st.dictionaries(
+        st.sampled_from(["id", "type", "occurred_at", "subject", "sequence", "data", "schema_version"]),
+        json_values,
+        max_size=3,
+    ),
+    data_overrides=st.dictionaries(st.text(max_size=12), json_values, max_size=3),
+)
+def test_any_json_object_is_a_fact_an_unreadable_delivery_or_an_envelope_error(
+    name, overrides, data_overrides
+):
+    payload = {**load_example(name), **overrides}
+    if isinstance(payload.get("data"), dict):
+        payload["data"] = {**payload["data"], **data_overrides}
+    body = json.dumps(payload).encode()
+    try:
+        envelope = parse_envelope(body)
+    except EnvelopeError:
+        return
+    result = read_fact(envelope, body)
+    assert isinstance(result, Fact | Unreadable)
+    if isinstance(result, Fact):  # whatever the contract lets through, the state function takes
+        assert derive_state(envelope.subject, [result]).version == 1

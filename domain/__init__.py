@@ -1,1 +1,1 @@
-"""The prescription domain: facts DRx reports, the state they imply, and the service that records them."""
+"""The prescription domain: the facts DRx reports, the state they imply, the service recording."""

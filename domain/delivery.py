@@ -49,6 +49,7 @@ class Delivery(Aggregate):
     @event("Received")
     def __init__(
         self,
+        *,
         event_id: str,
         drx_type: str,
         subject: str,

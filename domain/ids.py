@@ -1,4 +1,4 @@
-"""Aggregate ids derived from DRx's keys, so that a repeated create collides instead of duplicating."""
+"""Aggregate ids derived from DRx keys, so a repeated create collides instead of duplicating."""
 
 from __future__ import annotations
 

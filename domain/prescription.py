@@ -1,4 +1,4 @@
-"""The Prescription aggregate: the append-only record of every fact DRx reported about one subject."""
+"""The Prescription aggregate: the append-only record of the facts DRx reported about a subject."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def canonical_json(value: Mapping[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class RecordedFact:
-    """A fact as the store holds it: its place among the prescription's facts and when we learnt it."""
+    """A fact as stored: its place among the prescription's facts, and when we learnt it."""
 
     number: int
     recorded_at: datetime
@@ -162,7 +162,9 @@ class Prescription(Aggregate):
     def state(self, recorded_until: datetime | None = None) -> PrescriptionState:
         """The current state, or the state from the facts recorded up to `recorded_until`."""
         facts = [
-            r.fact for r in self.recorded if recorded_until is None or r.recorded_at <= recorded_until
+            r.fact
+            for r in self.recorded
+            if recorded_until is None or r.recorded_at <= recorded_until
         ]
         return derive_state(self.subject, facts)
 

@@ -1,4 +1,4 @@
-"""The Prescriptions application: each command is get, call, save; queries rebuild from the store."""
+"""The Prescriptions application: a command is get, call, save; queries rebuild from the store."""
 
 from __future__ import annotations
 

@@ -99,7 +99,11 @@ class PrescriptionState:
                 {"kind": a.kind, "event_id": a.event_id, "type": a.type} for a in self.anomalies
             ],
             "open_requests": [
-                {"kind": r.kind, "request_id": r.request_id, "opened_at": format_instant(r.opened_at)}
+                {
+                    "kind": r.kind,
+                    "request_id": r.request_id,
+                    "opened_at": format_instant(r.opened_at),
+                }
                 for r in self.open_requests
             ],
             "patient": _plain(self.patient),
@@ -202,9 +206,7 @@ def _requests_and_details(state: PrescriptionState, fact: Fact) -> PrescriptionS
         closed = (_REQUEST_CLOSED_BY[kind], data.get("request_id"))
         state = replace(
             state,
-            open_requests=tuple(
-                r for r in state.open_requests if (r.kind, r.request_id) != closed
-            ),
+            open_requests=tuple(r for r in state.open_requests if (r.kind, r.request_id) != closed),
         )
 
     if kind is FactKind.UPDATED:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from eventsourcing.utils import get_topic
+
 from domain.service import Prescriptions
+from infrastructure.pg_recorder import FailFastPostgresApplicationRecorder
 from infrastructure.settings import Settings
 
 
@@ -36,6 +39,7 @@ def eventsourcing_env(settings: Settings) -> dict[str, str]:
         POSTGRES_CONNECT_TIMEOUT=str(settings.postgres_connect_timeout_s),
         POSTGRES_PRE_PING="y",
         POSTGRES_ENABLE_DB_FUNCTIONS="n",
+        APPLICATION_RECORDER_TOPIC=get_topic(FailFastPostgresApplicationRecorder),
     )
     return env
 

@@ -36,7 +36,7 @@ class Settings:
     postgres_pool_size: int = 5
     postgres_max_overflow: int = 5
     postgres_lock_timeout_s: int = 5
-    postgres_connect_timeout_s: int = 5
+    postgres_connect_timeout_s: int = 3
     postgres_schema: str = "public"
     sqlite_lock_timeout_s: int = 5
     # Tables come from migrations; only tests of the library's own wiring turn this on.

@@ -13,18 +13,22 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+import uvicorn
 from standardwebhooks.webhooks import Webhook
 
 from infrastructure.dev_credentials import read_dev_secrets, with_webhook_secrets
 from infrastructure.migrations import MigrationError, migrate
 from infrastructure.settings import Settings, SettingsError
 from interfaces.drx.signature import SecretError
+from interfaces.http.app import create_app
 
 log = logging.getLogger("drx")
 
 
 def _configure_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
 
 def cmd_migrate(settings: Settings, _: argparse.Namespace) -> int:
@@ -39,17 +43,17 @@ def cmd_migrate(settings: Settings, _: argparse.Namespace) -> int:
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from interfaces.http.app import create_app
-
     settings, note = with_webhook_secrets(settings)
     if note:
         log.warning(note)
     migrate(settings)  # logs each migration it applies
     app = create_app(settings)
-    log.info("serving on http://%s:%d with the store in %s", args.host, args.port,
-             settings.describe_database())
+    log.info(
+        "serving on http://%s:%d with the store in %s",
+        args.host,
+        args.port,
+        settings.describe_database(),
+    )
     uvicorn.run(app, host=args.host, port=args.port, log_level="info", server_header=False)
     return 0
 
@@ -59,7 +63,10 @@ def cmd_send(settings: Settings, args: argparse.Namespace) -> int:
     secrets = settings.webhook_secrets or read_dev_secrets(settings)
     secret = args.secret or (secrets[0] if secrets else None)
     if not secret:
-        print("no secret: pass --secret, set DRX_WEBHOOK_SECRETS, or run drx serve once", file=sys.stderr)
+        print(
+            "no secret: pass --secret, set DRX_WEBHOOK_SECRETS, or run drx serve once",
+            file=sys.stderr,
+        )
         return 2
     worst = 0
     for path in args.payloads:

@@ -51,13 +51,21 @@ def postgres_url() -> Iterator[str]:
 
 def postgres_settings(url: str, **overrides: object) -> Settings:
     schema = f"t_{uuid.uuid4().hex[:12]}"
-    return Settings(database_url=url, postgres_schema=schema, postgres_pool_size=2,
-                    webhook_secrets=(new_secret(),), **overrides)  # type: ignore[arg-type]
+    return Settings(
+        database_url=url,
+        postgres_schema=schema,
+        postgres_pool_size=2,
+        webhook_secrets=(new_secret(),),
+        **overrides,
+    )  # type: ignore[arg-type]
 
 
 def sqlite_settings(tmp_path: Path, **overrides: object) -> Settings:
-    return Settings(database_url=f"sqlite:///{tmp_path / 'drx.sqlite3'}",
-                    webhook_secrets=(new_secret(),), **overrides)  # type: ignore[arg-type]
+    return Settings(
+        database_url=f"sqlite:///{tmp_path / 'drx.sqlite3'}",
+        webhook_secrets=(new_secret(),),
+        **overrides,
+    )  # type: ignore[arg-type]
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

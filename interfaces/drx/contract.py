@@ -118,13 +118,13 @@ class Reason(Model):
 
 
 class HoldReason(Reason):
-    category: Literal[  # type: ignore[assignment]
+    category: Literal[
         "insurance", "prior_auth", "out_of_stock", "clarification", "payment", "other"
     ]
 
 
 class RejectionReason(Reason):
-    category: Literal["transmission_error", "pharmacy_rejection", "validation"]  # type: ignore[assignment]
+    category: Literal["transmission_error", "pharmacy_rejection", "validation"]
 
 
 class Transmission(Model):

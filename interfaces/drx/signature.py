@@ -49,7 +49,9 @@ class SignatureVerifier:
         except ValueError:
             raise SignatureError("webhook-timestamp must be Unix seconds") from None
         if abs(time.time() - sent) > TOLERANCE_S:
-            raise SignatureError("webhook-timestamp is more than 5 minutes from the receiver's clock")
+            raise SignatureError(
+                "webhook-timestamp is more than 5 minutes from the receiver's clock"
+            )
         if not self._hooks:
             raise SignatureError("no webhook secret is configured")
         malformed = False

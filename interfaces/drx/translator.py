@@ -75,7 +75,8 @@ def read_fact(envelope: Envelope, body: bytes) -> Fact | Unreadable:
     except ValidationError as error:
         problems = describe_errors(error)
         return Unreadable(
-            "data breaks the contract: " + "; ".join(f"{p['field']}: {p['problem']}" for p in problems)
+            "data breaks the contract: "
+            + "; ".join(f"{p['field']}: {p['problem']}" for p in problems)
         )
     correlation: dict[str, Any] = (
         envelope.correlation.model_dump(exclude_none=True) if envelope.correlation else {}

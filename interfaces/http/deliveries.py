@@ -15,7 +15,7 @@ from interfaces.http.services import Services
 
 class DeliveryController(Controller):
     path = "/deliveries"
-    tags = ["deliveries"]
+    tags = ("deliveries",)
 
     @get(
         "/{event_id:str}",

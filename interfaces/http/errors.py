@@ -45,7 +45,7 @@ ERROR_TABLE: dict[type[Exception], tuple[int, str]] = {
     EnvelopeError: (422, "invalid_envelope"),
     ConcurrencyConflictError: (503, "busy"),
 }
-_DETAILS = {
+_DETAILS: dict[type[Exception], str] = {
     PrescriptionNotFoundError: "no prescription with id {}",
     DeliveryNotFoundError: "no delivery with event id {}",
     DeliveryNotParkedError: "delivery {} is not parked",
@@ -63,7 +63,9 @@ STORE_UNAVAILABLE: tuple[type[Exception], ...] = (
 
 def problem(status: int, error: str, detail: str, **extra: Any) -> Response[dict[str, Any]]:
     headers = {"Retry-After": str(RETRY_AFTER_S)} if status in (429, 503) else None
-    return Response({"error": error, "detail": detail, **extra}, status_code=status, headers=headers)
+    return Response(
+        {"error": error, "detail": detail, **extra}, status_code=status, headers=headers
+    )
 
 
 def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
@@ -76,8 +78,9 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
             extra = {"problems": exc.problems} if isinstance(exc, EnvelopeError) else {}
             return problem(status, error, detail, **extra)
     if isinstance(exc, STORE_UNAVAILABLE) and not isinstance(exc, IntegrityError):
-        log.warning("store unavailable on %s %s: %s", request.method, request.url.path,
-                    type(exc).__name__)
+        log.warning(
+            "store unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__
+        )
         return problem(503, "store_unavailable", "the event store cannot be reached; retry later")
     if isinstance(exc, HTTPException):
         extra = {"problems": exc.extra} if isinstance(exc.extra, list) and exc.extra else {}

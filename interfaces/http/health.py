@@ -16,9 +16,11 @@ log = logging.getLogger(__name__)
 
 
 class HealthController(Controller):
-    tags = ["operations"]
+    tags = ("operations",)
 
-    @get("/health", operation_id="health", summary="200 while the process runs", sync_to_thread=False)
+    @get(
+        "/health", operation_id="health", summary="200 while the process runs", sync_to_thread=False
+    )
     def health(self) -> dict[str, str]:
         return {"status": "ok"}
 

@@ -22,7 +22,8 @@ def parse_instant(name: str, value: str) -> datetime:
         moment = None
     if moment is None or moment.tzinfo is None:
         raise ProblemError(
-            400, "invalid_parameter",
+            400,
+            "invalid_parameter",
             f"{name} must be an RFC 3339 timestamp with an offset, e.g. 2025-03-04T15:22:10Z",
         )
     return moment
@@ -30,7 +31,7 @@ def parse_instant(name: str, value: str) -> datetime:
 
 class PrescriptionController(Controller):
     path = "/prescriptions"
-    tags = ["prescriptions"]
+    tags = ("prescriptions",)
 
     @get(
         "/{prescription_id:str}",

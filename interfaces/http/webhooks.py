@@ -29,7 +29,7 @@ def _is_json(content_type: str | None) -> bool:
 
 class WebhookController(Controller):
     path = "/webhooks"
-    tags = ["webhooks"]
+    tags = ("webhooks",)
 
     @post(
         "/drx",
@@ -49,7 +49,9 @@ class WebhookController(Controller):
     ) -> Response[dict[str, Any]]:
         signed = services.verifier.verify(body, request.headers)
         if not _is_json(request.headers.get("content-type")):
-            raise ProblemError(415, "unsupported_media_type", "Content-Type must be application/json")
+            raise ProblemError(
+                415, "unsupported_media_type", "Content-Type must be application/json"
+            )
         envelope = parse_envelope(body)
         try:
             command = translate(envelope, body, signed)

@@ -17,8 +17,13 @@ def test_migrations_are_applied_once_and_recorded(settings):
 
 
 def test_a_fresh_store_gets_every_migration(settings, tmp_path):
-    fresh = dataclasses.replace(settings, database_url=f"sqlite:///{tmp_path / 'fresh.db'}") \
-        if settings.dialect == "sqlite" else dataclasses.replace(settings, postgres_schema="t_fresh_" + settings.postgres_schema[2:])
+    fresh = (
+        dataclasses.replace(settings, database_url=f"sqlite:///{tmp_path / 'fresh.db'}")
+        if settings.dialect == "sqlite"
+        else dataclasses.replace(
+            settings, postgres_schema="t_fresh_" + settings.postgres_schema[2:]
+        )
+    )
     try:
         assert [m.version for m in pending(fresh)] == [m.version for m in available(fresh.dialect)]
         assert [m.version for m in migrate(fresh)] == [m.version for m in available(fresh.dialect)]

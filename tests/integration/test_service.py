@@ -78,7 +78,10 @@ def test_an_unreadable_delivery_is_kept_parked_with_its_reason(prescriptions):
     payload = {**load_example("shipped"), "type": "drx.prescription.teleported"}
     assert deliver(prescriptions, payload) is Outcome.PARKED
     delivery = prescriptions.delivery(payload["id"])
-    assert (delivery.status, delivery.reason) == ("parked", "unknown type 'drx.prescription.teleported'")
+    assert (delivery.status, delivery.reason) == (
+        "parked",
+        "unknown type 'drx.prescription.teleported'",
+    )
     assert json.loads(delivery.body) == payload
     with pytest.raises(PrescriptionNotFoundError):
         prescriptions.state(payload["subject"])

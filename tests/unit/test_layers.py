@@ -8,8 +8,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-FORBIDDEN_IN_DOMAIN = ("litestar", "psycopg", "psycopg_pool", "uvicorn", "sqlite3",
-                       "infrastructure", "interfaces", "standardwebhooks")
+FORBIDDEN_IN_DOMAIN = (
+    "litestar",
+    "psycopg",
+    "psycopg_pool",
+    "uvicorn",
+    "sqlite3",
+    "infrastructure",
+    "interfaces",
+    "standardwebhooks",
+)
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -1,4 +1,4 @@
-"""The Prescription aggregate: one event class per kind of fact, duplicates refused, state derived."""
+"""The Prescription aggregate: an event class per kind of fact, repeats refused, state derived."""
 
 from __future__ import annotations
 
@@ -37,8 +37,15 @@ def test_state_as_of_an_instant_uses_only_facts_recorded_by_then():
     prescription = Prescription("rx")
     prescription.record(Fact("evt_1", FactKind.SENT, T0))
     first_recorded = prescription.recorded[0].recorded_at
-    prescription.record(Fact("evt_2", FactKind.PROCESSING, T0 + timedelta(hours=1), 0,
-                             {"fill_number": 1, "stage": "filling"}))
+    prescription.record(
+        Fact(
+            "evt_2",
+            FactKind.PROCESSING,
+            T0 + timedelta(hours=1),
+            0,
+            {"fill_number": 1, "stage": "filling"},
+        )
+    )
     assert prescription.state(recorded_until=first_recorded).status == "sent"
     assert prescription.state().status == "processing"
     assert prescription.state(recorded_until=first_recorded - timedelta(seconds=1)).version == 0

@@ -29,7 +29,10 @@ def test_a_postgresql_url_maps_to_the_eventsourcing_settings():
     env = eventsourcing_env(settings)
     assert env["PERSISTENCE_MODULE"] == "eventsourcing.postgres"
     assert (env["POSTGRES_HOST"], env["POSTGRES_PORT"], env["POSTGRES_DBNAME"]) == (
-        "db.internal", "6543", "rx")
+        "db.internal",
+        "6543",
+        "rx",
+    )
     assert (env["POSTGRES_USER"], env["POSTGRES_PASSWORD"]) == ("drx", "s@cret")
     assert env["POSTGRES_ENABLE_DB_FUNCTIONS"] == "n"
     assert env["CREATE_TABLE"] == "n"
@@ -45,8 +48,10 @@ def test_a_postgresql_url_maps_to_the_eventsourcing_settings():
         ({"DRX_DATABASE_URL": "sqlite:///"}, "DRX_DATABASE_URL"),
         ({"DRX_POSTGRES_POOL_SIZE": "many"}, "DRX_POSTGRES_POOL_SIZE"),
         ({"DRX_POSTGRES_POOL_SIZE": "0"}, "DRX_POSTGRES_POOL_SIZE"),
-        ({"DRX_DATABASE_URL": "postgresql://u@h/db", "DRX_POSTGRES_SCHEMA": "Drop Table"},
-         "DRX_POSTGRES_SCHEMA"),
+        (
+            {"DRX_DATABASE_URL": "postgresql://u@h/db", "DRX_POSTGRES_SCHEMA": "Drop Table"},
+            "DRX_POSTGRES_SCHEMA",
+        ),
     ],
 )
 def test_a_bad_setting_is_refused_with_its_name(environ, message):

@@ -25,10 +25,12 @@ def fact_of(payload: dict[str, Any]) -> Fact:
     return fact
 
 
-def fact(kind: FactKind, minutes: int, event_id: str | None = None, sequence: int = 0,
-         **data: Any) -> Fact:
-    return Fact(event_id or f"evt_{kind}_{minutes}", kind, T0 + timedelta(minutes=minutes),
-                sequence, data)
+def fact(
+    kind: FactKind, minutes: int, event_id: str | None = None, sequence: int = 0, **data: Any
+) -> Fact:
+    return Fact(
+        event_id or f"evt_{kind}_{minutes}", kind, T0 + timedelta(minutes=minutes), sequence, data
+    )
 
 
 def state_of(*facts: Fact) -> dict[str, Any]:
@@ -115,10 +117,18 @@ def test_a_late_status_fact_arriving_first_still_ends_as_an_anomaly():
 def test_received_after_a_terminal_fact_is_no_anomaly_and_fills_the_details():
     state = state_of(
         fact(FactKind.REJECTED, 0, retryable=False, reason={"text": "no"}),
-        fact(FactKind.RECEIVED, 5, patient={"drx_patient_id": "p1"},
-             medication={"refills_authorized": 3}),
+        fact(
+            FactKind.RECEIVED,
+            5,
+            patient={"drx_patient_id": "p1"},
+            medication={"refills_authorized": 3},
+        ),
     )
-    assert (state["status"], state["provisional"], state["needs_review"]) == ("rejected", False, False)
+    assert (state["status"], state["provisional"], state["needs_review"]) == (
+        "rejected",
+        False,
+        False,
+    )
     assert state["patient"] == {"drx_patient_id": "p1"}
     assert state["refills_remaining"] == 3
 
@@ -176,8 +186,9 @@ def test_ties_in_occurred_at_are_broken_by_sequence_then_rank_then_id():
     delivered = fact(FactKind.DELIVERED, 0, "evt_a", fill_number=1, handover="delivery")
     assert state_of(delivered, shipped)["status"] == "delivered"
     # A sequence outranks the rank.
-    shipped_later = fact(FactKind.SHIPPED, 0, "evt_b", 2, fill_number=1, carrier="c",
-                         tracking_number="t")
+    shipped_later = fact(
+        FactKind.SHIPPED, 0, "evt_b", 2, fill_number=1, carrier="c", tracking_number="t"
+    )
     delivered_first = fact(FactKind.DELIVERED, 0, "evt_a", 1, fill_number=1, handover="pickup")
     assert state_of(shipped_later, delivered_first)["status"] == "shipped"
     # Same instant, sequence and rank (7): the id decides, evt_1 before evt_2.
@@ -191,7 +202,9 @@ def test_ties_in_occurred_at_are_broken_by_sequence_then_rank_then_id():
 def test_ties_across_offsets_compare_instants_not_text():
     at_utc = Fact("evt_z", FactKind.SENT, datetime(2025, 1, 1, 12, 0, tzinfo=UTC))
     offset = datetime.fromisoformat("2025-01-01T13:00:00+01:00")
-    same_instant = Fact("evt_a", FactKind.PROCESSING, offset, 0, {"fill_number": 1, "stage": "billing"})
+    same_instant = Fact(
+        "evt_a", FactKind.PROCESSING, offset, 0, {"fill_number": 1, "stage": "billing"}
+    )
     assert state_of(same_instant, at_utc)["status"] == "processing"
 
 
@@ -201,11 +214,19 @@ def test_delivered_with_no_refills_left_completes_and_a_renewal_reopens_it():
         fact(FactKind.DELIVERED, 5, fill_number=1, handover="pickup"),
     ]
     assert state_of(*base)["status"] == "completed"
-    renewed = state_of(*base, fact(FactKind.RENEWAL_APPROVED, 10, request_id="r",
-                                   outcome="approved", refills_authorized=2))
+    renewed = state_of(
+        *base,
+        fact(
+            FactKind.RENEWAL_APPROVED, 10, request_id="r", outcome="approved", refills_authorized=2
+        ),
+    )
     assert (renewed["status"], renewed["refills_remaining"]) == ("delivered", 2)
-    none_left = state_of(*base, fact(FactKind.RENEWAL_APPROVED, 10, request_id="r",
-                                     outcome="approved", refills_authorized=0))
+    none_left = state_of(
+        *base,
+        fact(
+            FactKind.RENEWAL_APPROVED, 10, request_id="r", outcome="approved", refills_authorized=0
+        ),
+    )
     assert none_left["status"] == "completed"
 
 
@@ -219,10 +240,19 @@ def test_received_sets_refills_only_while_unset():
 
 def test_updated_and_change_approved_replace_details_in_fact_order():
     state = state_of(
-        fact(FactKind.RECEIVED, 0, patient={"drx_patient_id": "p", "last_name": "Old"},
-             medication={"name": "A", "refills_authorized": 1}),
-        fact(FactKind.CHANGE_APPROVED, 20, request_id="c", outcome="approved_with_changes",
-             approved_medication={"name": "C"}),
+        fact(
+            FactKind.RECEIVED,
+            0,
+            patient={"drx_patient_id": "p", "last_name": "Old"},
+            medication={"name": "A", "refills_authorized": 1},
+        ),
+        fact(
+            FactKind.CHANGE_APPROVED,
+            20,
+            request_id="c",
+            outcome="approved_with_changes",
+            approved_medication={"name": "C"},
+        ),
         fact(FactKind.UPDATED, 10, patient={"drx_patient_id": "p"}, medication={"name": "B"}),
     )
     assert state["patient"] == {"drx_patient_id": "p"}

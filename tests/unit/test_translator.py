@@ -37,7 +37,9 @@ def test_every_example_payload_becomes_its_fact(path):
     result = read(payload)
     assert isinstance(result, Fact)
     assert (result.event_id, result.drx_type, result.data) == (
-        payload["id"], payload["type"], payload["data"]
+        payload["id"],
+        payload["type"],
+        payload["data"],
     )
 
 
@@ -157,7 +159,9 @@ def test_translate_records_a_readable_delivery_and_parks_the_rest():
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
     max_leaves=10,
 )
 
@@ -166,7 +170,9 @@ json_values = st.recursive(
 @given(
     name=st.sampled_from([p.stem for p in EXAMPLES]),
     overrides=st.dictionaries(
-        st.sampled_from(["id", "type", "occurred_at", "subject", "sequence", "data", "schema_version"]),
+        st.sampled_from(
+            ["id", "type", "occurred_at", "subject", "sequence", "data", "schema_version"]
+        ),
         json_values,
         max_size=3,
     ),

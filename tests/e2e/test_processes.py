@@ -1,0 +1,141 @@
+"""The real `drx serve` in its own processes: a restart keeps every acknowledged delivery, and two
+processes racing on one prescription on PostgreSQL both land every delivery."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import postgres_settings
+from tests.helpers import (
+    LIFECYCLES,
+    body_of,
+    load_example,
+    load_lifecycle,
+    new_secret,
+    signed_headers,
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    """One `drx serve` process."""
+
+    def __init__(self, env: dict[str, str], cwd: Path) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "interfaces.cli", "serve", "--port", str(self.port)],
+            env={**os.environ, **env, "PYTHONPATH": str(Path(__file__).parents[2])},
+            cwd=cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"drx serve exited: {self.process.stderr.read().decode()}")  # type: ignore[union-attr]
+            try:
+                if self.request("GET", "/health")[0] == 200:
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("drx serve did not answer /health within 30 s")
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict]:
+        request = urllib.request.Request(
+            self.url + path, data=body, method=method, headers=headers or {}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
+
+    def deliver(self, payload: dict, secret: str) -> int:
+        body = body_of(payload)
+        return self.request("POST", "/webhooks/drx", body, signed_headers(body, secret))[0]
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+        if self.process.stderr:
+            self.process.stderr.close()
+
+
+def test_acknowledged_deliveries_survive_a_killed_service(tmp_path):
+    secret = new_secret()
+    env = {
+        "DRX_DATABASE_URL": f"sqlite:///{tmp_path / 'drx.sqlite3'}",
+        "DRX_WEBHOOK_SECRETS": secret,
+    }
+    first = Server(env, tmp_path)
+    try:
+        assert first.deliver(load_example("received"), secret) == 202
+        assert first.deliver(load_example("shipped"), secret) == 202
+    finally:
+        first.kill()
+    second = Server(env, tmp_path)
+    try:
+        status, state = second.request("GET", "/prescriptions/drx_rx_7Q2M9K")
+        assert (status, state["status"], state["version"]) == (200, "shipped", 2)
+        assert second.deliver(load_example("shipped"), secret) == 200
+    finally:
+        second.kill()
+
+
+@pytest.mark.postgres
+def test_two_processes_racing_on_one_prescription_land_every_delivery(postgres_url, tmp_path):
+    from infrastructure.migrations import migrate
+
+    settings = postgres_settings(postgres_url)
+    migrate(settings)
+    secret = new_secret()
+    env = {
+        "DRX_DATABASE_URL": postgres_url,
+        "DRX_WEBHOOK_SECRETS": secret,
+        "DRX_POSTGRES_SCHEMA": settings.postgres_schema,
+        "DRX_POSTGRES_POOL_SIZE": "2",
+    }
+    servers = [Server(env, tmp_path), Server(env, tmp_path)]
+    try:
+        lifecycle = load_lifecycle(LIFECYCLES[-1])
+        events = lifecycle["events"]
+        # Every event goes to both processes at once: one stores it, the other answers duplicate.
+        jobs = [(server, event) for event in events for server in servers]
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            codes = list(pool.map(lambda job: job[0].deliver(job[1], secret), jobs))
+        assert sorted(codes) == [200] * len(events) + [202] * len(events)
+        status, state = servers[0].request("GET", f"/prescriptions/{lifecycle['subject']}")
+        expected = lifecycle["expected_final_state"]
+        assert status == 200
+        assert {key: state[key] for key in expected} == expected
+    finally:
+        for server in servers:
+            server.kill()
+        import psycopg
+
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{settings.postgres_schema}" CASCADE')

@@ -1,0 +1,70 @@
+"""When the store cannot take a delivery: 503 with Retry-After, never a 2xx, never a 500."""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+import uuid
+
+import psycopg
+import pytest
+from litestar.testing import TestClient
+
+from infrastructure.migrations import migrate
+from interfaces.http.app import create_app
+from tests.conftest import ADMIN_URL, sqlite_settings
+from tests.helpers import body_of, load_example, signed_headers
+
+
+def post(client, payload):
+    body = body_of(payload)
+    secrets = client.app.state.services.settings.webhook_secrets
+    return client.post("/webhooks/drx", content=body, headers=signed_headers(body, *secrets))
+
+
+def test_a_locked_sqlite_store_answers_503_with_retry_after_and_stores_nothing(tmp_path):
+    settings = dataclasses.replace(sqlite_settings(tmp_path), sqlite_lock_timeout_s=1)
+    migrate(settings)
+    app = create_app(settings)
+    with TestClient(app) as client:
+        blocker = sqlite3.connect(settings.sqlite_path, isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")
+        try:
+            response = post(client, load_example("received"))
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        assert response.status_code == 503
+        assert int(response.headers["retry-after"]) > 0
+        assert response.json()["error"] == "store_unavailable"
+        # DRx retries once the store is free again: the delivery lands exactly once.
+        assert post(client, load_example("received")).status_code == 202
+        assert client.get("/prescriptions/drx_rx_7Q2M9K").json()["version"] == 1
+    app.state.services.prescriptions.close()
+
+
+@pytest.mark.postgres
+def test_a_postgresql_store_that_disappears_answers_503_and_ready_says_so(postgres_url):
+    name = f"drx_test_gone_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    settings = dataclasses.replace(
+        sqlite_settings(__import__("pathlib").Path("/nonexistent")),
+        database_url=postgres_url.rsplit("/", 1)[0] + f"/{name}",
+        postgres_pool_size=1,
+        postgres_connect_timeout_s=2,
+    )
+    migrate(settings)
+    app = create_app(settings)
+    with TestClient(app) as client:
+        assert post(client, load_example("received")).status_code == 202
+        assert client.get("/ready").status_code == 200
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        response = post(client, load_example("sent"))
+        assert response.status_code == 503, response.text
+        assert int(response.headers["retry-after"]) > 0
+        ready = client.get("/ready")
+        assert (ready.status_code, ready.json()["error"]) == (503, "store_unavailable")
+        assert client.get("/health").status_code == 200
+    app.state.services.prescriptions.close()

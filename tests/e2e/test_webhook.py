@@ -1,0 +1,234 @@
+"""POST /webhooks/drx through the HTTP app, signed with the standardwebhooks library."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import timedelta
+
+import pytest
+
+from tests.helpers import (
+    EXAMPLES,
+    LIFECYCLES,
+    body_of,
+    load_example,
+    load_lifecycle,
+    new_secret,
+    signed_headers,
+    state_subset,
+)
+
+URL = "/webhooks/drx"
+
+
+def post(client, payload, *secrets, **kwargs):
+    body = payload if isinstance(payload, bytes) else body_of(payload)
+    secrets = secrets or client.app.state.services.settings.webhook_secrets
+    return client.post(URL, content=body, headers=signed_headers(body, *secrets, **kwargs))
+
+
+def test_a_signed_delivery_is_accepted_once_stored_and_a_repeat_is_a_duplicate(client):
+    payload = load_example("received")
+    first = post(client, payload)
+    assert (first.status_code, first.json()) == (
+        202,
+        {"status": "accepted", "event_id": "evt_example_received"},
+    )
+    again = post(client, {**payload, "attempt": 2, "sent_at": "2025-03-04T16:00:00Z"})
+    assert (again.status_code, again.json()) == (
+        200,
+        {"status": "duplicate", "event_id": "evt_example_received"},
+    )
+    state = client.get("/prescriptions/drx_rx_7Q2M9K").json()
+    assert (state["status"], state["version"], state["provisional"]) == ("received", 1, False)
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_every_example_payload_is_accepted(client, path):
+    response = post(client, path.read_bytes())
+    assert response.status_code == 202, response.text
+    assert response.json() == {"status": "accepted", "event_id": json.loads(path.read_text())["id"]}
+
+
+@pytest.mark.parametrize("path", LIFECYCLES, ids=lambda p: p.stem)
+def test_a_lifecycle_shuffled_with_duplicates_ends_in_its_expected_state(client, path):
+    lifecycle = load_lifecycle(path)
+    events = lifecycle["events"]
+    rng = random.Random(path.stem)
+    arrival = events + rng.sample(events, k=3)
+    rng.shuffle(arrival)
+    codes = [post(client, event).status_code for event in arrival]
+    assert sorted(codes) == [200] * 3 + [202] * len(events)
+    state = client.get(f"/prescriptions/{lifecycle['subject']}").json()
+    expected = lifecycle["expected_final_state"]
+    assert state_subset(state, expected) == expected
+    history = client.get(f"/prescriptions/{lifecycle['subject']}/history").json()
+    assert sorted(e["event_id"] for e in history["events"]) == sorted(e["id"] for e in events)
+    assert [e["version"] for e in history["events"]] == list(range(1, len(events) + 1))
+
+
+def test_secret_rotation_accepts_either_configured_secret(settings):
+    from dataclasses import replace
+
+    from litestar.testing import TestClient
+
+    from interfaces.http.app import create_app
+
+    old, new = new_secret(), new_secret()
+    app = create_app(replace(settings, webhook_secrets=(old, new)))
+    with TestClient(app) as client:
+        assert post(client, load_example("received"), old).status_code == 202
+        assert post(client, load_example("sent"), new).status_code == 202
+        assert post(client, load_example("processing"), old, new).status_code == 202
+        refused = post(client, load_example("shipped"), new_secret())
+        assert refused.status_code == 401
+    app.state.services.prescriptions.close()
+
+
+@pytest.mark.parametrize(
+    "skew", [timedelta(minutes=-6), timedelta(minutes=6)], ids=["old", "ahead"]
+)
+def test_a_timestamp_six_minutes_off_is_a_401_and_stores_nothing(client, skew):
+    response = post(client, load_example("received"), skew=skew)
+    assert response.status_code == 401
+    assert response.json()["error"] == "invalid_signature"
+    assert "5 minutes" in response.json()["detail"]
+    assert client.get("/deliveries/evt_example_received").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"webhook-signature": "not-a-signature"},
+        {"webhook-signature": "v1,%%%"},
+        {"webhook-signature": "v1,AAAA v1"},
+        {"webhook-timestamp": "tomorrow"},
+        {"webhook-id": ""},
+    ],
+    ids=["unsigned", "no-version", "bad-base64", "half-entry", "bad-timestamp", "empty-id"],
+)
+def test_missing_or_malformed_signature_headers_are_a_401(client, headers):
+    body = body_of(load_example("received"))
+    secret = client.app.state.services.settings.webhook_secrets[0]
+    sent = (
+        {**signed_headers(body, secret), **headers}
+        if headers
+        else {"content-type": "application/json"}
+    )
+    response = client.post(URL, content=body, headers=sent)
+    assert response.status_code == 401, response.text
+    assert response.json()["error"] == "invalid_signature"
+
+
+def test_a_body_changed_after_signing_is_a_401(client):
+    body = body_of(load_example("received"))
+    headers = signed_headers(body, *client.app.state.services.settings.webhook_secrets)
+    response = client.post(URL, content=body.replace(b"Testy", b"Tasty"), headers=headers)
+    assert response.status_code == 401
+
+
+@pytest.mark.parametrize("body", [b"not json", b"[1, 2, 3]", b'"text"'])
+def test_a_signed_body_that_is_not_a_json_object_is_a_400(client, body):
+    response = post(client, body)
+    assert (response.status_code, response.json()["error"]) == (400, "not_a_json_object")
+
+
+def test_a_body_over_one_mebibyte_is_a_413(client):
+    payload = load_example("updated")
+    payload["data"]["notes"] = "x" * (1024 * 1024)
+    response = post(client, payload)
+    assert response.status_code == 413
+    assert response.json()["error"] == "body_too_large"
+
+
+def test_a_body_of_exactly_one_mebibyte_is_not_refused_for_size(client):
+    payload = load_example("updated")
+    base = len(body_of({**payload, "data": {**payload["data"], "notes": ""}}))
+    payload["data"]["notes"] = "x" * (1024 * 1024 - base)
+    body = body_of(payload)
+    assert len(body) == 1024 * 1024
+    assert post(client, body).status_code == 202
+
+
+def test_a_body_that_is_not_declared_json_is_a_415(client):
+    body = body_of(load_example("received"))
+    headers = {
+        **signed_headers(body, *client.app.state.services.settings.webhook_secrets),
+        "content-type": "text/plain",
+    }
+    response = client.post(URL, content=body, headers=headers)
+    assert (response.status_code, response.json()["error"]) == (415, "unsupported_media_type")
+
+
+def test_a_broken_envelope_is_a_422_that_names_the_field_and_stores_nothing(client):
+    payload = load_example("received")
+    del payload["occurred_at"]
+    response = post(client, payload)
+    assert response.status_code == 422
+    assert response.json()["problems"] == [{"field": "occurred_at", "problem": "Field required"}]
+    assert client.get("/deliveries/evt_example_received").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"type": "drx.prescription.teleported"}, "unknown type"),
+        ({"schema_version": "2.0"}, "only major version 1"),
+        ({"data": {"fill_number": "one"}}, "data breaks the contract"),
+    ],
+)
+def test_an_authentic_delivery_that_cannot_be_applied_is_parked_and_answered_202(
+    client, change, reason
+):
+    payload = {**load_example("shipped"), **change}
+    response = post(client, payload)
+    assert response.status_code == 202
+    answer = response.json()
+    assert (answer["status"], answer["parked"]) == ("accepted", True)
+    assert reason in answer["reason"]
+    delivery = client.get(f"/deliveries/{payload['id']}").json()
+    assert (delivery["status"], delivery["payload"]) == ("parked", payload)
+    assert reason in delivery["reason"]
+    assert client.get("/prescriptions/drx_rx_7Q2M9K").status_code == 404
+    assert post(client, payload).status_code == 200
+
+
+def test_a_fault_in_our_own_code_parks_the_delivery_and_answers_202(client, monkeypatch):
+    import interfaces.http.webhooks
+
+    def broken(*args, **kwargs):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(interfaces.http.webhooks, "translate", broken)
+    response = post(client, load_example("sent"))
+    assert response.status_code == 202
+    assert response.json()["reason"].startswith("internal error: KeyError")
+    assert client.get("/deliveries/evt_example_sent").json()["status"] == "parked"
+
+
+def test_the_stored_delivery_keeps_the_exact_bytes_and_signature_headers(client):
+    body = (
+        b'{"id":"evt_raw","type":"drx.prescription.sent","schema_version":"1.0",'
+        b'"source":"s","occurred_at":"2025-03-04T15:22:40Z","subject":"rx_raw","data":{},'
+        b'"extra":  [1, 2]}'
+    )
+    secret = client.app.state.services.settings.webhook_secrets[0]
+    headers = signed_headers(body, secret, message_id="msg_raw")
+    assert client.post(URL, content=body, headers=headers).status_code == 202
+    delivery = client.get("/deliveries/evt_raw").json()
+    assert delivery["raw_body"].encode() == body
+    assert delivery["status"] == "processed"
+    from standardwebhooks.webhooks import Webhook
+
+    stored = client.app.state.services.prescriptions.delivery("evt_raw")
+    Webhook(secret).verify(
+        stored.body,
+        {
+            "webhook-id": stored.webhook_id,
+            "webhook-timestamp": stored.webhook_timestamp,
+            "webhook-signature": stored.webhook_signature,
+        },
+        json_parse=False,
+    )

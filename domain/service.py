@@ -10,7 +10,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
+from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import IntegrityError
@@ -22,6 +23,7 @@ from domain.errors import (
     ConcurrencyConflictError,
     DeliveryNotFoundError,
     DeliveryNotParkedError,
+    DomainError,
     PrescriptionNotFoundError,
 )
 from domain.facts import Fact
@@ -30,6 +32,8 @@ from domain.prescription import Prescription, RecordedFact
 from domain.state import PrescriptionState
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # A save that loses the optimistic-concurrency race is reloaded and tried again this often,
 # after a short random pause that grows with each loss so that racing writers spread out.
@@ -144,18 +148,18 @@ class Prescriptions(Application[Any]):
         return bool(self.recorder.select_events(delivery_id(event_id), limit=1))
 
     def delivery(self, event_id: str) -> Delivery:
-        try:
-            delivery: Delivery = self.repository.get(delivery_id(event_id))
-        except AggregateNotFoundError:
-            raise DeliveryNotFoundError(event_id) from None
-        return delivery
+        return self._get(Delivery, delivery_id(event_id), DeliveryNotFoundError(event_id))
 
     def prescription(self, subject: str) -> Prescription:
+        return self._get(Prescription, prescription_id(subject), PrescriptionNotFoundError(subject))
+
+    def _get(self, cls: type[T], aggregate_id: UUID, missing: DomainError) -> T:
         try:
-            prescription: Prescription = self.repository.get(prescription_id(subject))
+            found: object = self.repository.get(aggregate_id)
         except AggregateNotFoundError:
-            raise PrescriptionNotFoundError(subject) from None
-        return prescription
+            raise missing from None
+        assert isinstance(found, cls)
+        return found
 
     def state(self, subject: str, as_of: datetime | None = None) -> PrescriptionState:
         """The current state, or what the facts recorded up to `as_of` said; 404 before any."""

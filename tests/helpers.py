@@ -52,6 +52,15 @@ def signed_headers(
     }
 
 
+def post_signed(client: Any, payload: dict[str, Any] | bytes, *secrets: str, **kwargs: Any) -> Any:
+    """POST a payload to the webhook as DRx would, by default with the app's own secrets."""
+    body = payload if isinstance(payload, bytes) else body_of(payload)
+    secrets = secrets or client.app.state.services.settings.webhook_secrets
+    return client.post(
+        "/webhooks/drx", content=body, headers=signed_headers(body, *secrets, **kwargs)
+    )
+
+
 def state_subset(state: dict[str, Any], expected: dict[str, Any]) -> dict[str, Any]:
     """The fields of `state` that `expected` names, for comparing with expected_final_state."""
     return {key: state[key] for key in expected}

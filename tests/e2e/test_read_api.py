@@ -7,13 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tests.helpers import body_of, load_example, signed_headers
-
-
-def post(client, payload):
-    body = body_of(payload)
-    secrets = client.app.state.services.settings.webhook_secrets
-    return client.post("/webhooks/drx", content=body, headers=signed_headers(body, *secrets))
+from tests.helpers import load_example, post_signed
 
 
 def test_an_unknown_prescription_or_delivery_is_a_404_with_a_json_body(client):
@@ -27,11 +21,11 @@ def test_an_unknown_prescription_or_delivery_is_a_404_with_a_json_body(client):
 def test_as_of_gives_the_state_before_a_later_fact_and_404_before_the_first(client):
     before_any = datetime.now(UTC).isoformat()
     time.sleep(0.01)
-    assert post(client, load_example("received")).status_code == 202
+    assert post_signed(client, load_example("received")).status_code == 202
     time.sleep(0.01)
     between = datetime.now(UTC).isoformat()
     time.sleep(0.01)
-    assert post(client, load_example("sent")).status_code == 202
+    assert post_signed(client, load_example("sent")).status_code == 202
 
     then = client.get("/prescriptions/drx_rx_7Q2M9K", params={"as_of": between}).json()
     assert (then["status"], then["version"]) == ("received", 1)
@@ -42,15 +36,15 @@ def test_as_of_gives_the_state_before_a_later_fact_and_404_before_the_first(clie
 
 @pytest.mark.parametrize("as_of", ["yesterday", "2025-03-04T15:22:10", "2025-13-01T00:00:00Z"])
 def test_an_invalid_as_of_is_a_400_that_names_it(client, as_of):
-    post(client, load_example("received"))
+    post_signed(client, load_example("received"))
     response = client.get("/prescriptions/drx_rx_7Q2M9K", params={"as_of": as_of})
     assert response.status_code == 400
     assert "as_of" in response.json()["detail"]
 
 
 def test_history_lists_each_fact_in_recorded_order_with_its_data(client):
-    post(client, load_example("shipped"))
-    post(client, load_example("received"))
+    post_signed(client, load_example("shipped"))
+    post_signed(client, load_example("received"))
     history = client.get("/prescriptions/drx_rx_7Q2M9K/history").json()
     assert history["prescription_id"] == "drx_rx_7Q2M9K"
     assert [(e["version"], e["type"], e["event_id"]) for e in history["events"]] == [

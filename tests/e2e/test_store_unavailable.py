@@ -13,13 +13,7 @@ from litestar.testing import TestClient
 from infrastructure.migrations import migrate
 from interfaces.http.app import create_app
 from tests.conftest import ADMIN_URL, sqlite_settings
-from tests.helpers import body_of, load_example, signed_headers
-
-
-def post(client, payload):
-    body = body_of(payload)
-    secrets = client.app.state.services.settings.webhook_secrets
-    return client.post("/webhooks/drx", content=body, headers=signed_headers(body, *secrets))
+from tests.helpers import load_example, post_signed
 
 
 def test_a_locked_sqlite_store_answers_503_with_retry_after_and_stores_nothing(tmp_path):
@@ -30,7 +24,7 @@ def test_a_locked_sqlite_store_answers_503_with_retry_after_and_stores_nothing(t
         blocker = sqlite3.connect(settings.sqlite_path, isolation_level=None)
         blocker.execute("BEGIN EXCLUSIVE")
         try:
-            response = post(client, load_example("received"))
+            response = post_signed(client, load_example("received"))
         finally:
             blocker.execute("ROLLBACK")
             blocker.close()
@@ -38,7 +32,7 @@ def test_a_locked_sqlite_store_answers_503_with_retry_after_and_stores_nothing(t
         assert int(response.headers["retry-after"]) > 0
         assert response.json()["error"] == "store_unavailable"
         # DRx retries once the store is free again: the delivery lands exactly once.
-        assert post(client, load_example("received")).status_code == 202
+        assert post_signed(client, load_example("received")).status_code == 202
         assert client.get("/prescriptions/drx_rx_7Q2M9K").json()["version"] == 1
     app.state.services.prescriptions.close()
 
@@ -57,11 +51,11 @@ def test_a_postgresql_store_that_disappears_answers_503_and_ready_says_so(postgr
     migrate(settings)
     app = create_app(settings)
     with TestClient(app) as client:
-        assert post(client, load_example("received")).status_code == 202
+        assert post_signed(client, load_example("received")).status_code == 202
         assert client.get("/ready").status_code == 200
         with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        response = post(client, load_example("sent"))
+        response = post_signed(client, load_example("sent"))
         assert response.status_code == 503, response.text
         assert int(response.headers["retry-after"]) > 0
         ready = client.get("/ready")

@@ -15,6 +15,7 @@ from tests.helpers import (
     load_example,
     load_lifecycle,
     new_secret,
+    post_signed,
     signed_headers,
     state_subset,
 )
@@ -22,20 +23,14 @@ from tests.helpers import (
 URL = "/webhooks/drx"
 
 
-def post(client, payload, *secrets, **kwargs):
-    body = payload if isinstance(payload, bytes) else body_of(payload)
-    secrets = secrets or client.app.state.services.settings.webhook_secrets
-    return client.post(URL, content=body, headers=signed_headers(body, *secrets, **kwargs))
-
-
 def test_a_signed_delivery_is_accepted_once_stored_and_a_repeat_is_a_duplicate(client):
     payload = load_example("received")
-    first = post(client, payload)
+    first = post_signed(client, payload)
     assert (first.status_code, first.json()) == (
         202,
         {"status": "accepted", "event_id": "evt_example_received"},
     )
-    again = post(client, {**payload, "attempt": 2, "sent_at": "2025-03-04T16:00:00Z"})
+    again = post_signed(client, {**payload, "attempt": 2, "sent_at": "2025-03-04T16:00:00Z"})
     assert (again.status_code, again.json()) == (
         200,
         {"status": "duplicate", "event_id": "evt_example_received"},
@@ -46,7 +41,7 @@ def test_a_signed_delivery_is_accepted_once_stored_and_a_repeat_is_a_duplicate(c
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
 def test_every_example_payload_is_accepted(client, path):
-    response = post(client, path.read_bytes())
+    response = post_signed(client, path.read_bytes())
     assert response.status_code == 202, response.text
     assert response.json() == {"status": "accepted", "event_id": json.loads(path.read_text())["id"]}
 
@@ -58,7 +53,7 @@ def test_a_lifecycle_shuffled_with_duplicates_ends_in_its_expected_state(client,
     rng = random.Random(path.stem)
     arrival = events + rng.sample(events, k=3)
     rng.shuffle(arrival)
-    codes = [post(client, event).status_code for event in arrival]
+    codes = [post_signed(client, event).status_code for event in arrival]
     assert sorted(codes) == [200] * 3 + [202] * len(events)
     state = client.get(f"/prescriptions/{lifecycle['subject']}").json()
     expected = lifecycle["expected_final_state"]
@@ -78,10 +73,10 @@ def test_secret_rotation_accepts_either_configured_secret(settings):
     old, new = new_secret(), new_secret()
     app = create_app(replace(settings, webhook_secrets=(old, new)))
     with TestClient(app) as client:
-        assert post(client, load_example("received"), old).status_code == 202
-        assert post(client, load_example("sent"), new).status_code == 202
-        assert post(client, load_example("processing"), old, new).status_code == 202
-        refused = post(client, load_example("shipped"), new_secret())
+        assert post_signed(client, load_example("received"), old).status_code == 202
+        assert post_signed(client, load_example("sent"), new).status_code == 202
+        assert post_signed(client, load_example("processing"), old, new).status_code == 202
+        refused = post_signed(client, load_example("shipped"), new_secret())
         assert refused.status_code == 401
     app.state.services.prescriptions.close()
 
@@ -90,7 +85,7 @@ def test_secret_rotation_accepts_either_configured_secret(settings):
     "skew", [timedelta(minutes=-6), timedelta(minutes=6)], ids=["old", "ahead"]
 )
 def test_a_timestamp_six_minutes_off_is_a_401_and_stores_nothing(client, skew):
-    response = post(client, load_example("received"), skew=skew)
+    response = post_signed(client, load_example("received"), skew=skew)
     assert response.status_code == 401
     assert response.json()["error"] == "invalid_signature"
     assert "5 minutes" in response.json()["detail"]
@@ -131,14 +126,14 @@ def test_a_body_changed_after_signing_is_a_401(client):
 
 @pytest.mark.parametrize("body", [b"not json", b"[1, 2, 3]", b'"text"'])
 def test_a_signed_body_that_is_not_a_json_object_is_a_400(client, body):
-    response = post(client, body)
+    response = post_signed(client, body)
     assert (response.status_code, response.json()["error"]) == (400, "not_a_json_object")
 
 
 def test_a_body_over_one_mebibyte_is_a_413(client):
     payload = load_example("updated")
     payload["data"]["notes"] = "x" * (1024 * 1024)
-    response = post(client, payload)
+    response = post_signed(client, payload)
     assert response.status_code == 413
     assert response.json()["error"] == "body_too_large"
 
@@ -149,7 +144,7 @@ def test_a_body_of_exactly_one_mebibyte_is_not_refused_for_size(client):
     payload["data"]["notes"] = "x" * (1024 * 1024 - base)
     body = body_of(payload)
     assert len(body) == 1024 * 1024
-    assert post(client, body).status_code == 202
+    assert post_signed(client, body).status_code == 202
 
 
 def test_a_body_that_is_not_declared_json_is_a_415(client):
@@ -165,7 +160,7 @@ def test_a_body_that_is_not_declared_json_is_a_415(client):
 def test_a_broken_envelope_is_a_422_that_names_the_field_and_stores_nothing(client):
     payload = load_example("received")
     del payload["occurred_at"]
-    response = post(client, payload)
+    response = post_signed(client, payload)
     assert response.status_code == 422
     assert response.json()["problems"] == [{"field": "occurred_at", "problem": "Field required"}]
     assert client.get("/deliveries/evt_example_received").status_code == 404
@@ -183,7 +178,7 @@ def test_an_authentic_delivery_that_cannot_be_applied_is_parked_and_answered_202
     client, change, reason
 ):
     payload = {**load_example("shipped"), **change}
-    response = post(client, payload)
+    response = post_signed(client, payload)
     assert response.status_code == 202
     answer = response.json()
     assert (answer["status"], answer["parked"]) == ("accepted", True)
@@ -192,7 +187,7 @@ def test_an_authentic_delivery_that_cannot_be_applied_is_parked_and_answered_202
     assert (delivery["status"], delivery["payload"]) == ("parked", payload)
     assert reason in delivery["reason"]
     assert client.get("/prescriptions/drx_rx_7Q2M9K").status_code == 404
-    assert post(client, payload).status_code == 200
+    assert post_signed(client, payload).status_code == 200
 
 
 def test_a_fault_in_our_own_code_parks_the_delivery_and_answers_202(client, monkeypatch):
@@ -202,7 +197,7 @@ def test_a_fault_in_our_own_code_parks_the_delivery_and_answers_202(client, monk
         raise KeyError("a bug")
 
     monkeypatch.setattr(interfaces.http.webhooks, "translate", broken)
-    response = post(client, load_example("sent"))
+    response = post_signed(client, load_example("sent"))
     assert response.status_code == 202
     assert response.json()["reason"].startswith("internal error: KeyError")
     assert client.get("/deliveries/evt_example_sent").json()["status"] == "parked"

@@ -46,7 +46,22 @@ class Delivery(Aggregate):
             webhook_signature=raw.webhook_signature,
         )
 
-    @event("Received")
+    class Received(Aggregate.Created):
+        event_id: str
+        drx_type: str
+        subject: str
+        body: str
+        webhook_id: str
+        webhook_timestamp: str
+        webhook_signature: str
+
+    class Processed(Aggregate.Event):
+        fact_recorded: bool
+
+    class Parked(Aggregate.Event):
+        reason: str
+
+    @event(Received)
     def __init__(
         self,
         *,
@@ -72,13 +87,13 @@ class Delivery(Aggregate):
     def received_at(self) -> datetime:
         return self.created_on
 
-    @event("Processed")
+    @event(Processed)
     def mark_processed(self, fact_recorded: bool) -> None:
         """Applied to its prescription; `fact_recorded` is False when the fact was already there."""
         self.status = PROCESSED
         self.reason = None
 
-    @event("Parked")
+    @event(Parked)
     def park(self, reason: str) -> None:
         self.status = PARKED
         self.reason = reason

@@ -41,7 +41,10 @@ class Prescription(Aggregate):
     def create_id(subject: str) -> UUID:
         return prescription_id(subject)
 
-    @event("Opened")
+    class Opened(Aggregate.Created):
+        subject: str
+
+    @event(Opened)
     def __init__(self, subject: str) -> None:
         self.subject = subject
         self.recorded: list[RecordedFact] = []
@@ -58,9 +61,8 @@ class Prescription(Aggregate):
         data: str
         correlation: str
 
-        def apply(self, aggregate: Aggregate) -> None:
-            assert isinstance(aggregate, Prescription)
-            fact = Fact(
+        def to_fact(self) -> Fact:
+            return Fact(
                 event_id=self.event_id,
                 kind=self.kind,
                 occurred_at=self.occurred_at,
@@ -68,7 +70,11 @@ class Prescription(Aggregate):
                 data=json.loads(self.data),
                 correlation=json.loads(self.correlation),
             )
-            aggregate._add(RecordedFact(len(aggregate.recorded) + 1, self.timestamp, fact))
+
+        def apply(self, aggregate: Aggregate) -> None:
+            assert isinstance(aggregate, Prescription)
+            recorded = RecordedFact(len(aggregate.recorded) + 1, self.timestamp, self.to_fact())
+            aggregate._add(recorded)
 
     class Received(FactRecorded):
         kind = FactKind.RECEIVED

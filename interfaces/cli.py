@@ -16,11 +16,11 @@ from pathlib import Path
 import uvicorn
 from standardwebhooks.webhooks import Webhook
 
-from infrastructure.dev_credentials import read_dev_secrets, with_webhook_secrets
+from infrastructure.dev_credentials import read_dev_credentials, with_credentials
 from infrastructure.migrations import MigrationError, migrate
 from infrastructure.settings import Settings, SettingsError
 from interfaces.drx.signature import SecretError
-from interfaces.http.app import create_app
+from interfaces.http.app import build_services, create_app
 
 log = logging.getLogger("drx")
 
@@ -32,19 +32,14 @@ def _configure_logging() -> None:
 
 
 def cmd_migrate(settings: Settings, _: argparse.Namespace) -> int:
-    applied = migrate(settings)
-    where = settings.describe_database()
-    if applied:
-        for migration in applied:
-            print(f"applied {migration.version:04d}_{migration.name} to {where}")
-    else:
-        print(f"{where} is up to date")
+    applied = migrate(settings)  # logs each migration it applies
+    print(f"{settings.describe_database()}: {len(applied)} migration(s) applied, up to date")
     return 0
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    settings, note = with_webhook_secrets(settings)
-    if note:
+    settings, notes = with_credentials(settings)
+    for note in notes:
         log.warning(note)
     migrate(settings)  # logs each migration it applies
     app = create_app(settings)
@@ -58,9 +53,21 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_projections_status(settings: Settings, _: argparse.Namespace) -> int:
+    services = build_services(settings)
+    try:
+        rows = services.projections.status()
+    finally:
+        services.close()
+    print(f"{'projection':<16}{'position':>12}{'head':>12}{'lag':>12}")
+    for row in rows:
+        print(f"{row.name:<16}{row.position:>12}{row.head:>12}{row.lag:>12}")
+    return 0
+
+
 def cmd_send(settings: Settings, args: argparse.Namespace) -> int:
     """Sign each payload file as DRx would and POST it; print each answer."""
-    secrets = settings.webhook_secrets or read_dev_secrets(settings)
+    secrets = settings.webhook_secrets or read_dev_credentials(settings).get("DRX_WEBHOOK_SECRETS")
     secret = args.secret or (secrets[0] if secrets else None)
     if not secret:
         print(
@@ -106,6 +113,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("migrate", help="apply pending migrations, each once").set_defaults(
         handler=cmd_migrate
     )
+
+    projections = commands.add_parser("projections", help="the read models").add_subparsers(
+        dest="projections_command", required=True
+    )
+    projections.add_parser(
+        "status", help="each projection's position, the store's head, and the lag"
+    ).set_defaults(handler=cmd_projections_status)
 
     send = commands.add_parser("send", help="sign payload files as DRx would and POST them")
     send.add_argument("payloads", nargs="+", metavar="PAYLOAD.json")

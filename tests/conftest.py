@@ -19,7 +19,7 @@ from domain.service import Prescriptions
 from infrastructure.eventstore import open_prescriptions
 from infrastructure.migrations import migrate
 from infrastructure.settings import Settings
-from tests.helpers import new_secret
+from tests.helpers import API_KEY, new_secret
 
 ADMIN_URL = os.environ.get("DRX_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -56,6 +56,7 @@ def postgres_settings(url: str, **overrides: object) -> Settings:
         postgres_schema=schema,
         postgres_pool_size=2,
         webhook_secrets=(new_secret(),),
+        api_keys=(API_KEY,),
         **overrides,
     )  # type: ignore[arg-type]
 
@@ -64,6 +65,7 @@ def sqlite_settings(tmp_path: Path, **overrides: object) -> Settings:
     return Settings(
         database_url=f"sqlite:///{tmp_path / 'drx.sqlite3'}",
         webhook_secrets=(new_secret(),),
+        api_keys=(API_KEY,),
         **overrides,
     )  # type: ignore[arg-type]
 

@@ -13,6 +13,8 @@ from typing import Any
 from standardwebhooks.webhooks import Webhook
 
 FIXTURES = Path(__file__).parent / "fixtures"
+API_KEY = "drx_test_key_0123456789"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
 EXAMPLES = sorted((FIXTURES / "examples").glob("*.json"))
 LIFECYCLES = sorted((FIXTURES / "lifecycles").glob("*.json"))
 
@@ -59,6 +61,11 @@ def post_signed(client: Any, payload: dict[str, Any] | bytes, *secrets: str, **k
     return client.post(
         "/webhooks/drx", content=body, headers=signed_headers(body, *secrets, **kwargs)
     )
+
+
+def settle(client: Any) -> None:
+    """Let the read models catch up with the store (what the background runner does anyway)."""
+    client.app.state.services.projections.catch_up()
 
 
 def state_subset(state: dict[str, Any], expected: dict[str, Any]) -> dict[str, Any]:

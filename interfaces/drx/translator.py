@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from domain.commands import ParkDelivery, RecordDelivery
 from domain.delivery import RawDelivery
 from domain.facts import Fact, FactKind
+from domain.service import describe_fault
 from interfaces.drx.contract import PAYLOAD_MODELS, Envelope
 from interfaces.drx.signature import SignedHeaders
 
@@ -89,6 +90,17 @@ def read_fact(envelope: Envelope, body: bytes) -> Fact | Unreadable:
         data=envelope.data,
         correlation=correlation,
     )
+
+
+def read_stored(body: str) -> Fact | Unreadable:
+    """Read a stored delivery again (replay): the fact, or why it still cannot be read."""
+    raw = body.encode("utf-8")
+    try:
+        return read_fact(parse_envelope(raw), raw)
+    except (NotAJsonObjectError, EnvelopeError) as error:  # stored under an older contract
+        return Unreadable(f"envelope no longer readable: {error}")
+    except Exception as exc:  # a fault in our own code keeps it parked, with the reason
+        return Unreadable(describe_fault(exc))
 
 
 def raw_delivery(envelope: Envelope, body: bytes, signed: SignedHeaders) -> RawDelivery:

@@ -2,53 +2,94 @@
 
 from __future__ import annotations
 
-import logging
+from typing import Any, cast
 
 from litestar import Litestar
 from litestar.di import Provide
 from litestar.logging import LoggingConfig
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
 
 from domain.service import Prescriptions
 from infrastructure.eventstore import open_prescriptions
+from infrastructure.leadership import leadership_for
+from infrastructure.projections import (
+    DeliveriesProjection,
+    PrescriptionsProjection,
+    ProjectionRunner,
+)
+from infrastructure.readmodel import ReadModel
+from infrastructure.readstore import open_read_database
 from infrastructure.settings import Settings
 from interfaces.drx.signature import SignatureVerifier
+from interfaces.http import webhooks
 from interfaces.http.deliveries import DeliveryController
 from interfaces.http.errors import handle_exception
-from interfaces.http.health import HealthController
+from interfaces.http.health import HealthController, ProjectionController
+from interfaces.http.metrics import WebhookMetrics, webhook_timing
 from interfaces.http.prescriptions import PrescriptionController
 from interfaces.http.services import Services
-from interfaces.http.webhooks import WebhookController
-
-log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, prescriptions: Prescriptions | None = None) -> Litestar:
-    """The service's HTTP application over an already migrated store."""
-    services = Services(
-        settings=settings,
-        prescriptions=prescriptions or open_prescriptions(settings),
-        verifier=SignatureVerifier(settings.webhook_secrets),
+def build_services(settings: Settings, prescriptions: Prescriptions | None = None) -> Services:
+    app = prescriptions or open_prescriptions(settings)
+    read_db = open_read_database(settings)
+    runner = ProjectionRunner(
+        app,
+        read_db,
+        [PrescriptionsProjection(read_db.dialect), DeliveriesProjection(read_db.dialect)],
+        leadership_for(settings),
     )
+    return Services(
+        settings=settings,
+        prescriptions=app,
+        verifier=SignatureVerifier(settings.webhook_secrets),
+        read_db=read_db,
+        read_model=ReadModel(read_db),
+        projections=runner,
+        metrics=WebhookMetrics(),
+    )
+
+
+def create_app(settings: Settings, *, run_projections: bool = True) -> Litestar:
+    """The service's HTTP application over an already migrated store.
+
+    With `run_projections`, this process competes for the projections' leadership and runs them
+    in a background thread while it leads (every worker does; one leads).
+    """
+    services = build_services(settings)
+    on_startup = [services.projections.start] if run_projections else []
     app = Litestar(
         route_handlers=[
-            WebhookController,
+            webhooks.WebhookController,
             PrescriptionController,
             DeliveryController,
+            ProjectionController,
             HealthController,
         ],
         dependencies={"services": Provide(lambda: services, sync_to_thread=False)},
         exception_handlers={Exception: handle_exception},
+        middleware=[cast(Any, webhook_timing(services.metrics, webhooks.PATH))],
+        on_startup=on_startup,
+        on_shutdown=[services.close],
         openapi_config=OpenAPIConfig(
             title="DRx prescription service",
-            version="0.1.0",
+            version="0.2.0",
             path="/schema",
             render_plugins=[SwaggerRenderPlugin()],
+            components=Components(
+                security_schemes={
+                    "BearerAuth": SecurityScheme(
+                        type="http", scheme="bearer", description="a key from DRX_API_KEYS"
+                    )
+                }
+            ),
+            security=[{"BearerAuth": []}],
         ),
         # Our handler logs faults without their messages, which may quote patient data.
         logging_config=LoggingConfig(log_exceptions="never", configure_root_logger=False),
     )
-    # The application (and its connection pool) lives as long as the web app.
+    # The services (and the application's connection pool) live as long as the web app.
     app.state.services = services
     return app

@@ -1,39 +1,107 @@
-"""Read endpoints for the stored webhook deliveries: the audit record of what DRx sent."""
+"""The stored deliveries (the audit record of what DRx sent), and the replay of parked ones."""
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Literal
 
-from litestar import Controller, get
+from litestar import Controller, get, post
 from litestar.di import NamedDependency
-from litestar.params import FromPath
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromPath, FromQuery, QueryParameter
 
+from domain.commands import ReplayDelivery
+from domain.delivery import Delivery as StoredDelivery
+from domain.facts import Fact
+from domain.service import Outcome
 from domain.state import format_instant
+from interfaces.drx.translator import read_stored
+from interfaces.http.auth import require_api_key
+from interfaces.http.pagination import decode_cursor, encode_cursor
+from interfaces.http.schemas import Delivery, DeliveryDetail, DeliveryPage, Problem, Replay
 from interfaces.http.services import Services
+
+UNAUTHORIZED = {401: ResponseSpec(Problem, description="no valid API key")}
+NOT_FOUND = {404: ResponseSpec(Problem, description="no delivery with that event id")}
+
+
+def _listed(item: dict[str, str | None]) -> Delivery:
+    received_at = format_instant(datetime.fromisoformat(str(item["received_at"])))
+    return Delivery.model_validate({**item, "received_at": received_at})
+
+
+def _detail(delivery: StoredDelivery) -> DeliveryDetail:
+    return DeliveryDetail(
+        event_id=delivery.event_id,
+        type=delivery.drx_type,
+        subject=delivery.subject,
+        received_at=format_instant(delivery.received_at),
+        status=delivery.status,  # type: ignore[arg-type]
+        reason=delivery.reason,
+        payload=json.loads(delivery.body),
+        raw_body=delivery.body,
+    )
 
 
 class DeliveryController(Controller):
     path = "/deliveries"
     tags = ("deliveries",)
+    guards = [require_api_key]  # noqa: RUF012 - Litestar's own attribute type
+
+    @get(
+        "/",
+        operation_id="listDeliveries",
+        summary="Stored deliveries in arrival order, optionally only processed or parked ones",
+        sync_to_thread=True,
+        responses={
+            400: ResponseSpec(Problem, description="a parameter is invalid"),
+            **UNAUTHORIZED,
+        },
+    )
+    def list_deliveries(
+        self,
+        services: NamedDependency[Services],
+        status: FromQuery[Literal["processed", "parked"] | None] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+        cursor: FromQuery[str | None] = None,
+    ) -> DeliveryPage:
+        page = services.read_model.deliveries(status, limit, decode_cursor(cursor, int))
+        return DeliveryPage(
+            items=[_listed(item) for item in page.items], next_cursor=encode_cursor(page.last_key)
+        )
 
     @get(
         "/{event_id:str}",
         operation_id="getDelivery",
         summary="One stored delivery with its raw payload and, when parked, why",
         sync_to_thread=True,
+        responses={**UNAUTHORIZED, **NOT_FOUND},
     )
     def get_delivery(
         self, event_id: FromPath[str], services: NamedDependency[Services]
-    ) -> dict[str, Any]:
+    ) -> DeliveryDetail:
+        return _detail(services.prescriptions.delivery(event_id))
+
+    @post(
+        "/{event_id:str}/replay",
+        operation_id="replayDelivery",
+        summary="Process a parked delivery again, with the code deployed now",
+        status_code=200,
+        sync_to_thread=True,
+        responses={
+            **UNAUTHORIZED,
+            **NOT_FOUND,
+            409: ResponseSpec(Problem, description="the delivery is not parked"),
+            503: ResponseSpec(Problem, description="the store cannot take it now"),
+        },
+    )
+    def replay(self, event_id: FromPath[str], services: NamedDependency[Services]) -> Replay:
         delivery = services.prescriptions.delivery(event_id)
-        return {
-            "event_id": delivery.event_id,
-            "type": delivery.drx_type,
-            "subject": delivery.subject,
-            "received_at": format_instant(delivery.received_at),
-            "status": delivery.status,
-            "reason": delivery.reason,
-            "payload": json.loads(delivery.body),
-            "raw_body": delivery.body,
-        }
+        read = read_stored(delivery.body)
+        fact = read if isinstance(read, Fact) else None
+        reason = None if isinstance(read, Fact) else read.reason
+        receipt = services.handle(ReplayDelivery(event_id, fact, reason))
+        if receipt.outcome is Outcome.ACCEPTED:
+            return Replay(status="processed", event_id=event_id, reason=None)
+        return Replay(status="parked", event_id=event_id, reason=receipt.reason)

@@ -21,6 +21,7 @@ from domain.errors import (
 from domain.service import describe_fault
 from interfaces.drx.signature import SignatureError
 from interfaces.drx.translator import EnvelopeError, NotAJsonObjectError
+from interfaces.http.metrics import OUTCOME_KEY
 
 log = logging.getLogger(__name__)
 
@@ -35,21 +36,19 @@ class ProblemError(Exception):
         self.status, self.error, self.detail = status, error, detail
 
 
-# exception class -> (status, error code); the message of the exception is the detail.
-ERROR_TABLE: dict[type[Exception], tuple[int, str]] = {
-    NotAJsonObjectError: (400, "not_a_json_object"),
-    SignatureError: (401, "invalid_signature"),
-    PrescriptionNotFoundError: (404, "prescription_not_found"),
-    DeliveryNotFoundError: (404, "delivery_not_found"),
-    DeliveryNotParkedError: (409, "delivery_not_parked"),
-    EnvelopeError: (422, "invalid_envelope"),
-    ConcurrencyConflictError: (503, "busy"),
-}
-_DETAILS: dict[type[Exception], str] = {
-    PrescriptionNotFoundError: "no prescription with id {}",
-    DeliveryNotFoundError: "no delivery with event id {}",
-    DeliveryNotParkedError: "delivery {} is not parked",
-    ConcurrencyConflictError: "too many concurrent writes to the prescription of delivery {}",
+# exception class -> (status, error code, detail template filled with the exception's argument)
+ERROR_TABLE: dict[type[Exception], tuple[int, str, str | None]] = {
+    NotAJsonObjectError: (400, "not_a_json_object", None),
+    SignatureError: (401, "invalid_signature", None),
+    PrescriptionNotFoundError: (404, "prescription_not_found", "no prescription with id {}"),
+    DeliveryNotFoundError: (404, "delivery_not_found", "no delivery with event id {}"),
+    DeliveryNotParkedError: (409, "delivery_not_parked", "delivery {} is not parked"),
+    EnvelopeError: (422, "invalid_envelope", None),
+    ConcurrencyConflictError: (
+        503,
+        "busy",
+        "too many concurrent writes to the prescription of delivery {}",
+    ),
 }
 # What a store that cannot be reached, or cannot take a write now, raises through each layer.
 STORE_UNAVAILABLE: tuple[type[Exception], ...] = (
@@ -59,21 +58,38 @@ STORE_UNAVAILABLE: tuple[type[Exception], ...] = (
     psycopg_pool.PoolTimeout,
     sqlite3.OperationalError,
 )
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+}
 
 
 def problem(status: int, error: str, detail: str, **extra: Any) -> Response[dict[str, Any]]:
-    headers = {"Retry-After": str(RETRY_AFTER_S)} if status in (429, 503) else None
-    return Response(
-        {"error": error, "detail": detail, **extra}, status_code=status, headers=headers
-    )
+    headers = {}
+    if status in (429, 503):
+        headers["Retry-After"] = str(RETRY_AFTER_S)
+    if error == "unauthorized":
+        headers["WWW-Authenticate"] = "Bearer"
+    body = {"error": error, "detail": detail, **extra}
+    return Response(body, status_code=status, headers=headers)
 
 
 def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
+    response = _answer(request, exc)
+    # The webhook's metrics label each refusal by its error code (see metrics.webhook_timing).
+    request.scope.setdefault("state", {})[OUTCOME_KEY] = response.content["error"]
+    return response
+
+
+def _answer(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
     if isinstance(exc, ProblemError):
         return problem(exc.status, exc.error, exc.detail)
-    for cls, (status, error) in ERROR_TABLE.items():
+    for cls, (status, error, template) in ERROR_TABLE.items():
         if isinstance(exc, cls):
-            template = _DETAILS.get(cls)
             detail = template.format(exc.args[0]) if template else str(exc)
             extra = {"problems": exc.problems} if isinstance(exc, EnvelopeError) else {}
             return problem(status, error, detail, **extra)
@@ -83,17 +99,8 @@ def handle_exception(request: Request[Any, Any, Any], exc: Exception) -> Respons
         )
         return problem(503, "store_unavailable", "the event store cannot be reached; retry later")
     if isinstance(exc, HTTPException):
+        status = exc.status_code
         extra = {"problems": exc.extra} if isinstance(exc.extra, list) and exc.extra else {}
-        return problem(exc.status_code, _slug(exc.status_code), str(exc.detail), **extra)
+        return problem(status, _HTTP_CODES.get(status, f"http_{status}"), str(exc.detail), **extra)
     log.error("unhandled fault on %s %s: %s", request.method, request.url.path, describe_fault(exc))
     return problem(500, "internal_error", "an internal error occurred; it has been logged")
-
-
-def _slug(status: int) -> str:
-    return {
-        400: "bad_request",
-        404: "not_found",
-        405: "method_not_allowed",
-        413: "body_too_large",
-        415: "unsupported_media_type",
-    }.get(status, f"http_{status}")

@@ -1,76 +1,124 @@
-"""Read endpoints for prescriptions: current state, state as of an instant, and the history."""
+"""Read endpoints for prescriptions: lists and current state from the read model; the state as
+of an instant and the history from the event store."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from typing import Annotated
 
 from litestar import Controller, get
 from litestar.di import NamedDependency
-from litestar.params import FromPath, FromQuery
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromPath, FromQuery, QueryParameter
 
+from domain.errors import PrescriptionNotFoundError
 from domain.state import format_instant
-from interfaces.http.errors import ProblemError
+from infrastructure.readmodel import PrescriptionFilter
+from interfaces.http.auth import require_api_key
+from interfaces.http.pagination import decode_cursor, encode_cursor, parse_instant
+from interfaces.http.schemas import (
+    History,
+    HistoryEvent,
+    Prescription,
+    PrescriptionPage,
+    Problem,
+    Status,
+)
 from interfaces.http.services import Services
 
-
-def parse_instant(name: str, value: str) -> datetime:
-    """An RFC 3339 timestamp with its offset, or a 400 that names the parameter."""
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        moment = None
-    if moment is None or moment.tzinfo is None:
-        raise ProblemError(
-            400,
-            "invalid_parameter",
-            f"{name} must be an RFC 3339 timestamp with an offset, e.g. 2025-03-04T15:22:10Z",
-        )
-    return moment
+NOT_FOUND = {404: ResponseSpec(Problem, description="no such prescription")}
+REFUSED = {
+    400: ResponseSpec(Problem, description="a parameter is invalid; the body names it"),
+    401: ResponseSpec(Problem, description="no valid API key"),
+}
 
 
 class PrescriptionController(Controller):
     path = "/prescriptions"
     tags = ("prescriptions",)
+    guards = [require_api_key]  # noqa: RUF012 - Litestar's own attribute type
+
+    @get(
+        "/",
+        operation_id="listPrescriptions",
+        summary="Prescriptions in id order, filtered, in keyset pages",
+        sync_to_thread=True,
+        responses=REFUSED,
+    )
+    def list_prescriptions(
+        self,
+        services: NamedDependency[Services],
+        status: FromQuery[Status | None] = None,
+        patient_id: FromQuery[str | None] = None,
+        pharmacy_ncpdp_id: FromQuery[str | None] = None,
+        needs_review: FromQuery[bool | None] = None,
+        updated_since: FromQuery[str | None] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
+        cursor: FromQuery[str | None] = None,
+    ) -> PrescriptionPage:
+        where = PrescriptionFilter(
+            status=status,
+            patient_id=patient_id,
+            pharmacy_ncpdp_id=pharmacy_ncpdp_id,
+            needs_review=needs_review,
+            updated_since=parse_instant("updated_since", updated_since) if updated_since else None,
+        )
+        page = services.read_model.prescriptions(where, limit, decode_cursor(cursor, str))
+        return PrescriptionPage(
+            items=[Prescription.model_validate(item) for item in page.items],
+            next_cursor=encode_cursor(page.last_key),
+        )
 
     @get(
         "/{prescription_id:str}",
         operation_id="getPrescription",
         summary="A prescription's current state, or its state as of an instant",
+        description=(
+            "Without as_of: from the read model. With as_of: rebuilt from the event store using "
+            "only the facts recorded up to that instant (404 before the first)."
+        ),
         sync_to_thread=True,
+        responses={**REFUSED, **NOT_FOUND},
     )
     def get_prescription(
         self,
         prescription_id: FromPath[str],
         services: NamedDependency[Services],
         as_of: FromQuery[str | None] = None,
-    ) -> dict[str, Any]:
-        moment = parse_instant("as_of", as_of) if as_of is not None else None
-        return services.prescriptions.state(prescription_id, as_of=moment).as_dict()
+    ) -> Prescription:
+        if as_of is not None:
+            moment = parse_instant("as_of", as_of)
+            return Prescription.model_validate(
+                services.prescriptions.state(prescription_id, as_of=moment).as_dict()
+            )
+        state = services.read_model.prescription(prescription_id)
+        if state is None:
+            raise PrescriptionNotFoundError(prescription_id)
+        return Prescription.model_validate(state)
 
     @get(
         "/{prescription_id:str}/history",
         operation_id="getPrescriptionHistory",
         summary="Every recorded fact of a prescription, in recorded order",
         sync_to_thread=True,
+        responses={401: REFUSED[401], **NOT_FOUND},
     )
     def get_history(
         self, prescription_id: FromPath[str], services: NamedDependency[Services]
-    ) -> dict[str, Any]:
+    ) -> History:
         recorded = services.prescriptions.history(prescription_id)
-        return {
-            "prescription_id": prescription_id,
-            "events": [
-                {
-                    "version": r.number,
-                    "type": r.fact.drx_type,
-                    "event_id": r.fact.event_id,
-                    "occurred_at": format_instant(r.fact.occurred_at),
-                    "recorded_at": format_instant(r.recorded_at),
-                    "sequence": r.fact.sequence or None,
-                    "correlation": dict(r.fact.correlation),
-                    "data": dict(r.fact.data),
-                }
+        return History(
+            prescription_id=prescription_id,
+            events=[
+                HistoryEvent(
+                    version=r.number,
+                    type=r.fact.drx_type,
+                    event_id=r.fact.event_id,
+                    occurred_at=format_instant(r.fact.occurred_at),
+                    recorded_at=format_instant(r.recorded_at),
+                    sequence=r.fact.sequence or None,
+                    correlation=dict(r.fact.correlation),
+                    data=dict(r.fact.data),
+                )
                 for r in recorded
             ],
-        }
+        )

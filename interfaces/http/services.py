@@ -1,13 +1,17 @@
-"""What the handlers share: the application over the store, the signature verifier, the settings."""
+"""What the handlers share: the application, the read model, the projections, the verifier."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from domain.commands import ParkDelivery, RecordDelivery
+from domain.commands import ParkDelivery, RecordDelivery, ReplayDelivery
 from domain.service import Prescriptions, Receipt
+from infrastructure.projections import ProjectionRunner
+from infrastructure.readmodel import ReadModel
+from infrastructure.readstore import ReadDatabase
 from infrastructure.settings import Settings
 from interfaces.drx.signature import SignatureVerifier
+from interfaces.http.metrics import WebhookMetrics
 
 
 @dataclass
@@ -15,8 +19,22 @@ class Services:
     settings: Settings
     prescriptions: Prescriptions
     verifier: SignatureVerifier
+    read_db: ReadDatabase
+    read_model: ReadModel
+    projections: ProjectionRunner
+    metrics: WebhookMetrics
 
-    def handle(self, command: RecordDelivery | ParkDelivery) -> Receipt:
+    def handle(self, command: RecordDelivery | ParkDelivery | ReplayDelivery) -> Receipt:
         if isinstance(command, RecordDelivery):
-            return self.prescriptions.record_delivery(command)
-        return self.prescriptions.park_delivery(command)
+            receipt = self.prescriptions.record_delivery(command)
+        elif isinstance(command, ParkDelivery):
+            receipt = self.prescriptions.park_delivery(command)
+        else:
+            receipt = self.prescriptions.replay_delivery(command)
+        self.projections.wake()  # so the read models follow within milliseconds
+        return receipt
+
+    def close(self) -> None:
+        self.projections.stop()
+        self.read_db.close()
+        self.prescriptions.close()

@@ -7,17 +7,22 @@ from typing import Any
 
 from litestar import Controller, Request, Response, post
 from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Example
 from litestar.params import RawBody
 
 from domain.commands import ParkDelivery
 from domain.service import Outcome, describe_fault
 from interfaces.drx.translator import parse_envelope, raw_delivery, translate
 from interfaces.http.errors import ProblemError
+from interfaces.http.metrics import OUTCOME_KEY
+from interfaces.http.schemas import Problem, WebhookAnswer
 from interfaces.http.services import Services
 
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
+PATH = "/webhooks/drx"
 
 
 def _is_json(content_type: str | None) -> bool:
@@ -25,6 +30,10 @@ def _is_json(content_type: str | None) -> bool:
     return media_type == "application/json" or (
         media_type.startswith("application/") and media_type.endswith("+json")
     )
+
+
+def _problem(description: str) -> ResponseSpec:
+    return ResponseSpec(Problem, description=description)
 
 
 class WebhookController(Controller):
@@ -43,10 +52,23 @@ class WebhookController(Controller):
         status_code=202,
         sync_to_thread=True,
         request_max_body_size=MAX_BODY_BYTES,
+        responses={
+            200: ResponseSpec(
+                WebhookAnswer,
+                description="an event id already stored",
+                examples=[Example(value={"status": "duplicate", "event_id": "evt_1"})],
+            ),
+            400: _problem("the body is not a JSON object"),
+            401: _problem("signature or timestamp missing, malformed, wrong or out of tolerance"),
+            413: _problem("the body is over 1 MiB"),
+            415: _problem("the body is not declared application/json"),
+            422: _problem("the envelope (contract section 2) is broken"),
+            503: _problem("the store cannot take it now; retry after Retry-After seconds"),
+        },
     )
     def receive(
         self, request: Request[Any, Any, Any], body: RawBody, services: NamedDependency[Services]
-    ) -> Response[dict[str, Any]]:
+    ) -> Response[WebhookAnswer]:
         signed = services.verifier.verify(body, request.headers)
         if not _is_json(request.headers.get("content-type")):
             raise ProblemError(
@@ -60,10 +82,14 @@ class WebhookController(Controller):
             log.error("delivery %s parked: %s", envelope.id, reason)
             command = ParkDelivery(raw_delivery(envelope, body, signed), reason)
         receipt = services.handle(command)
-        answer: dict[str, Any] = {"status": "accepted", "event_id": receipt.event_id}
+        request.scope.setdefault("state", {})[OUTCOME_KEY] = receipt.outcome.value
         if receipt.outcome is Outcome.DUPLICATE:
-            return Response({"status": "duplicate", "event_id": receipt.event_id}, status_code=200)
+            answer = WebhookAnswer(status="duplicate", event_id=receipt.event_id)
+            return Response(answer.model_dump(exclude_none=True), status_code=200)  # type: ignore[arg-type]
+        answer = WebhookAnswer(status="accepted", event_id=receipt.event_id)
         if receipt.outcome is Outcome.PARKED:
-            answer.update(parked=True, reason=receipt.reason)
+            answer = WebhookAnswer(
+                status="accepted", event_id=receipt.event_id, parked=True, reason=receipt.reason
+            )
             log.warning("delivery %s parked: %s", receipt.event_id, receipt.reason)
-        return Response(answer, status_code=202)
+        return Response(answer.model_dump(exclude_none=True), status_code=202)  # type: ignore[arg-type]

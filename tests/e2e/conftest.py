@@ -8,11 +8,12 @@ import pytest
 from litestar.testing import TestClient
 
 from interfaces.http.app import create_app
+from tests.helpers import AUTH
 
 
 @pytest.fixture
 def client(settings) -> Iterator[TestClient]:
     app = create_app(settings)
     with TestClient(app) as test_client:
+        test_client.headers.update(AUTH)
         yield test_client
-    app.state.services.prescriptions.close()

@@ -19,6 +19,8 @@ import pytest
 
 from tests.conftest import postgres_settings
 from tests.helpers import (
+    API_KEY,
+    AUTH,
     LIFECYCLES,
     body_of,
     load_example,
@@ -66,7 +68,7 @@ class Server:
         headers: dict[str, str] | None = None,
     ) -> tuple[int, dict]:
         request = urllib.request.Request(
-            self.url + path, data=body, method=method, headers=headers or {}
+            self.url + path, data=body, method=method, headers={**AUTH, **(headers or {})}
         )
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
@@ -77,6 +79,15 @@ class Server:
     def deliver(self, payload: dict, secret: str) -> int:
         body = body_of(payload)
         return self.request("POST", "/webhooks/drx", body, signed_headers(body, secret))[0]
+
+    def wait_for_projections(self, timeout_s: float = 30) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            status, projections = self.request("GET", "/projections")
+            if status == 200 and all(p["lag"] == 0 for p in projections):
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"projections still lag after {timeout_s} s: {projections}")
 
     def kill(self) -> None:
         self.process.send_signal(signal.SIGKILL)
@@ -90,6 +101,7 @@ def test_acknowledged_deliveries_survive_a_killed_service(tmp_path):
     env = {
         "DRX_DATABASE_URL": f"sqlite:///{tmp_path / 'drx.sqlite3'}",
         "DRX_WEBHOOK_SECRETS": secret,
+        "DRX_API_KEYS": API_KEY,
     }
     first = Server(env, tmp_path)
     try:
@@ -99,6 +111,7 @@ def test_acknowledged_deliveries_survive_a_killed_service(tmp_path):
         first.kill()
     second = Server(env, tmp_path)
     try:
+        second.wait_for_projections()
         status, state = second.request("GET", "/prescriptions/drx_rx_7Q2M9K")
         assert (status, state["status"], state["version"]) == (200, "shipped", 2)
         assert second.deliver(load_example("shipped"), secret) == 200
@@ -116,6 +129,7 @@ def test_two_processes_racing_on_one_prescription_land_every_delivery(postgres_u
     env = {
         "DRX_DATABASE_URL": postgres_url,
         "DRX_WEBHOOK_SECRETS": secret,
+        "DRX_API_KEYS": API_KEY,
         "DRX_POSTGRES_SCHEMA": settings.postgres_schema,
         "DRX_POSTGRES_POOL_SIZE": "2",
     }
@@ -128,6 +142,7 @@ def test_two_processes_racing_on_one_prescription_land_every_delivery(postgres_u
         with ThreadPoolExecutor(max_workers=8) as pool:
             codes = list(pool.map(lambda job: job[0].deliver(job[1], secret), jobs))
         assert sorted(codes) == [200] * len(events) + [202] * len(events)
+        servers[0].wait_for_projections()
         status, state = servers[0].request("GET", f"/prescriptions/{lifecycle['subject']}")
         expected = lifecycle["expected_final_state"]
         assert status == 200

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tests.helpers import load_example, post_signed
+from tests.helpers import load_example, post_signed, settle
 
 
 def test_an_unknown_prescription_or_delivery_is_a_404_with_a_json_body(client):
@@ -29,6 +29,7 @@ def test_as_of_gives_the_state_before_a_later_fact_and_404_before_the_first(clie
 
     then = client.get("/prescriptions/drx_rx_7Q2M9K", params={"as_of": between}).json()
     assert (then["status"], then["version"]) == ("received", 1)
+    settle(client)
     assert client.get("/prescriptions/drx_rx_7Q2M9K").json()["status"] == "sent"
     early = client.get("/prescriptions/drx_rx_7Q2M9K", params={"as_of": before_any})
     assert early.status_code == 404

@@ -13,7 +13,7 @@ from litestar.testing import TestClient
 from infrastructure.migrations import migrate
 from interfaces.http.app import create_app
 from tests.conftest import ADMIN_URL, sqlite_settings
-from tests.helpers import load_example, post_signed
+from tests.helpers import AUTH, load_example, post_signed, settle
 
 
 def test_a_locked_sqlite_store_answers_503_with_retry_after_and_stores_nothing(tmp_path):
@@ -33,8 +33,8 @@ def test_a_locked_sqlite_store_answers_503_with_retry_after_and_stores_nothing(t
         assert response.json()["error"] == "store_unavailable"
         # DRx retries once the store is free again: the delivery lands exactly once.
         assert post_signed(client, load_example("received")).status_code == 202
-        assert client.get("/prescriptions/drx_rx_7Q2M9K").json()["version"] == 1
-    app.state.services.prescriptions.close()
+        settle(client)
+        assert client.get("/prescriptions/drx_rx_7Q2M9K", headers=AUTH).json()["version"] == 1
 
 
 @pytest.mark.postgres
@@ -61,4 +61,3 @@ def test_a_postgresql_store_that_disappears_answers_503_and_ready_says_so(postgr
         ready = client.get("/ready")
         assert (ready.status_code, ready.json()["error"]) == (503, "store_unavailable")
         assert client.get("/health").status_code == 200
-    app.state.services.prescriptions.close()

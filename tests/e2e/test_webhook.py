@@ -16,6 +16,7 @@ from tests.helpers import (
     load_lifecycle,
     new_secret,
     post_signed,
+    settle,
     signed_headers,
     state_subset,
 )
@@ -35,6 +36,7 @@ def test_a_signed_delivery_is_accepted_once_stored_and_a_repeat_is_a_duplicate(c
         200,
         {"status": "duplicate", "event_id": "evt_example_received"},
     )
+    settle(client)
     state = client.get("/prescriptions/drx_rx_7Q2M9K").json()
     assert (state["status"], state["version"], state["provisional"]) == ("received", 1, False)
 
@@ -55,6 +57,7 @@ def test_a_lifecycle_shuffled_with_duplicates_ends_in_its_expected_state(client,
     rng.shuffle(arrival)
     codes = [post_signed(client, event).status_code for event in arrival]
     assert sorted(codes) == [200] * 3 + [202] * len(events)
+    settle(client)
     state = client.get(f"/prescriptions/{lifecycle['subject']}").json()
     expected = lifecycle["expected_final_state"]
     assert state_subset(state, expected) == expected
@@ -78,7 +81,6 @@ def test_secret_rotation_accepts_either_configured_secret(settings):
         assert post_signed(client, load_example("processing"), old, new).status_code == 202
         refused = post_signed(client, load_example("shipped"), new_secret())
         assert refused.status_code == 401
-    app.state.services.prescriptions.close()
 
 
 @pytest.mark.parametrize(
@@ -186,6 +188,7 @@ def test_an_authentic_delivery_that_cannot_be_applied_is_parked_and_answered_202
     delivery = client.get(f"/deliveries/{payload['id']}").json()
     assert (delivery["status"], delivery["payload"]) == ("parked", payload)
     assert reason in delivery["reason"]
+    settle(client)
     assert client.get("/prescriptions/drx_rx_7Q2M9K").status_code == 404
     assert post_signed(client, payload).status_code == 200
 

@@ -1,0 +1,91 @@
+"""Which process runs the projections: the one holding a lock that dies with it.
+
+PostgreSQL: a session advisory lock on a connection of its own (released when the process or its
+connection dies). SQLite: an exclusive `flock` on a file beside the database (released by the OS
+when the process dies). Every web worker tries; one leads, the others stand by and take over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import logging
+import os
+from typing import IO, Any, Protocol
+
+import psycopg
+
+from infrastructure.database import postgres_conninfo
+from infrastructure.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Leadership(Protocol):
+    def acquire(self) -> bool:
+        """True while this process leads; tries to take the lead when it does not."""
+
+    def release(self) -> None: ...
+
+
+class PostgresLeadership:
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        digest = hashlib.sha256(f"drx-projections:{settings.postgres_schema}".encode()).digest()
+        self._key = int.from_bytes(digest[:8], "big", signed=True)
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def acquire(self) -> bool:
+        if self._conn is not None:
+            try:
+                self._conn.execute("SELECT 1")
+                return True
+            except psycopg.Error:
+                log.warning("projection leadership lost with its connection")
+                self.release()
+        conn = psycopg.connect(postgres_conninfo(self._settings), autocommit=True)
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key,)).fetchone()
+        if row and row[0]:
+            self._conn = conn
+            log.info("this process now runs the projections")
+            return True
+        conn.close()
+        return False
+
+    def release(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.close()
+            self._conn = None
+
+
+class FileLeadership:
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._file: IO[str] | None = None
+
+    def acquire(self) -> bool:
+        if self._file is not None:
+            return True
+        file = open(self._path, "a")  # noqa: SIM115 - held open for as long as we lead
+        try:
+            fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            file.close()
+            return False
+        self._file = file
+        log.info("this process (pid %d) now runs the projections", os.getpid())
+        return True
+
+    def release(self) -> None:
+        if self._file is not None:
+            fcntl.flock(self._file.fileno(), fcntl.LOCK_UN)
+            self._file.close()
+            self._file = None
+
+
+def leadership_for(settings: Settings) -> PostgresLeadership | FileLeadership:
+    if settings.dialect == "postgresql":
+        return PostgresLeadership(settings)
+    return FileLeadership(settings.sqlite_path + ".projections.lock")

@@ -1,0 +1,95 @@
+"""Queries over the read tables: prescriptions and deliveries, filtered, in keyset pages."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from infrastructure.projections import sortable_instant
+from infrastructure.readstore import ReadDatabase
+
+
+@dataclass(frozen=True)
+class PrescriptionFilter:
+    status: str | None = None
+    patient_id: str | None = None
+    pharmacy_ncpdp_id: str | None = None
+    needs_review: bool | None = None
+    updated_since: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[dict[str, Any]]
+    last_key: Any | None  # the key to continue after, None on the last page
+
+
+class ReadModel:
+    def __init__(self, db: ReadDatabase) -> None:
+        self.db = db
+
+    def prescription(self, prescription_id: str) -> dict[str, Any] | None:
+        rows = self.db.query(
+            "SELECT state FROM rx_prescriptions WHERE prescription_id = %s", (prescription_id,)
+        )
+        return json.loads(rows[0][0]) if rows else None
+
+    def prescriptions(self, where: PrescriptionFilter, limit: int, after: str | None) -> Page:
+        """Ordered by prescription id: a page boundary never moves when facts arrive."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        for column in ("status", "patient_id", "pharmacy_ncpdp_id"):
+            value = getattr(where, column)
+            if value is not None:
+                clauses.append(f"{column} = %s")
+                params.append(value)
+        if where.needs_review is not None:
+            clauses.append("needs_review = TRUE" if where.needs_review else "needs_review = FALSE")
+        if where.updated_since is not None:
+            clauses.append("updated_at >= %s")
+            params.append(sortable_instant(where.updated_since))
+        if after is not None:
+            clauses.append("prescription_id > %s")
+            params.append(after)
+        sql = "SELECT prescription_id, state FROM rx_prescriptions"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        rows = self.db.query(sql + " ORDER BY prescription_id LIMIT %s", (*params, limit + 1))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page([json.loads(state) for _, state in rows], rows[-1][0] if more else None)
+
+    def deliveries(self, status: str | None, limit: int, after: int | None) -> Page:
+        """In arrival order (the notification id of each delivery's first event)."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        if status is not None:
+            clauses.append("status = %s")
+            params.append(status)
+        if after is not None:
+            clauses.append("seq > %s")
+            params.append(after)
+        sql = "SELECT seq, event_id, type, subject, received_at, status, reason FROM rx_deliveries"
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        rows = self.db.query(sql + " ORDER BY seq LIMIT %s", (*params, limit + 1))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        items = [
+            {
+                "event_id": event_id,
+                "type": type_,
+                "subject": subject,
+                "received_at": received_at,
+                "status": status_,
+                "reason": reason,
+            }
+            for _, event_id, type_, subject, received_at, status_, reason in rows
+        ]
+        return Page(items, rows[-1][0] if more else None)
+
+    def parked_count(self) -> int:
+        rows = self.db.query("SELECT COUNT(*) FROM rx_deliveries WHERE status = 'parked'")
+        return int(rows[0][0])

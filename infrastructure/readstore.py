@@ -1,0 +1,151 @@
+"""Connections for the read models: one small interface over SQLite and PostgreSQL.
+
+SQL is written once with `%s` placeholders; the SQLite side rewrites them to `?`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+import psycopg
+import psycopg_pool
+
+from infrastructure.database import postgres_conninfo
+from infrastructure.settings import Settings
+
+Row = tuple[Any, ...]
+
+
+class Cursor(Protocol):
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
+    def executemany(self, sql: str, params: Sequence[Sequence[Any]]) -> Any: ...
+    def fetchall(self) -> list[Row]: ...
+    def fetchone(self) -> Row | None: ...
+
+    @property
+    def rowcount(self) -> int: ...
+
+
+class ReadDatabase(Protocol):
+    dialect: str
+
+    def transaction(self) -> Any:
+        """A context manager yielding a Cursor; commits on success, rolls back on error."""
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
+
+    def close(self) -> None: ...
+
+
+class _SqliteCursor:
+    def __init__(self, cursor: sqlite3.Cursor) -> None:
+        self._cursor = cursor
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self._cursor.execute(sql.replace("%s", "?"), params)
+
+    def executemany(self, sql: str, params: Sequence[Sequence[Any]]) -> Any:
+        return self._cursor.executemany(sql.replace("%s", "?"), params)
+
+    def fetchall(self) -> list[Row]:
+        return list(self._cursor.fetchall())
+
+    def fetchone(self) -> Row | None:
+        row: Row | None = self._cursor.fetchone()
+        return row
+
+    @property
+    def rowcount(self) -> int:
+        return self._cursor.rowcount
+
+
+class SqliteReadDatabase:
+    """One connection per thread; writes take the database lock at BEGIN IMMEDIATE."""
+
+    dialect = "sqlite"
+
+    def __init__(self, settings: Settings) -> None:
+        self._path = settings.sqlite_path
+        self._timeout = settings.sqlite_lock_timeout_s
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._guard = threading.Lock()
+
+    def _connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(
+                self._path, isolation_level=None, timeout=self._timeout, check_same_thread=False
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            self._local.conn = conn
+            with self._guard:
+                self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[Cursor]:
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield _SqliteCursor(conn.cursor())
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return list(self._connection().execute(sql.replace("%s", "?"), params).fetchall())
+
+    def close(self) -> None:
+        with self._guard:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+
+
+class PostgresReadDatabase:
+    """A small pool of its own, apart from the event store's, with the configured schema."""
+
+    dialect = "postgresql"
+
+    def __init__(self, settings: Settings, pool_size: int = 2) -> None:
+        schema = settings.postgres_schema
+
+        def configure(conn: psycopg.Connection[Any]) -> None:
+            conn.execute(f'SET search_path TO "{schema}"')
+            conn.commit()
+
+        self._pool = psycopg_pool.ConnectionPool(
+            postgres_conninfo(settings),
+            min_size=1,
+            max_size=pool_size + settings.postgres_max_overflow,
+            configure=configure,
+            check=psycopg_pool.ConnectionPool.check_connection,
+            timeout=settings.postgres_connect_timeout_s,
+            open=False,
+            name="drx-read",
+        )
+        self._pool.open(wait=False)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Cursor]:
+        with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cursor:
+            yield cursor
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        with self._pool.connection() as conn:
+            return list(conn.execute(sql, params).fetchall())
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+def open_read_database(settings: Settings) -> SqliteReadDatabase | PostgresReadDatabase:
+    if settings.dialect == "postgresql":
+        return PostgresReadDatabase(settings, pool_size=settings.postgres_pool_size)
+    return SqliteReadDatabase(settings)

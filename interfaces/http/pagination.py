@@ -1,0 +1,43 @@
+"""Opaque keyset cursors: the last key of a page, so the next page starts right after it."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import datetime
+from typing import Any
+
+from interfaces.http.errors import ProblemError
+
+
+def encode_cursor(key: Any) -> str | None:
+    if key is None:
+        return None
+    return base64.urlsafe_b64encode(json.dumps({"after": key}).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None, kind: type) -> Any:
+    if cursor is None:
+        return None
+    try:
+        key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))["after"]
+    except (ValueError, KeyError, TypeError):
+        key = None
+    if not isinstance(key, kind) or isinstance(key, bool):
+        raise ProblemError(400, "invalid_parameter", "cursor is not one this API issued")
+    return key
+
+
+def parse_instant(name: str, value: str) -> datetime:
+    """An RFC 3339 timestamp with its offset, or a 400 that names the parameter."""
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        moment = None
+    if moment is None or moment.tzinfo is None:
+        raise ProblemError(
+            400,
+            "invalid_parameter",
+            f"{name} must be an RFC 3339 timestamp with an offset, e.g. 2025-03-04T15:22:10Z",
+        )
+    return moment

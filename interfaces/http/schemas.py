@@ -1,0 +1,128 @@
+"""The response shapes of the HTTP API, as the OpenAPI document publishes them."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+Status = Literal[
+    "received",
+    "sent",
+    "processing",
+    "on_hold",
+    "dispensed",
+    "ready_for_pickup",
+    "shipped",
+    "delivered",
+    "completed",
+    "cancelled",
+    "transferred",
+    "rejected",
+    "error",
+]
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class OpenRequest(Out):
+    kind: Literal["change", "cancel", "renewal"]
+    request_id: str
+    opened_at: str
+
+
+class Anomaly(Out):
+    kind: Literal["after_terminal"]
+    event_id: str
+    type: str
+
+
+class Prescription(Out):
+    """A prescription's state: the same shape in lists, the current state and `as_of`."""
+
+    prescription_id: str
+    status: Status | None
+    provisional: bool
+    fill_number: int
+    refills_remaining: int | None
+    needs_review: bool
+    anomalies: list[Anomaly]
+    open_requests: list[OpenRequest]
+    patient: dict[str, Any] | None
+    prescriber: dict[str, Any] | None
+    pharmacy: dict[str, Any] | None
+    medication: dict[str, Any] | None
+    shipment: dict[str, Any] | None
+    last_event_type: str | None
+    last_occurred_at: str | None
+    version: int
+
+
+class PrescriptionPage(Out):
+    items: list[Prescription]
+    next_cursor: str | None
+
+
+class HistoryEvent(Out):
+    version: int
+    type: str
+    event_id: str
+    occurred_at: str
+    recorded_at: str
+    sequence: int | None
+    correlation: dict[str, Any]
+    data: dict[str, Any]
+
+
+class History(Out):
+    prescription_id: str
+    events: list[HistoryEvent]
+
+
+class Delivery(Out):
+    event_id: str
+    type: str
+    subject: str
+    received_at: str
+    status: Literal["received", "processed", "parked"] | None
+    reason: str | None
+
+
+class DeliveryDetail(Delivery):
+    payload: dict[str, Any]
+    raw_body: str
+
+
+class DeliveryPage(Out):
+    items: list[Delivery]
+    next_cursor: str | None
+
+
+class Replay(Out):
+    status: Literal["processed", "parked"]
+    event_id: str
+    reason: str | None
+
+
+class ProjectionState(Out):
+    name: str
+    position: int
+    head: int
+    lag: int
+
+
+class WebhookAnswer(Out):
+    status: Literal["accepted", "duplicate"]
+    event_id: str
+    parked: bool | None = None
+    reason: str | None = None
+
+
+class Problem(Out):
+    """Every error answer."""
+
+    error: str
+    detail: str
+    problems: list[dict[str, Any]] | None = None

@@ -27,6 +27,20 @@ def load_lifecycle(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def relabelled(lifecycle: dict[str, Any], tag: str) -> list[dict[str, Any]]:
+    """A lifecycle's events for another prescription: the subject and every id get `tag`."""
+    subject = f"{lifecycle['subject']}_{tag}"
+    return [
+        {
+            **event,
+            "id": f"{event['id']}_{tag}",
+            "subject": subject,
+            "correlation": {**event.get("correlation", {}), "prescription_id": subject},
+        }
+        for event in lifecycle["events"]
+    ]
+
+
 def new_secret() -> str:
     return "whsec_" + base64.b64encode(os.urandom(32)).decode()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -26,6 +27,7 @@ from tests.helpers import (
     load_example,
     load_lifecycle,
     new_secret,
+    relabelled,
     signed_headers,
 )
 
@@ -117,6 +119,91 @@ def test_acknowledged_deliveries_survive_a_killed_service(tmp_path):
         assert second.deliver(load_example("shipped"), secret) == 200
     finally:
         second.kill()
+
+
+@pytest.mark.parametrize(
+    "store", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def test_after_a_kill_mid_burst_and_a_restart_every_listed_prescription_equals_the_store(
+    store, tmp_path, request
+):
+    from infrastructure.eventstore import open_prescriptions
+    from infrastructure.migrations import migrate
+    from tests.conftest import sqlite_settings
+
+    if store == "sqlite":
+        settings = sqlite_settings(tmp_path)
+        env = {"DRX_DATABASE_URL": settings.database_url}
+    else:
+        settings = postgres_settings(request.getfixturevalue("postgres_url"))
+        env = {
+            "DRX_DATABASE_URL": settings.database_url,
+            "DRX_POSTGRES_SCHEMA": settings.postgres_schema,
+        }
+    migrate(settings)
+    secret = new_secret()
+    env |= {"DRX_WEBHOOK_SECRETS": secret, "DRX_API_KEYS": API_KEY}
+    events = [
+        event
+        for n in range(12)
+        for path in LIFECYCLES
+        for event in relabelled(load_lifecycle(path), f"b{n}")
+    ]
+    random.Random(5).shuffle(events)
+    acknowledged: set[str] = set()
+
+    def send(server: Server, event: dict) -> None:
+        try:
+            if 200 <= server.deliver(event, secret) < 300:
+                acknowledged.add(event["id"])
+        except OSError:
+            pass  # the connection died with the server: DRx will retry
+
+    server = Server(env, tmp_path)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        futures = [pool.submit(send, server, event) for event in events]
+        while len(acknowledged) < len(events) // 3:
+            time.sleep(0.005)
+        server.kill()  # SIGKILL in the middle of the burst
+        for future in futures:
+            future.result()
+    assert 0 < len(acknowledged) < len(events)
+
+    server = Server(env, tmp_path)
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool:  # DRx retries what was not acknowledged
+            list(
+                pool.map(
+                    lambda e: send(server, e), [e for e in events if e["id"] not in acknowledged]
+                )
+            )
+        assert len(acknowledged) == len(events)
+        server.wait_for_projections()
+        listed, cursor = [], None
+        while True:
+            _, page = server.request(
+                "GET", "/prescriptions?limit=13" + (f"&cursor={cursor}" if cursor else "")
+            )
+            listed += page["items"]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+    finally:
+        server.kill()
+    store_app = open_prescriptions(settings)
+    try:
+        assert len(listed) == len({e["subject"] for e in events})
+        for item in listed:
+            assert item == store_app.state(item["prescription_id"]).as_dict()
+        assert all(store_app.has_delivery(event_id) for event_id in acknowledged)
+        assert sum(store_app.state(i["prescription_id"]).version for i in listed) == len(events)
+    finally:
+        store_app.close()
+        if store == "postgresql":
+            import psycopg
+
+            with psycopg.connect(settings.database_url, autocommit=True) as conn:
+                conn.execute(f'DROP SCHEMA IF EXISTS "{settings.postgres_schema}" CASCADE')
 
 
 @pytest.mark.postgres

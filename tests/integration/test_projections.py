@@ -1,0 +1,203 @@
+"""Projections on real stores: exactly once, resumable, one leader, equal to the event store."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from domain.facts import FactKind
+from infrastructure.leadership import leadership_for
+from infrastructure.projections import (
+    DeliveriesProjection,
+    PrescriptionsProjection,
+    ProjectionRunner,
+    TrackingConflictError,
+    advance,
+    read_position,
+)
+from infrastructure.readmodel import PrescriptionFilter, ReadModel
+from infrastructure.readstore import open_read_database
+from tests.helpers import EXAMPLES, LIFECYCLES, load_example, load_lifecycle
+from tests.integration.test_service import deliver
+
+
+@pytest.fixture
+def read_db(settings):
+    db = open_read_database(settings)
+    yield db
+    db.close()
+
+
+def runner_for(prescriptions, read_db, settings, batch_size=5):
+    projections = [PrescriptionsProjection(read_db.dialect), DeliveriesProjection(read_db.dialect)]
+    return ProjectionRunner(
+        prescriptions, read_db, projections, leadership_for(settings), batch_size=batch_size
+    )
+
+
+def deliver_lifecycles(prescriptions, seed):
+    rng = random.Random(seed)
+    events = [e for path in LIFECYCLES for e in load_lifecycle(path)["events"]]
+    arrival = events + rng.sample(events, k=10)
+    rng.shuffle(arrival)
+    for event in arrival:
+        deliver(prescriptions, event)
+    return {load_lifecycle(path)["subject"] for path in LIFECYCLES}
+
+
+def assert_read_model_equals_store(prescriptions, read_db):
+    model = ReadModel(read_db)
+    page = model.prescriptions(PrescriptionFilter(), 500, None)
+    assert page.items, "the read model is empty"
+    for item in page.items:
+        assert item == prescriptions.state(item["prescription_id"]).as_dict()
+    return page.items
+
+
+def test_the_read_model_equals_what_the_store_gives_field_for_field(
+    prescriptions, read_db, settings
+):
+    subjects = deliver_lifecycles(prescriptions, seed=7)
+    runner = runner_for(prescriptions, read_db, settings)
+    try:
+        handled = runner.catch_up()
+        items = assert_read_model_equals_store(prescriptions, read_db)
+        assert {i["prescription_id"] for i in items} == subjects
+        assert handled > 0
+        assert all(s.lag == 0 for s in runner.status())
+        assert runner.catch_up() == 0  # nothing new: nothing done
+    finally:
+        runner.stop()
+
+
+def test_a_batch_that_fails_midway_is_rolled_back_whole_and_applied_once_on_retry(
+    prescriptions, read_db, settings, monkeypatch
+):
+    deliver_lifecycles(prescriptions, seed=3)
+    runner = runner_for(prescriptions, read_db, settings, batch_size=1000)
+    real_apply = DeliveriesProjection.apply
+    calls = {"n": 0}
+
+    def crash_after_writing(self, cursor, events):
+        real_apply(self, cursor, events)
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("the process dies before the commit")
+
+    monkeypatch.setattr(DeliveriesProjection, "apply", crash_after_writing)
+    try:
+        with pytest.raises(RuntimeError):
+            runner.catch_up()
+        assert read_position(read_db, "deliveries") == 0
+        assert read_db.query("SELECT COUNT(*) FROM rx_deliveries")[0][0] == 0
+        runner.catch_up()
+        delivered = read_db.query("SELECT COUNT(*) FROM rx_deliveries")[0][0]
+        stored = len({e["id"] for p in LIFECYCLES for e in load_lifecycle(p)["events"]})
+        assert delivered == stored
+        assert_read_model_equals_store(prescriptions, read_db)
+    finally:
+        runner.stop()
+
+
+def test_the_tracking_position_only_moves_from_where_the_batch_started(read_db):
+    with read_db.transaction() as cursor:
+        advance(cursor, "probe", 0, 10)
+    with pytest.raises(TrackingConflictError), read_db.transaction() as cursor:
+        advance(cursor, "probe", 0, 20)  # a second runner that started from 0 too
+    assert read_position(read_db, "probe") == 10
+
+
+def test_a_stopped_runner_resumes_where_it_was(prescriptions, read_db, settings):
+    first = runner_for(prescriptions, read_db, settings)
+    deliver(prescriptions, load_example("received"))
+    first.catch_up()
+    position = read_position(read_db, "prescriptions")
+    first.stop()
+    deliver(prescriptions, load_example("sent"))
+    second = runner_for(prescriptions, read_db, settings)
+    try:
+        assert second.catch_up() > 0
+        assert read_position(read_db, "prescriptions") > position
+        assert ReadModel(read_db).prescription("drx_rx_7Q2M9K")["status"] == "sent"
+    finally:
+        second.stop()
+
+
+def test_only_one_runner_leads_and_another_takes_over_when_it_stops(
+    prescriptions, read_db, settings
+):
+    first, second = (runner_for(prescriptions, read_db, settings) for _ in range(2))
+    try:
+        deliver(prescriptions, load_example("received"))
+        assert first.catch_up() > 0
+        deliver(prescriptions, load_example("sent"))
+        assert second.catch_up() == 0  # stands by
+        first.stop()
+        assert second.catch_up() > 0  # took over
+    finally:
+        first.stop()
+        second.stop()
+
+
+def test_deliveries_are_listed_in_arrival_order_with_their_outcome(
+    prescriptions, read_db, settings
+):
+    deliver(prescriptions, load_example("received"))
+    deliver(prescriptions, {**load_example("shipped"), "type": "drx.prescription.teleported"})
+    deliver(prescriptions, load_example("sent"))
+    runner = runner_for(prescriptions, read_db, settings)
+    try:
+        runner.catch_up()
+    finally:
+        runner.stop()
+    model = ReadModel(read_db)
+    everything = model.deliveries(None, 10, None).items
+    assert [(d["event_id"], d["status"]) for d in everything] == [
+        ("evt_example_received", "processed"),
+        ("evt_example_shipped", "parked"),
+        ("evt_example_sent", "processed"),
+    ]
+    parked = model.deliveries("parked", 10, None).items
+    assert [d["reason"] for d in parked] == ["unknown type 'drx.prescription.teleported'"]
+    assert model.parked_count() == 1
+    first_page = model.deliveries(None, 2, None)
+    assert len(first_page.items) == 2
+    rest = model.deliveries(None, 2, first_page.last_key)
+    assert [d["event_id"] for d in rest.items] == ["evt_example_sent"]
+    assert rest.last_key is None
+
+
+def test_filters_select_by_indexed_columns(prescriptions, read_db, settings):
+    deliver_lifecycles(prescriptions, seed=11)
+    runner = runner_for(prescriptions, read_db, settings)
+    try:
+        runner.catch_up()
+    finally:
+        runner.stop()
+    model = ReadModel(read_db)
+    delivered = model.prescriptions(PrescriptionFilter(status="delivered"), 50, None).items
+    assert sorted(i["prescription_id"] for i in delivered) == ["drx_rx_LC0001", "drx_rx_LC0002"]
+    patient = model.prescriptions(PrescriptionFilter(patient_id="drx_pt_TEST01"), 50, None).items
+    assert len(patient) == len(LIFECYCLES)
+    assert model.prescriptions(PrescriptionFilter(needs_review=True), 50, None).items == []
+    assert model.prescriptions(PrescriptionFilter(pharmacy_ncpdp_id="none"), 50, None).items == []
+
+
+def test_every_fact_kind_projects(prescriptions, read_db, settings):
+    kinds = set()
+    for path in EXAMPLES:
+        payload = json.loads(path.read_text())
+        kinds.add(FactKind.from_drx_type(payload["type"]))
+        deliver(prescriptions, payload)
+    runner = runner_for(prescriptions, read_db, settings, batch_size=3)
+    try:
+        runner.catch_up()
+    finally:
+        runner.stop()
+    assert kinds == set(FactKind)
+    assert (
+        ReadModel(read_db).prescription("drx_rx_7Q2M9K")
+        == prescriptions.state("drx_rx_7Q2M9K").as_dict()
+    )

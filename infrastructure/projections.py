@@ -298,6 +298,7 @@ class ProjectionRunner:
         self._wake.set()
 
     def start(self) -> None:
+        self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="drx-projections", daemon=True)
         self._thread.start()
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -75,6 +77,22 @@ def post_signed(client: Any, payload: dict[str, Any] | bytes, *secrets: str, **k
     return client.post(
         "/webhooks/drx", content=body, headers=signed_headers(body, *secrets, **kwargs)
     )
+
+
+@contextmanager
+def serving(settings: Any, **options: Any) -> Iterator[Any]:
+    """A test client on the real app over `settings`, with the API key; closed afterwards."""
+    from litestar.testing import TestClient
+
+    from interfaces.http.app import create_app
+
+    app = create_app(settings, **options)
+    try:
+        with TestClient(app) as client:
+            client.headers.update(AUTH)
+            yield client
+    finally:
+        app.state.services.close()
 
 
 def settle(client: Any) -> None:

@@ -72,7 +72,9 @@ def create_app(settings: Settings, *, run_projections: bool = True) -> Litestar:
         exception_handlers={Exception: handle_exception},
         middleware=[cast(Any, webhook_timing(services.metrics, webhooks.PATH))],
         on_startup=on_startup,
-        on_shutdown=[services.close],
+        # Only the runner stops with the app: an ASGI host may run the lifespan more than once
+        # (test clients do). The pools close with the process, or with Services.close().
+        on_shutdown=[services.projections.stop],
         openapi_config=OpenAPIConfig(
             title="DRx prescription service",
             version="0.2.0",
@@ -85,7 +87,6 @@ def create_app(settings: Settings, *, run_projections: bool = True) -> Litestar:
                     )
                 }
             ),
-            security=[{"BearerAuth": []}],
         ),
         # Our handler logs faults without their messages, which may quote patient data.
         logging_config=LoggingConfig(log_exceptions="never", configure_root_logger=False),

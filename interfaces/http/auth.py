@@ -9,6 +9,9 @@ from litestar.connection import ASGIConnection
 from litestar.exceptions import NotAuthorizedException
 from litestar.handlers.base import BaseRouteHandler
 
+# The OpenAPI security requirement of the guarded controllers (scheme defined in app.py).
+BEARER: dict[str, list[str]] = {"BearerAuth": []}
+
 
 def require_api_key(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     keys: tuple[str, ...] = connection.app.state.services.settings.api_keys

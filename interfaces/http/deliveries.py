@@ -17,8 +17,8 @@ from domain.facts import Fact
 from domain.service import Outcome
 from domain.state import format_instant
 from interfaces.drx.translator import read_stored
-from interfaces.http.auth import require_api_key
-from interfaces.http.pagination import decode_cursor, encode_cursor
+from interfaces.http.auth import BEARER, require_api_key
+from interfaces.http.pagination import Cursor, decode_cursor, encode_cursor
 from interfaces.http.schemas import Delivery, DeliveryDetail, DeliveryPage, Problem, Replay
 from interfaces.http.services import Services
 
@@ -48,6 +48,7 @@ class DeliveryController(Controller):
     path = "/deliveries"
     tags = ("deliveries",)
     guards = [require_api_key]  # noqa: RUF012 - Litestar's own attribute type
+    security = [BEARER]  # noqa: RUF012
 
     @get(
         "/",
@@ -64,7 +65,7 @@ class DeliveryController(Controller):
         services: NamedDependency[Services],
         status: FromQuery[Literal["processed", "parked"] | None] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
-        cursor: FromQuery[str | None] = None,
+        cursor: Cursor = None,
     ) -> DeliveryPage:
         page = services.read_model.deliveries(status, limit, decode_cursor(cursor, int))
         return DeliveryPage(

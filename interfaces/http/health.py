@@ -10,7 +10,7 @@ from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 
 from infrastructure.migrations import pending
-from interfaces.http.auth import require_api_key
+from interfaces.http.auth import BEARER, require_api_key
 from interfaces.http.errors import STORE_UNAVAILABLE, problem
 from interfaces.http.schemas import Problem, ProjectionState
 from interfaces.http.services import Services
@@ -64,6 +64,7 @@ class HealthController(Controller):
 class ProjectionController(Controller):
     tags = ("operations",)
     guards = [require_api_key]  # noqa: RUF012 - Litestar's own attribute type
+    security = [BEARER]  # noqa: RUF012
 
     @get(
         "/projections",

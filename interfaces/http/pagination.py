@@ -5,9 +5,22 @@ from __future__ import annotations
 import base64
 import json
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
+
+from litestar.params import QueryParameter
 
 from interfaces.http.errors import ProblemError
+
+Cursor = Annotated[
+    str | None,
+    QueryParameter(description="opaque: the next_cursor of the previous page"),
+]
+Instant = Annotated[
+    str | None,
+    QueryParameter(
+        description="an RFC 3339 timestamp with its offset", schema_extra={"format": "date-time"}
+    ),
+]
 
 
 def encode_cursor(key: Any) -> str | None:
@@ -31,7 +44,7 @@ def decode_cursor(cursor: str | None, kind: type) -> Any:
 def parse_instant(name: str, value: str) -> datetime:
     """An RFC 3339 timestamp with its offset, or a 400 that names the parameter."""
     try:
-        moment = datetime.fromisoformat(value)
+        moment = datetime.fromisoformat(value.upper())  # RFC 3339 allows a lower-case t and z
     except ValueError:
         moment = None
     if moment is None or moment.tzinfo is None:

@@ -13,8 +13,8 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 from domain.errors import PrescriptionNotFoundError
 from domain.state import format_instant
 from infrastructure.readmodel import PrescriptionFilter
-from interfaces.http.auth import require_api_key
-from interfaces.http.pagination import decode_cursor, encode_cursor, parse_instant
+from interfaces.http.auth import BEARER, require_api_key
+from interfaces.http.pagination import Cursor, Instant, decode_cursor, encode_cursor, parse_instant
 from interfaces.http.schemas import (
     History,
     HistoryEvent,
@@ -36,6 +36,7 @@ class PrescriptionController(Controller):
     path = "/prescriptions"
     tags = ("prescriptions",)
     guards = [require_api_key]  # noqa: RUF012 - Litestar's own attribute type
+    security = [BEARER]  # noqa: RUF012
 
     @get(
         "/",
@@ -51,9 +52,9 @@ class PrescriptionController(Controller):
         patient_id: FromQuery[str | None] = None,
         pharmacy_ncpdp_id: FromQuery[str | None] = None,
         needs_review: FromQuery[bool | None] = None,
-        updated_since: FromQuery[str | None] = None,
+        updated_since: Instant = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
-        cursor: FromQuery[str | None] = None,
+        cursor: Cursor = None,
     ) -> PrescriptionPage:
         where = PrescriptionFilter(
             status=status,
@@ -83,7 +84,7 @@ class PrescriptionController(Controller):
         self,
         prescription_id: FromPath[str],
         services: NamedDependency[Services],
-        as_of: FromQuery[str | None] = None,
+        as_of: Instant = None,
     ) -> Prescription:
         if as_of is not None:
             moment = parse_instant("as_of", as_of)

@@ -5,15 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from litestar.testing import TestClient
 
-from interfaces.http.app import create_app
-from tests.helpers import AUTH
+from tests.helpers import serving
 
 
 @pytest.fixture
-def client(settings) -> Iterator[TestClient]:
-    app = create_app(settings)
-    with TestClient(app) as test_client:
-        test_client.headers.update(AUTH)
+def client(settings) -> Iterator:
+    with serving(settings) as test_client:
         yield test_client

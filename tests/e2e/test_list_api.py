@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from domain.prescription import Prescription
-from tests.helpers import AUTH, LIFECYCLES, load_example, load_lifecycle, post_signed, settle
+from tests.helpers import (
+    AUTH,
+    LIFECYCLES,
+    load_example,
+    load_lifecycle,
+    post_signed,
+    serving,
+    settle,
+)
 
 
 def seed_prescriptions(client, count: int) -> list[str]:
@@ -183,12 +191,9 @@ def test_read_endpoints_refuse_requests_without_a_valid_key(client, method, path
 def test_a_second_configured_key_works_and_open_endpoints_need_none(settings):
     from dataclasses import replace
 
-    from litestar.testing import TestClient
-
-    from interfaces.http.app import create_app
-
-    app = create_app(replace(settings, api_keys=("old-key", AUTH["Authorization"].split()[1])))
-    with TestClient(app) as client:
+    with serving(
+        replace(settings, api_keys=("old-key", AUTH["Authorization"].split()[1]))
+    ) as client:
         assert (
             client.get("/prescriptions", headers={"Authorization": "Bearer old-key"}).status_code
             == 200

@@ -8,19 +8,16 @@ import uuid
 
 import psycopg
 import pytest
-from litestar.testing import TestClient
 
 from infrastructure.migrations import migrate
-from interfaces.http.app import create_app
 from tests.conftest import ADMIN_URL, sqlite_settings
-from tests.helpers import AUTH, load_example, post_signed, settle
+from tests.helpers import AUTH, load_example, post_signed, serving, settle
 
 
 def test_a_locked_sqlite_store_answers_503_with_retry_after_and_stores_nothing(tmp_path):
     settings = dataclasses.replace(sqlite_settings(tmp_path), sqlite_lock_timeout_s=1)
     migrate(settings)
-    app = create_app(settings)
-    with TestClient(app) as client:
+    with serving(settings) as client:
         blocker = sqlite3.connect(settings.sqlite_path, isolation_level=None)
         blocker.execute("BEGIN EXCLUSIVE")
         try:
@@ -49,8 +46,7 @@ def test_a_postgresql_store_that_disappears_answers_503_and_ready_says_so(postgr
         postgres_connect_timeout_s=2,
     )
     migrate(settings)
-    app = create_app(settings)
-    with TestClient(app) as client:
+    with serving(settings) as client:
         assert post_signed(client, load_example("received")).status_code == 202
         assert client.get("/ready").status_code == 200
         with psycopg.connect(ADMIN_URL, autocommit=True) as admin:

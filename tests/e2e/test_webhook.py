@@ -16,6 +16,7 @@ from tests.helpers import (
     load_lifecycle,
     new_secret,
     post_signed,
+    serving,
     settle,
     signed_headers,
     state_subset,
@@ -69,13 +70,8 @@ def test_a_lifecycle_shuffled_with_duplicates_ends_in_its_expected_state(client,
 def test_secret_rotation_accepts_either_configured_secret(settings):
     from dataclasses import replace
 
-    from litestar.testing import TestClient
-
-    from interfaces.http.app import create_app
-
     old, new = new_secret(), new_secret()
-    app = create_app(replace(settings, webhook_secrets=(old, new)))
-    with TestClient(app) as client:
+    with serving(replace(settings, webhook_secrets=(old, new))) as client:
         assert post_signed(client, load_example("received"), old).status_code == 202
         assert post_signed(client, load_example("sent"), new).status_code == 202
         assert post_signed(client, load_example("processing"), old, new).status_code == 202

@@ -22,7 +22,7 @@ class PrescriptionFilter:
 
 @dataclass(frozen=True)
 class Page:
-    items: list[dict[str, Any]]
+    items: list[Any]
     last_key: Any | None  # the key to continue after, None on the last page
 
 
@@ -30,14 +30,24 @@ class ReadModel:
     def __init__(self, db: ReadDatabase) -> None:
         self.db = db
 
-    def prescription(self, prescription_id: str) -> dict[str, Any] | None:
+    def prescription_json(self, prescription_id: str) -> str | None:
+        """The state as stored: JSON text in the API's shape, served without re-encoding."""
         rows = self.db.query(
             "SELECT state FROM rx_prescriptions WHERE prescription_id = %s", (prescription_id,)
         )
-        return json.loads(rows[0][0]) if rows else None
+        return str(rows[0][0]) if rows else None
+
+    def prescription(self, prescription_id: str) -> dict[str, Any] | None:
+        text = self.prescription_json(prescription_id)
+        return json.loads(text) if text is not None else None
 
     def prescriptions(self, where: PrescriptionFilter, limit: int, after: str | None) -> Page:
-        """Ordered by prescription id: a page boundary never moves when facts arrive."""
+        page = self.prescriptions_json(where, limit, after)
+        return Page([json.loads(text) for text in page.items], page.last_key)
+
+    def prescriptions_json(self, where: PrescriptionFilter, limit: int, after: str | None) -> Page:
+        """States as stored JSON text, ordered by prescription id: a page boundary never moves
+        when facts arrive."""
         clauses: list[str] = []
         params: list[Any] = []
         for column in ("status", "patient_id", "pharmacy_ncpdp_id"):
@@ -59,7 +69,7 @@ class ReadModel:
         rows = self.db.query(sql + " ORDER BY prescription_id LIMIT %s", (*params, limit + 1))
         more = len(rows) > limit
         rows = rows[:limit]
-        return Page([json.loads(state) for _, state in rows], rows[-1][0] if more else None)
+        return Page([str(state) for _, state in rows], rows[-1][0] if more else None)
 
     def deliveries(self, status: str | None, limit: int, after: int | None) -> Page:
         """In arrival order (the notification id of each delivery's first event)."""

@@ -3,9 +3,10 @@ of an instant and the history from the event store."""
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
-from litestar import Controller, get
+from litestar import Controller, MediaType, Response, get
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, QueryParameter
@@ -55,7 +56,7 @@ class PrescriptionController(Controller):
         updated_since: Instant = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
         cursor: Cursor = None,
-    ) -> PrescriptionPage:
+    ) -> Response[PrescriptionPage]:
         where = PrescriptionFilter(
             status=status,
             patient_id=patient_id,
@@ -63,11 +64,13 @@ class PrescriptionController(Controller):
             needs_review=needs_review,
             updated_since=parse_instant("updated_since", updated_since) if updated_since else None,
         )
-        page = services.read_model.prescriptions(where, limit, decode_cursor(cursor, str))
-        return PrescriptionPage(
-            items=[Prescription.model_validate(item) for item in page.items],
-            next_cursor=encode_cursor(page.last_key),
+        page = services.read_model.prescriptions_json(where, limit, decode_cursor(cursor, str))
+        # The stored states are already the API's JSON: joined, not parsed and re-encoded.
+        body = '{"items":[%s],"next_cursor":%s}' % (  # noqa: UP031
+            ",".join(page.items),
+            json.dumps(encode_cursor(page.last_key)),
         )
+        return Response(body.encode(), media_type=MediaType.JSON)  # type: ignore[arg-type]
 
     @get(
         "/{prescription_id:str}",
@@ -85,16 +88,15 @@ class PrescriptionController(Controller):
         prescription_id: FromPath[str],
         services: NamedDependency[Services],
         as_of: Instant = None,
-    ) -> Prescription:
+    ) -> Response[Prescription]:
         if as_of is not None:
             moment = parse_instant("as_of", as_of)
-            return Prescription.model_validate(
-                services.prescriptions.state(prescription_id, as_of=moment).as_dict()
-            )
-        state = services.read_model.prescription(prescription_id)
+            then = services.prescriptions.state(prescription_id, as_of=moment).as_dict()
+            return Response(Prescription.model_validate(then))
+        state = services.read_model.prescription_json(prescription_id)
         if state is None:
             raise PrescriptionNotFoundError(prescription_id)
-        return Prescription.model_validate(state)
+        return Response(state.encode(), media_type=MediaType.JSON)  # type: ignore[arg-type]
 
     @get(
         "/{prescription_id:str}/history",

@@ -1,0 +1,114 @@
+"""Shared by the benchmarks: a throwaway PostgreSQL database, synthetic prescriptions, timing."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+
+from domain.facts import Fact, FactKind
+from domain.prescription import Prescription
+
+ADMIN_URL = os.environ.get(
+    "DRX_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+EXAMPLES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "examples"
+RECEIVED = json.loads((EXAMPLES / "received.json").read_text())["data"]
+
+
+@contextlib.contextmanager
+def scratch_database(keep: bool = False) -> Iterator[str]:
+    """A new database for one benchmark run, as a URL; dropped afterwards unless `keep`."""
+    name = f"drx_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    info = psycopg.conninfo.conninfo_to_dict(ADMIN_URL)
+    url = f"postgresql://{info.get('user') or 'postgres'}@{info.get('host') or '127.0.0.1'}:{info.get('port') or 5432}/{name}"
+    try:
+        yield url
+    finally:
+        if not keep:
+            with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def synthetic_prescription(index: int, rng: random.Random) -> Prescription:
+    """A prescription with 2 to 7 facts, spread over patients, pharmacies and statuses."""
+    subject = f"drx_rx_bench_{index:07d}"
+    prescription = Prescription(subject)
+    data = copy.deepcopy(RECEIVED)
+    data["patient"]["drx_patient_id"] = f"drx_pt_{index % 20000:05d}"
+    data["pharmacy"]["ncpdp_id"] = f"{index % 500:07d}"
+    start = datetime(2025, 1, 1, tzinfo=UTC) + timedelta(minutes=index)
+    steps = [
+        (FactKind.RECEIVED, data),
+        (FactKind.SENT, {"transmission": {"status": "sent"}}),
+        (FactKind.PROCESSING, {"fill_number": 1, "stage": "filling"}),
+        (
+            FactKind.DISPENSED,
+            {
+                "fill_number": 1,
+                "dispense_status": "dispensed",
+                "quantity_dispensed": 30,
+                "refills_remaining": 2,
+                "dispensed_at": start.isoformat(),
+            },
+        ),
+        (
+            FactKind.SHIPPED,
+            {
+                "fill_number": 1,
+                "carrier": "USPS",
+                "tracking_number": str(index),
+                "shipped_at": start.isoformat(),
+            },
+        ),
+        (
+            FactKind.DELIVERED,
+            {"fill_number": 1, "handover": "delivery", "delivered_at": start.isoformat()},
+        ),
+        (FactKind.CANCELLED, {"cancelled_by": "system"}),
+    ]
+    for step, (kind, fact_data) in enumerate(steps[: rng.randint(2, len(steps))]):
+        prescription.record(
+            Fact(
+                f"evt_bench_{index}_{step}",
+                kind,
+                start + timedelta(hours=step),
+                step + 1,
+                fact_data,
+            )
+        )
+    return prescription
+
+
+def percentiles(samples_s: list[float]) -> str:
+    ms = sorted(s * 1000 for s in samples_s)
+    if not ms:
+        return "no samples"
+    cut = statistics.quantiles(ms, n=100, method="inclusive")
+    return f"p50 {cut[49]:.1f} ms  p95 {cut[94]:.1f} ms  p99 {cut[98]:.1f} ms"
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    pg = subprocess.run(
+        ["psql", "--version"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}, {pg}"

@@ -1,0 +1,163 @@
+"""Read API benchmark on PostgreSQL: list and detail query rates and latency percentiles.
+
+    python bench/read_api.py [--prescriptions 100000] [--seconds 15] [--clients 8]
+
+Seeds a scratch database with synthetic prescriptions (straight into the event store), projects
+them, starts `drx serve` on it, and drives it from client threads over keep-alive connections.
+The clients share the machine with the server, so the figures are a floor for a bigger host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import machine, percentiles, scratch_database, synthetic_prescription
+from infrastructure.eventstore import open_prescriptions
+from infrastructure.leadership import leadership_for
+from infrastructure.migrations import migrate
+from infrastructure.projections import (
+    DeliveriesProjection,
+    PrescriptionsProjection,
+    ProjectionRunner,
+)
+from infrastructure.readstore import open_read_database
+from infrastructure.settings import Settings
+
+KEY = "bench-key"
+
+
+def seed(settings: Settings, count: int) -> None:
+    app = open_prescriptions(settings)
+    rng = random.Random(1)
+    started, events = time.perf_counter(), 0
+    for first in range(0, count, 1000):
+        batch = [synthetic_prescription(i, rng) for i in range(first, min(first + 1000, count))]
+        events += sum(p.version for p in batch)
+        app.save(*batch)
+    elapsed = time.perf_counter() - started
+    print(
+        f"seeded {count} prescriptions ({events} events) in {elapsed:.1f} s: {events / elapsed:,.0f} events/s"
+    )
+    db = open_read_database(settings)
+    runner = ProjectionRunner(
+        app,
+        db,
+        [PrescriptionsProjection(db.dialect), DeliveriesProjection(db.dialect)],
+        leadership_for(settings),
+        batch_size=2000,
+    )
+    started = time.perf_counter()
+    handled = runner.catch_up()
+    elapsed = time.perf_counter() - started
+    print(f"projected {handled} events in {elapsed:.1f} s: {handled / elapsed:,.0f} events/s")
+    runner.stop()
+    db.close()
+    app.close()
+
+
+def drive(port: int, paths: list[str], seconds: float, clients: int) -> tuple[int, list[float]]:
+    latencies: list[float] = []
+    lock = threading.Lock()
+    deadline = time.monotonic() + seconds
+
+    def client(seed: int) -> None:
+        rng = random.Random(seed)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        mine = []
+        while time.monotonic() < deadline:
+            started = time.perf_counter()
+            conn.request("GET", rng.choice(paths), headers={"Authorization": f"Bearer {KEY}"})
+            response = conn.getresponse()
+            response.read()
+            assert response.status == 200, response.status
+            mine.append(time.perf_counter() - started)
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return len(latencies), latencies
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--prescriptions", type=int, default=100_000)
+    parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--clients", type=int, default=8)
+    args = parser.parse_args()
+    print(f"machine: {machine()}")
+    with scratch_database() as url:
+        settings = Settings(
+            database_url=url,
+            webhook_secrets=("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",),
+            api_keys=(KEY,),
+        )
+        migrate(settings)
+        seed(settings, args.prescriptions)
+        port = 18765
+        env = {
+            **os.environ,
+            "DRX_DATABASE_URL": url,
+            "DRX_API_KEYS": KEY,
+            "DRX_WEBHOOK_SECRETS": settings.webhook_secrets[0],
+            "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        }
+        server = subprocess.Popen(
+            [sys.executable, "-m", "interfaces.cli", "serve", "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            time.sleep(3)
+            rng = random.Random(2)
+            ids = [f"drx_rx_bench_{rng.randrange(args.prescriptions):07d}" for _ in range(5000)]
+            workloads = {
+                "detail  GET /prescriptions/{id}": [f"/prescriptions/{i}" for i in ids],
+                "list    GET /prescriptions?limit=50": ["/prescriptions?limit=50"],
+                "list    ?status=shipped&limit=50": ["/prescriptions?status=shipped&limit=50"],
+                "list    ?patient_id=...": [
+                    f"/prescriptions?patient_id=drx_pt_{rng.randrange(20000):05d}"
+                    for _ in range(2000)
+                ],
+                "list    ?pharmacy_ncpdp_id=...&limit=100": [
+                    f"/prescriptions?pharmacy_ncpdp_id={rng.randrange(500):07d}&limit=100"
+                    for _ in range(500)
+                ],
+            }
+            # A cursor deep in the set: keyset pages cost the same wherever they start.
+            conn = http.client.HTTPConnection("127.0.0.1", port)
+            conn.request(
+                "GET", "/prescriptions?limit=500", headers={"Authorization": f"Bearer {KEY}"}
+            )
+            cursor = json.loads(conn.getresponse().read())["next_cursor"]
+            workloads["list    page after a cursor, limit=50"] = [
+                f"/prescriptions?limit=50&cursor={cursor}"
+            ]
+            print(
+                f"{args.clients} client threads, {args.seconds:.0f} s each, {args.prescriptions} prescriptions"
+            )
+            for name, paths in workloads.items():
+                count, latencies = drive(port, paths, args.seconds, args.clients)
+                print(f"{name:<44} {count / args.seconds:>8,.0f} req/s   {percentiles(latencies)}")
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+
+
+if __name__ == "__main__":
+    main()

@@ -17,5 +17,9 @@ class DeliveryNotParkedError(DomainError):
     pass
 
 
+class HistoryDamagedError(DomainError):
+    """The stored events of an aggregate no longer follow each other (one missing or moved)."""
+
+
 class ConcurrencyConflictError(DomainError):
     """Other writers kept moving the prescription on; the caller may retry later."""

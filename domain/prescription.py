@@ -11,23 +11,21 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
+from domain.chain import GENESIS, canonical_json, fact_hash
 from domain.facts import Fact, FactKind
 from domain.ids import prescription_id
 from domain.state import PrescriptionState, derive_state
 
 
-def canonical_json(value: Mapping[str, Any]) -> str:
-    """The one text form a fact's content is stored in (sorted keys, no spaces)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
 @dataclass(frozen=True)
 class RecordedFact:
-    """A fact as stored: its place among the prescription's facts, and when we learnt it."""
+    """A fact as stored: its place among the prescription's facts, when we learnt it, and its
+    link in the chain (`hash` is empty for facts recorded before the chain existed)."""
 
     number: int
     recorded_at: datetime
     fact: Fact
+    hash: str = ""
 
 
 class Prescription(Aggregate):
@@ -55,11 +53,18 @@ class Prescription(Aggregate):
         so that no DRx payload can be mistaken for an encoded type by the store's transcoder."""
 
         kind: ClassVar[FactKind]
+        # v2 added `hash`, the fact's link in the prescription's chain (domain/chain.py).
+        class_version: ClassVar[int] = 2
         event_id: str
         occurred_at: datetime
         sequence: int
         data: str
         correlation: str
+        hash: str
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["hash"] = ""  # recorded before the chain existed; the audit says so
 
         def to_fact(self) -> Fact:
             return Fact(
@@ -73,8 +78,8 @@ class Prescription(Aggregate):
 
         def apply(self, aggregate: Aggregate) -> None:
             assert isinstance(aggregate, Prescription)
-            recorded = RecordedFact(len(aggregate.recorded) + 1, self.timestamp, self.to_fact())
-            aggregate._add(recorded)
+            number = len(aggregate.recorded) + 1
+            aggregate._add(RecordedFact(number, self.timestamp, self.to_fact(), self.hash))
 
     class Received(FactRecorded):
         kind = FactKind.RECEIVED
@@ -147,13 +152,18 @@ class Prescription(Aggregate):
         """Record the fact unless its id is already recorded (contract 4.2); True when recorded."""
         if self.has_fact(fact.event_id):
             return False
+        event_class = EVENT_CLASS_FOR[fact.kind]
+        recorded_at = event_class.create_timestamp()
+        previous = self.recorded[-1].hash if self.recorded else GENESIS
         self.trigger_event(
-            EVENT_CLASS_FOR[fact.kind],
+            event_class,
+            timestamp=recorded_at,
             event_id=fact.event_id,
             occurred_at=fact.occurred_at,
             sequence=fact.sequence,
             data=canonical_json(fact.data),
             correlation=canonical_json(fact.correlation),
+            hash=fact_hash(previous, self.subject, self.fact_count + 1, fact, recorded_at),
         )
         return True
 

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import OriginatorVersionError
 from eventsourcing.persistence import IntegrityError
 from eventsourcing.utils import Environment
 
@@ -24,6 +25,7 @@ from domain.errors import (
     DeliveryNotFoundError,
     DeliveryNotParkedError,
     DomainError,
+    HistoryDamagedError,
     PrescriptionNotFoundError,
 )
 from domain.facts import Fact
@@ -158,6 +160,8 @@ class Prescriptions(Application[Any]):
             found: object = self.repository.get(aggregate_id)
         except AggregateNotFoundError:
             raise missing from None
+        except OriginatorVersionError:
+            raise HistoryDamagedError(missing.args[0]) from None
         assert isinstance(found, cls)
         return found
 

@@ -16,6 +16,7 @@ from domain.errors import (
     ConcurrencyConflictError,
     DeliveryNotFoundError,
     DeliveryNotParkedError,
+    HistoryDamagedError,
     PrescriptionNotFoundError,
 )
 from domain.service import describe_fault
@@ -44,6 +45,11 @@ ERROR_TABLE: dict[type[Exception], tuple[int, str, str | None]] = {
     DeliveryNotFoundError: (404, "delivery_not_found", "no delivery with event id {}"),
     DeliveryNotParkedError: (409, "delivery_not_parked", "delivery {} is not parked"),
     EnvelopeError: (422, "invalid_envelope", None),
+    HistoryDamagedError: (
+        500,
+        "history_damaged",
+        "the stored history of {} is damaged: run drx audit verify",
+    ),
     ConcurrencyConflictError: (
         503,
         "busy",

@@ -11,6 +11,7 @@ from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, QueryParameter
 
+from domain.chain import ChainVerifier, Link
 from domain.errors import PrescriptionNotFoundError
 from domain.state import format_instant
 from infrastructure.readmodel import PrescriptionFilter
@@ -109,8 +110,11 @@ class PrescriptionController(Controller):
         self, prescription_id: FromPath[str], services: NamedDependency[Services]
     ) -> History:
         recorded = services.prescriptions.history(prescription_id)
+        verifier = ChainVerifier(prescription_id)
+        problems = [verifier.check(Link(r.number, r.recorded_at, r.fact, r.hash)) for r in recorded]
         return History(
             prescription_id=prescription_id,
+            chain_intact=not any(problems),
             events=[
                 HistoryEvent(
                     version=r.number,
@@ -121,7 +125,10 @@ class PrescriptionController(Controller):
                     sequence=r.fact.sequence or None,
                     correlation=dict(r.fact.correlation),
                     data=dict(r.fact.data),
+                    hash=r.hash,
+                    chain_ok=problem is None,
+                    chain_problem=problem,
                 )
-                for r in recorded
+                for r, problem in zip(recorded, problems, strict=True)
             ],
         )

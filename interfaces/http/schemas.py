@@ -74,10 +74,14 @@ class HistoryEvent(Out):
     sequence: int | None
     correlation: dict[str, Any]
     data: dict[str, Any]
+    hash: str
+    chain_ok: bool
+    chain_problem: str | None
 
 
 class History(Out):
     prescription_id: str
+    chain_intact: bool
     events: list[HistoryEvent]
 
 

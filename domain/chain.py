@@ -1,0 +1,80 @@
+"""The tamper-evident chain of a prescription's facts: each fact's hash covers a canonical form of
+its content, its place, when it was recorded, and the hash of the fact before it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from domain.facts import Fact
+from domain.state import format_instant
+
+GENESIS = ""  # the "previous hash" of a prescription's first fact
+
+
+def canonical_json(value: Mapping[str, Any]) -> str:
+    """The one text form a fact's content is stored and hashed in (sorted keys, no spaces)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def fact_hash(previous: str, subject: str, number: int, fact: Fact, recorded_at: datetime) -> str:
+    content = canonical_json(
+        {
+            "prescription_id": subject,
+            "number": number,
+            "event_id": fact.event_id,
+            "type": fact.drx_type,
+            "occurred_at": format_instant(fact.occurred_at),
+            "sequence": fact.sequence,
+            "data": dict(fact.data),
+            "correlation": dict(fact.correlation),
+            "recorded_at": recorded_at.isoformat(),
+        }
+    )
+    return hashlib.sha256(f"{previous}\n{content}".encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Link:
+    """One stored fact as the chain sees it: its number as stored, and its stored hash."""
+
+    number: int
+    recorded_at: datetime
+    fact: Fact
+    hash: str
+
+
+class ChainVerifier:
+    """Checks a prescription's stored facts one at a time, in stored order. Each hash is checked
+    against its predecessor's *stored* hash, so an altered fact is named alone, not every fact
+    after it; a missing or moved fact shows as a number out of place."""
+
+    def __init__(self, subject: str) -> None:
+        self.subject = subject
+        self._previous = GENESIS
+        self._expected_number = 1
+
+    def check(self, link: Link) -> str | None:
+        expected, self._expected_number = self._expected_number, self._expected_number + 1
+        previous, self._previous = self._previous, link.hash
+        if link.number != expected:
+            return (
+                f"stored as fact {link.number} where fact {expected} should be: "
+                "a fact is missing or out of order"
+            )
+        if not link.hash:
+            return "recorded before hash chaining: not covered by the chain"
+        if fact_hash(previous, self.subject, link.number, link.fact, link.recorded_at) != link.hash:
+            return "its content, time or place differs from what was recorded"
+        return None
+
+
+def chain_problems(subject: str, links: Sequence[Link]) -> list[tuple[Link, str]]:
+    """Each stored fact that breaks the chain, with what is wrong."""
+    verifier = ChainVerifier(subject)
+    found = [(link, verifier.check(link)) for link in links]
+    return [(link, problem) for link, problem in found if problem is not None]

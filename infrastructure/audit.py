@@ -1,0 +1,189 @@
+"""`drx audit verify`: walk the whole event store and check that the history is intact and is
+what DRx told us.
+
+- Each prescription's facts: numbered without gaps, in order, and each hash chained to the one
+  before over the fact's canonical content (domain/chain.py).
+- Each raw delivery: DRx's signature still verifies against the configured secrets (no time
+  tolerance: the question is authenticity, not freshness).
+- Each applied delivery has its fact, with the data DRx sent; each fact has its delivery.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from standardwebhooks.webhooks import Webhook
+
+from domain.chain import ChainVerifier, Link, canonical_json
+from domain.delivery import Delivery
+from domain.prescription import Prescription
+from domain.service import Prescriptions
+
+BATCH = 5000
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing wrong: `where` names the prescription or delivery, `what` says what."""
+
+    where: str
+    what: str
+
+
+@dataclass
+class AuditReport:
+    events: int = 0
+    prescriptions: int = 0
+    facts: int = 0
+    deliveries: int = 0
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def intact(self) -> bool:
+        return not self.findings
+
+
+def signature_verifies(
+    secrets: Sequence[str], webhook_id: str, webhook_timestamp: str, signature: str, body: str
+) -> bool:
+    """Recompute DRx's Standard Webhooks signature over the stored bytes, with any secret."""
+    try:
+        moment = datetime.fromtimestamp(int(webhook_timestamp), tz=UTC)
+    except (ValueError, OverflowError):
+        return False
+    given = {part[3:] for part in signature.split() if part.startswith("v1,")}
+    for secret in secrets:
+        expected = Webhook(secret).sign(webhook_id, moment, body).split(",", 1)[1]
+        if any(hmac.compare_digest(expected, candidate) for candidate in given):
+            return True
+    return False
+
+
+def _digest(data: Any) -> bytes:
+    return hashlib.sha256(canonical_json(data).encode()).digest()[:16]
+
+
+class _Walk:
+    """The state of one pass over the notification log."""
+
+    def __init__(self, secrets: Sequence[str]) -> None:
+        self.secrets = secrets
+        self.report = AuditReport()
+        self.chains: dict[UUID, tuple[str, ChainVerifier]] = {}
+        self.fact_data: dict[str, bytes] = {}
+        self.delivered: dict[str, bytes] = {}
+        self.applied: set[str] = set()
+        self.delivery_event_ids: dict[UUID, str] = {}
+
+    def found(self, where: str, what: str) -> None:
+        self.report.findings.append(Finding(where, what))
+
+    def opened(self, event: Prescription.Opened) -> None:
+        self.report.prescriptions += 1
+        self.chains[event.originator_id] = (event.subject, ChainVerifier(event.subject))
+        if event.originator_version != 1:
+            self.found(f"prescription {event.subject}", "its opening event is out of place")
+
+    def fact(self, event: Prescription.FactRecorded) -> None:
+        self.report.facts += 1
+        fact = event.to_fact()
+        if event.originator_id not in self.chains:
+            self.found(
+                f"prescription {event.originator_id}",
+                f"fact {fact.event_id} comes before the prescription was opened",
+            )
+            self.chains[event.originator_id] = ("?", ChainVerifier("?"))
+        subject, verifier = self.chains[event.originator_id]
+        link = Link(event.originator_version - 1, event.timestamp, fact, event.hash)
+        problem = verifier.check(link)
+        if problem:
+            self.found(
+                f"prescription {subject}",
+                f"fact {link.number} ({fact.event_id}, {fact.drx_type}): {problem}",
+            )
+        self.fact_data[fact.event_id] = _digest(dict(fact.data))
+
+    def received(self, event: Delivery.Received) -> None:
+        self.report.deliveries += 1
+        self.delivery_event_ids[event.originator_id] = event.event_id
+        where = f"delivery {event.event_id}"
+        if not signature_verifies(
+            self.secrets,
+            event.webhook_id,
+            event.webhook_timestamp,
+            event.webhook_signature,
+            event.body,
+        ):
+            self.found(
+                where,
+                "DRx's signature does not verify with any configured secret: the "
+                "stored body or headers were altered, or the secret is not configured",
+            )
+        try:
+            self.delivered[event.event_id] = _digest(json.loads(event.body).get("data"))
+        except (ValueError, AttributeError):
+            self.found(where, "the stored body is not a JSON object any more")
+
+    def processed(self, event: Delivery.Processed) -> None:
+        if event.fact_recorded:
+            self.applied.add(
+                self.delivery_event_ids.get(event.originator_id, str(event.originator_id))
+            )
+
+    def finish(self) -> AuditReport:
+        for event_id in sorted(self.applied):
+            if event_id not in self.fact_data:
+                self.found(f"delivery {event_id}", "was applied but its fact is missing")
+            elif self.delivered.get(event_id, self.fact_data[event_id]) != self.fact_data[event_id]:
+                self.found(f"delivery {event_id}", "its fact's data differs from what DRx sent")
+        for event_id in sorted(self.fact_data.keys() - self.delivered.keys()):
+            self.found(f"fact {event_id}", "has no stored delivery")
+        return self.report
+
+
+class Auditor:
+    def __init__(self, app: Prescriptions, secrets: Sequence[str]) -> None:
+        self.app, self.secrets = app, secrets
+
+    def _notifications(self) -> Iterator[Any]:
+        start = 1
+        while True:
+            batch = self.app.recorder.select_notifications(start=start, limit=BATCH)
+            if not batch:
+                return
+            yield from batch
+            start = batch[-1].id + 1
+
+    def verify(self, progress: Callable[[int, int], None] | None = None) -> AuditReport:
+        walk = _Walk(self.secrets)
+        head = self.app.recorder.max_notification_id() or 0
+        for notification in self._notifications():
+            walk.report.events += 1
+            if progress and walk.report.events % BATCH == 0:
+                progress(notification.id, head)
+            try:
+                event = self.app.mapper.to_domain_event(notification)
+            except Exception as exc:  # a stored event altered so far that it no longer decodes
+                walk.found(
+                    f"stored event {notification.originator_id} v{notification.originator_version}",
+                    f"cannot be read any more ({type(exc).__name__})",
+                )
+                continue
+            if isinstance(event, Prescription.Opened):
+                walk.opened(event)
+            elif isinstance(event, Prescription.FactRecorded):
+                walk.fact(event)
+            elif isinstance(event, Delivery.Received):
+                walk.received(event)
+            elif isinstance(event, Delivery.Processed):
+                walk.processed(event)
+        if progress:
+            progress(head, head)
+        return walk.finish()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -23,8 +23,10 @@ from standardwebhooks.webhooks import Webhook
 
 from domain.chain import ChainVerifier, Link, canonical_json
 from domain.delivery import Delivery
-from domain.prescription import Prescription
+from domain.errors import DeliveryNotFoundError
+from domain.prescription import Prescription, RecordedFact
 from domain.service import Prescriptions
+from domain.state import format_instant
 
 BATCH = 5000
 
@@ -187,3 +189,80 @@ class Auditor:
         if progress:
             progress(head, head)
         return walk.finish()
+
+
+def history_document(subject: str, recorded: Sequence[RecordedFact]) -> dict[str, Any]:
+    """A prescription's facts in recorded order, each with its hash and the chain's verdict."""
+    verifier = ChainVerifier(subject)
+    events = []
+    for r in recorded:
+        problem = verifier.check(Link(r.number, r.recorded_at, r.fact, r.hash))
+        events.append(
+            {
+                "version": r.number,
+                "type": r.fact.drx_type,
+                "event_id": r.fact.event_id,
+                "occurred_at": format_instant(r.fact.occurred_at),
+                "recorded_at": format_instant(r.recorded_at),
+                "sequence": r.fact.sequence or None,
+                "correlation": dict(r.fact.correlation),
+                "data": dict(r.fact.data),
+                "hash": r.hash,
+                "chain_ok": problem is None,
+                "chain_problem": problem,
+            }
+        )
+    return {
+        "prescription_id": subject,
+        "chain_intact": all(e["chain_ok"] for e in events),
+        "events": events,
+    }
+
+
+def export_prescription(
+    app: Prescriptions, secrets: Sequence[str], subject: str, delivery_ids: Iterable[str]
+) -> dict[str, Any]:
+    """One prescription for an auditor: its state, its history with the chain's verdict, every
+    stored delivery about it (raw, with the signature's verdict), and the overall result."""
+    history = history_document(subject, app.history(subject))
+    event_ids = sorted({e["event_id"] for e in history["events"]} | set(delivery_ids))
+    deliveries = []
+    for event_id in event_ids:
+        try:
+            delivery = app.delivery(event_id)
+        except DeliveryNotFoundError:
+            deliveries.append({"event_id": event_id, "stored": False})
+            continue
+        deliveries.append(
+            {
+                "event_id": event_id,
+                "stored": True,
+                "type": delivery.drx_type,
+                "received_at": format_instant(delivery.received_at),
+                "status": delivery.status,
+                "reason": delivery.reason,
+                "raw_body": delivery.body,
+                "webhook_id": delivery.webhook_id,
+                "webhook_timestamp": delivery.webhook_timestamp,
+                "webhook_signature": delivery.webhook_signature,
+                "signature_verified": signature_verifies(
+                    secrets,
+                    delivery.webhook_id,
+                    delivery.webhook_timestamp,
+                    delivery.webhook_signature,
+                    delivery.body,
+                ),
+            }
+        )
+    return {
+        "prescription_id": subject,
+        "exported_at": format_instant(datetime.now(UTC)),
+        "state": app.state(subject).as_dict(),
+        "history": history,
+        "deliveries": deliveries,
+        "verification": {
+            "chain_intact": history["chain_intact"],
+            "every_fact_has_its_delivery": all(d["stored"] for d in deliveries),
+            "every_signature_verified": all(d.get("signature_verified") for d in deliveries),
+        },
+    }

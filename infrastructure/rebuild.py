@@ -10,8 +10,9 @@ service keeps running, then compare it with the live one or swap it in atomicall
    runner carries on from there, on the new table. Readers wait for that transaction at most;
    they never see a half-built table.
 
-PostgreSQL: the final transaction is REPEATABLE READ (its own snapshot) and, to swap, first locks
-the live table, then the tracking row, in the order the live runner takes them. SQLite: it holds
+PostgreSQL: to compare, the final transaction is REPEATABLE READ (one snapshot of both tables);
+to swap, it first locks the live table, then the tracking row, in the order the live runner
+takes them. SQLite: it holds
 the database's write lock, so webhook writes wait for it (a few seconds at most at 100k rows).
 """
 
@@ -36,6 +37,7 @@ from infrastructure.projections import (
 from infrastructure.readstore import Cursor, ReadDatabase
 
 BATCH = 10_000
+PROJECTION_NAMES = ("prescriptions", "deliveries")
 Progress = Callable[[int, int], None]
 
 
@@ -109,7 +111,10 @@ class Rebuilder:
             goal = read_position(self.db, name)
             position = self._bulk(target.projection, 0, goal, result, progress)
             with self._final_transaction(target.table, swap=not verify) as cursor:
-                cursor.execute(f"SELECT position FROM {TRACKING_TABLE} WHERE name = %s", (name,))
+                lock = " FOR UPDATE" if not verify and self.db.dialect == "postgresql" else ""
+                cursor.execute(
+                    f"SELECT position FROM {TRACKING_TABLE} WHERE name = %s{lock}", (name,)
+                )
                 row = cursor.fetchone()
                 live_position = int(row[0]) if row else 0
                 for events in self._batches(position, live_position, target.projection):
@@ -185,13 +190,13 @@ class Rebuilder:
     @contextmanager
     def _final_transaction(self, live: str, *, swap: bool) -> Iterator[Cursor]:
         with self.db.transaction() as cursor:
-            if self.db.dialect == "postgresql":
-                # Its own snapshot; for a swap, lock the live table and then the tracking rows,
-                # in the order the live runner takes them, so that the two cannot deadlock.
+            if self.db.dialect == "postgresql" and swap:
+                # Lock the live table, then (by the caller) the tracking row, in the order the
+                # live runner takes them, so that the two cannot deadlock.
+                cursor.execute(f"LOCK TABLE {live} IN ACCESS EXCLUSIVE MODE")
+            elif self.db.dialect == "postgresql":
+                # Compare both tables as of one instant, while the live runner carries on.
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-                if swap:
-                    cursor.execute(f"LOCK TABLE {live} IN ACCESS EXCLUSIVE MODE")
-                    cursor.execute(f"SELECT name FROM {TRACKING_TABLE} FOR UPDATE")
             yield cursor
 
     def _swap(self, cursor: Cursor, live: str, fresh: str, indexes: list[str]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -16,11 +17,17 @@ from pathlib import Path
 import uvicorn
 from standardwebhooks.webhooks import Webhook
 
+from domain.errors import PrescriptionNotFoundError
+from infrastructure.audit import Auditor, export_prescription
 from infrastructure.dev_credentials import read_dev_credentials, with_credentials
+from infrastructure.eventstore import open_prescriptions
 from infrastructure.migrations import MigrationError, migrate
+from infrastructure.readstore import open_read_database
+from infrastructure.rebuild import PROJECTION_NAMES, Rebuilder
 from infrastructure.settings import Settings, SettingsError
 from interfaces.drx.signature import SecretError
 from interfaces.http.app import build_services, create_app
+from interfaces.progress import Progress
 
 log = logging.getLogger("drx")
 
@@ -62,6 +69,89 @@ def cmd_projections_status(settings: Settings, _: argparse.Namespace) -> int:
     print(f"{'projection':<16}{'position':>12}{'head':>12}{'lag':>12}")
     for row in rows:
         print(f"{row.name:<16}{row.position:>12}{row.head:>12}{row.lag:>12}")
+    return 0
+
+
+def cmd_projections_rebuild(settings: Settings, args: argparse.Namespace) -> int:
+    """Rebuild each named read model (all by default) and swap it in, or only compare."""
+    names = [args.name] if args.name else list(PROJECTION_NAMES)
+    app, db = open_prescriptions(settings), open_read_database(settings)
+    worst = 0
+    try:
+        for name in names:
+            result = Rebuilder(app, db).rebuild(
+                name, verify=args.verify, progress=Progress(f"rebuild {name}")
+            )
+            rate = result.events / result.seconds if result.seconds else 0
+            print(
+                f"{name}: {result.events:,} events replayed in {result.seconds:.1f} s "
+                f"({rate:,.0f} events/s) into {result.rows:,} rows, at position {result.position}"
+            )
+            if result.swapped:
+                print(f"{name}: the rebuilt model replaced the live one")
+            elif result.differences:
+                worst = 1
+                print(f"{name}: {len(result.differences)} difference(s) from the live model:")
+                for d in result.differences:
+                    print(f"  {d.key}  {d.field}: live={d.live!r} rebuilt={d.rebuilt!r}")
+            else:
+                print(f"{name}: the live model equals the rebuilt one, row for row")
+    finally:
+        db.close()
+        app.close()
+    return worst
+
+
+def _audit_secrets(settings: Settings) -> tuple[str, ...]:
+    secrets = settings.webhook_secrets or read_dev_credentials(settings).get(
+        "DRX_WEBHOOK_SECRETS", ()
+    )
+    if not secrets:
+        raise SettingsError(
+            "DRX_WEBHOOK_SECRETS must hold every secret DRx has signed with (retired ones too) "
+            "for the audit to re-verify the stored deliveries"
+        )
+    return tuple(secrets)
+
+
+def cmd_audit_verify(settings: Settings, _: argparse.Namespace) -> int:
+    app = open_prescriptions(settings)
+    try:
+        report = Auditor(app, _audit_secrets(settings)).verify(Progress("audit"))
+    finally:
+        app.close()
+    summary = (
+        f"{report.events:,} events: {report.prescriptions:,} prescriptions, "
+        f"{report.facts:,} facts, {report.deliveries:,} deliveries"
+    )
+    if report.intact:
+        print(f"intact: {summary}; every chain holds and every signature verifies")
+        return 0
+    print(f"NOT INTACT: {len(report.findings)} finding(s) in {summary}")
+    for finding in report.findings:
+        print(f"  {finding.where}: {finding.what}")
+    return 1
+
+
+def cmd_audit_export(settings: Settings, args: argparse.Namespace) -> int:
+    app, db = open_prescriptions(settings), open_read_database(settings)
+    try:
+        delivery_ids = [
+            str(row[0])
+            for row in db.query(
+                "SELECT event_id FROM rx_deliveries WHERE subject = %s", (args.prescription_id,)
+            )
+        ]
+        document = export_prescription(
+            app, _audit_secrets(settings), args.prescription_id, delivery_ids
+        )
+    except PrescriptionNotFoundError:
+        print(f"drx: no prescription with id {args.prescription_id}", file=sys.stderr)
+        return 2
+    finally:
+        db.close()
+        app.close()
+    print(json.dumps(document, indent=2, ensure_ascii=False))
     return 0
 
 
@@ -120,6 +210,27 @@ def build_parser() -> argparse.ArgumentParser:
     projections.add_parser(
         "status", help="each projection's position, the store's head, and the lag"
     ).set_defaults(handler=cmd_projections_status)
+    rebuild = projections.add_parser(
+        "rebuild", help="rebuild read models from the start of the event store, then swap them in"
+    )
+    rebuild.add_argument("name", nargs="?", choices=PROJECTION_NAMES)
+    rebuild.add_argument(
+        "--verify",
+        action="store_true",
+        help="compare with the live model instead of swapping; exit 1 on any difference",
+    )
+    rebuild.set_defaults(handler=cmd_projections_rebuild)
+
+    audit = commands.add_parser("audit", help="the stored history's integrity").add_subparsers(
+        dest="audit_command", required=True
+    )
+    audit.add_parser(
+        "verify",
+        help="check every fact's chain and every delivery's signature; exit 1 if not intact",
+    ).set_defaults(handler=cmd_audit_verify)
+    export = audit.add_parser("export", help="one prescription's audit document, as JSON")
+    export.add_argument("prescription_id")
+    export.set_defaults(handler=cmd_audit_export)
 
     send = commands.add_parser("send", help="sign payload files as DRx would and POST them")
     send.add_argument("payloads", nargs="+", metavar="PAYLOAD.json")

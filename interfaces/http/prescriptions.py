@@ -11,15 +11,13 @@ from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, QueryParameter
 
-from domain.chain import ChainVerifier, Link
 from domain.errors import PrescriptionNotFoundError
-from domain.state import format_instant
+from infrastructure.audit import history_document
 from infrastructure.readmodel import PrescriptionFilter
 from interfaces.http.auth import BEARER, require_api_key
 from interfaces.http.pagination import Cursor, Instant, decode_cursor, encode_cursor, parse_instant
 from interfaces.http.schemas import (
     History,
-    HistoryEvent,
     Prescription,
     PrescriptionPage,
     Problem,
@@ -110,25 +108,4 @@ class PrescriptionController(Controller):
         self, prescription_id: FromPath[str], services: NamedDependency[Services]
     ) -> History:
         recorded = services.prescriptions.history(prescription_id)
-        verifier = ChainVerifier(prescription_id)
-        problems = [verifier.check(Link(r.number, r.recorded_at, r.fact, r.hash)) for r in recorded]
-        return History(
-            prescription_id=prescription_id,
-            chain_intact=not any(problems),
-            events=[
-                HistoryEvent(
-                    version=r.number,
-                    type=r.fact.drx_type,
-                    event_id=r.fact.event_id,
-                    occurred_at=format_instant(r.fact.occurred_at),
-                    recorded_at=format_instant(r.recorded_at),
-                    sequence=r.fact.sequence or None,
-                    correlation=dict(r.fact.correlation),
-                    data=dict(r.fact.data),
-                    hash=r.hash,
-                    chain_ok=problem is None,
-                    chain_problem=problem,
-                )
-                for r, problem in zip(recorded, problems, strict=True)
-            ],
-        )
+        return History.model_validate(history_document(prescription_id, recorded))

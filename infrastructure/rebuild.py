@@ -244,12 +244,13 @@ def _row_differences(
     for index, name in enumerate(target.columns[1:], start=1):
         if name == target.state_column:
             yield from _json_differences(old[0], json.loads(old[index]), json.loads(new[index]))
-        elif _normal(old[index]) != _normal(new[index]):
-            yield Difference(old[0], name, old[index], new[index])
+        elif _normal(name, old[index]) != _normal(name, new[index]):
+            yield Difference(old[0], name, _normal(name, old[index]), _normal(name, new[index]))
 
 
-def _normal(value: Any) -> Any:
-    return bool(value) if isinstance(value, bool | int) and value in (0, 1) else value
+def _normal(column: str, value: Any) -> Any:
+    """SQLite keeps booleans as 0 and 1: show and compare them as booleans."""
+    return bool(value) if column == "needs_review" else value
 
 
 def _json_differences(

@@ -1,0 +1,70 @@
+"""The audit and rebuild commands as an operator runs them: output and exit codes."""
+
+from __future__ import annotations
+
+import pytest
+
+from infrastructure.readstore import open_read_database
+from interfaces.cli import main
+from tests.helpers import LIFECYCLES, load_lifecycle, post_signed, serving, settle
+
+
+@pytest.fixture
+def served(settings, monkeypatch):
+    """A store with four lifecycles delivered through HTTP, and the CLI's environment on it."""
+    with serving(settings) as client:
+        for path in LIFECYCLES:
+            for event in load_lifecycle(path)["events"]:
+                post_signed(client, event)
+        settle(client)
+    monkeypatch.setenv("DRX_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("DRX_WEBHOOK_SECRETS", " ".join(settings.webhook_secrets))
+    monkeypatch.setenv("DRX_API_KEYS", ",".join(settings.api_keys))
+    monkeypatch.setenv("DRX_POSTGRES_SCHEMA", settings.postgres_schema)
+    return settings
+
+
+def test_audit_verify_passes_on_an_intact_store_and_fails_naming_the_damage(served, capsys):
+    assert main(["audit", "verify"]) == 0
+    assert capsys.readouterr().out.startswith("intact: ")
+    db = open_read_database(served)
+    table = "drx_events" if served.dialect == "postgresql" else "stored_events"
+    with db.transaction() as cursor:
+        cursor.execute(f"DELETE FROM {table} WHERE topic LIKE %s", ("%Prescription.Delivered",))
+    db.close()
+    assert main(["audit", "verify"]) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("NOT INTACT: ")
+    assert "delivery evt_drx_rx_LC0001_008: was applied but its fact is missing" in out
+
+
+def test_rebuild_verify_exits_1_naming_each_difference_and_rebuild_repairs(served, capsys):
+    assert main(["projections", "rebuild", "--verify"]) == 0
+    assert "the live model equals the rebuilt one" in capsys.readouterr().out
+    db = open_read_database(served)
+    with db.transaction() as cursor:
+        cursor.execute(
+            "UPDATE rx_prescriptions SET needs_review = TRUE WHERE prescription_id = %s",
+            ("drx_rx_LC0004",),
+        )
+    db.close()
+    assert main(["projections", "rebuild", "prescriptions", "--verify"]) == 1
+    out = capsys.readouterr().out
+    assert "drx_rx_LC0004  needs_review: live=True rebuilt=False" in out
+    assert main(["projections", "rebuild", "prescriptions"]) == 0
+    assert "replaced the live one" in capsys.readouterr().out
+    assert main(["projections", "rebuild", "--verify"]) == 0
+
+
+def test_audit_export_prints_one_json_document(served, capsys):
+    import json
+
+    assert main(["audit", "export", "drx_rx_LC0003"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["verification"] == {
+        "chain_intact": True,
+        "every_fact_has_its_delivery": True,
+        "every_signature_verified": True,
+    }
+    assert len(document["deliveries"]) == 5
+    assert main(["audit", "export", "drx_rx_nobody"]) == 2

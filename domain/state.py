@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -132,89 +132,117 @@ def ordered(facts: Iterable[Fact]) -> list[Fact]:
 
 
 def derive_state(prescription_id: str, facts: Iterable[Fact]) -> PrescriptionState:
-    """Fold the facts, in contract order, into the prescription's state."""
-    state = PrescriptionState(prescription_id=prescription_id)
+    """Fold the facts, in contract order, into the prescription's state.
+
+    The fold mutates a private draft (one object per call, never shared) and freezes it at the
+    end: the function stays pure, without copying the whole state at every fact.
+    """
+    draft = _Draft(prescription_id)
     for fact in ordered(facts):
-        state = _apply(state, fact)
-    return state
+        draft.apply(fact)
+    return draft.freeze()
 
 
-def _apply(state: PrescriptionState, fact: Fact) -> PrescriptionState:
-    state = replace(
-        state,
-        version=state.version + 1,
-        last_event_type=fact.drx_type,
-        last_occurred_at=fact.occurred_at,
-    )
-    kind, data = fact.kind, fact.data
-    if kind is FactKind.RECEIVED:
-        return _received(state, data)
-    if kind in STATUS_CHANGING and state.is_terminal:
-        anomaly = Anomaly(kind="after_terminal", event_id=fact.event_id, type=fact.drx_type)
-        return replace(state, anomalies=(*state.anomalies, anomaly))
-    if kind in STATUS_CHANGING:
-        state = _status_change(state, fact)
-    return _requests_and_details(state, fact)
+class _Draft:
+    def __init__(self, prescription_id: str) -> None:
+        self.prescription_id = prescription_id
+        self.status: str | None = None
+        self.provisional = True
+        self.fill_number = 0
+        self.refills_remaining: int | None = None
+        self.anomalies: list[Anomaly] = []
+        self.open_requests: list[OpenRequest] = []
+        self.details: dict[str, Mapping[str, Any]] = {}
+        self.shipment: Mapping[str, Any] | None = None
+        self.last_event_type: str | None = None
+        self.last_occurred_at: datetime | None = None
+        self.version = 0
 
-
-def _received(state: PrescriptionState, data: Mapping[str, Any]) -> PrescriptionState:
-    refills = state.refills_remaining
-    if refills is None:
-        refills = (data.get("medication") or {}).get("refills_authorized")
-    return replace(
-        state,
-        provisional=False,
-        status=state.status or "received",
-        refills_remaining=refills,
-        **{name: data[name] for name in _DETAILS if data.get(name) is not None},
-    )
-
-
-def _status_change(state: PrescriptionState, fact: Fact) -> PrescriptionState:
-    data = fact.data
-    fill = data.get("fill_number")
-    if isinstance(fill, int) and fill > state.fill_number:
-        # A later fill starts: the previous fill's shipment is no longer the current one.
-        state = replace(state, fill_number=fill, shipment=None)
-    if fact.kind is FactKind.DISPENSED:
-        state = replace(state, refills_remaining=data["refills_remaining"])
-    if fact.kind is FactKind.SHIPPED:
-        shipment = {
-            key: data[key]
-            for key in ("carrier", "tracking_number", "tracking_url", "eta")
-            if data.get(key) is not None
-        }
-        state = replace(state, shipment=shipment)
-    if fact.kind is FactKind.DELIVERED:
-        status = "completed" if state.refills_remaining == 0 else "delivered"
-    elif fact.kind is FactKind.REJECTED:
-        status = "error" if data.get("retryable") else "rejected"
-    else:
-        status = _STATUS_AFTER[fact.kind]
-    return replace(state, status=status)
-
-
-def _requests_and_details(state: PrescriptionState, fact: Fact) -> PrescriptionState:
-    kind, data = fact.kind, fact.data
-    if kind in _REQUEST_OPENED_BY:
-        opened = OpenRequest(_REQUEST_OPENED_BY[kind], data["request_id"], fact.occurred_at)
-        others = tuple(r for r in state.open_requests if r.request_id != opened.request_id)
-        state = replace(state, open_requests=(*others, opened))
-    elif kind in _REQUEST_CLOSED_BY:
-        # A response closes only an open request of its own kind and id; otherwise it is
-        # recorded and closes nothing (section 4.5).
-        closed = (_REQUEST_CLOSED_BY[kind], data.get("request_id"))
-        state = replace(
-            state,
-            open_requests=tuple(r for r in state.open_requests if (r.kind, r.request_id) != closed),
+    def freeze(self) -> PrescriptionState:
+        return PrescriptionState(
+            prescription_id=self.prescription_id,
+            status=self.status,
+            provisional=self.provisional,
+            fill_number=self.fill_number,
+            refills_remaining=self.refills_remaining,
+            anomalies=tuple(self.anomalies),
+            open_requests=tuple(self.open_requests),
+            patient=self.details.get("patient"),
+            prescriber=self.details.get("prescriber"),
+            pharmacy=self.details.get("pharmacy"),
+            medication=self.details.get("medication"),
+            shipment=self.shipment,
+            last_event_type=self.last_event_type,
+            last_occurred_at=self.last_occurred_at,
+            version=self.version,
         )
 
-    if kind is FactKind.UPDATED:
-        state = replace(state, **{n: data[n] for n in _DETAILS if data.get(n) is not None})
-    elif kind is FactKind.CHANGE_APPROVED and data.get("approved_medication") is not None:
-        state = replace(state, medication=data["approved_medication"])
-    elif kind is FactKind.RENEWAL_APPROVED:
-        refills = data["refills_authorized"]
-        status = "delivered" if state.status == "completed" and refills > 0 else state.status
-        state = replace(state, refills_remaining=refills, status=status)
-    return state
+    def apply(self, fact: Fact) -> None:
+        self.version += 1
+        self.last_event_type, self.last_occurred_at = fact.drx_type, fact.occurred_at
+        kind, data = fact.kind, fact.data
+        if kind is FactKind.RECEIVED:
+            self._received(data)
+            return
+        if kind in STATUS_CHANGING and self.status in TERMINAL_STATUSES:
+            self.anomalies.append(Anomaly("after_terminal", fact.event_id, fact.drx_type))
+            return
+        if kind in STATUS_CHANGING:
+            self._status_change(fact)
+        self._requests_and_details(fact)
+
+    def _received(self, data: Mapping[str, Any]) -> None:
+        if self.refills_remaining is None:
+            self.refills_remaining = (data.get("medication") or {}).get("refills_authorized")
+        self.provisional = False
+        self.status = self.status or "received"
+        self._replace_details(data, _DETAILS)
+
+    def _replace_details(self, data: Mapping[str, Any], names: Iterable[str]) -> None:
+        for name in names:
+            if data.get(name) is not None:
+                self.details[name] = data[name]
+
+    def _status_change(self, fact: Fact) -> None:
+        data = fact.data
+        fill = data.get("fill_number")
+        if isinstance(fill, int) and fill > self.fill_number:
+            # A later fill starts: the previous fill's shipment is no longer the current one.
+            self.fill_number, self.shipment = fill, None
+        if fact.kind is FactKind.DISPENSED:
+            self.refills_remaining = data["refills_remaining"]
+        if fact.kind is FactKind.SHIPPED:
+            self.shipment = {
+                key: data[key]
+                for key in ("carrier", "tracking_number", "tracking_url", "eta")
+                if data.get(key) is not None
+            }
+        if fact.kind is FactKind.DELIVERED:
+            self.status = "completed" if self.refills_remaining == 0 else "delivered"
+        elif fact.kind is FactKind.REJECTED:
+            self.status = "error" if data.get("retryable") else "rejected"
+        else:
+            self.status = _STATUS_AFTER[fact.kind]
+
+    def _requests_and_details(self, fact: Fact) -> None:
+        kind, data = fact.kind, fact.data
+        if kind in _REQUEST_OPENED_BY:
+            opened = OpenRequest(_REQUEST_OPENED_BY[kind], data["request_id"], fact.occurred_at)
+            self.open_requests = [
+                r for r in self.open_requests if r.request_id != opened.request_id
+            ]
+            self.open_requests.append(opened)
+        elif kind in _REQUEST_CLOSED_BY:
+            # A response closes only an open request of its own kind and id; otherwise it is
+            # recorded and closes nothing (section 4.5).
+            closed = (_REQUEST_CLOSED_BY[kind], data.get("request_id"))
+            self.open_requests = [r for r in self.open_requests if (r.kind, r.request_id) != closed]
+        if kind is FactKind.UPDATED:
+            self._replace_details(data, _DETAILS)
+        elif kind is FactKind.CHANGE_APPROVED and data.get("approved_medication") is not None:
+            self.details["medication"] = data["approved_medication"]
+        elif kind is FactKind.RENEWAL_APPROVED:
+            refills = data["refills_authorized"]
+            self.refills_remaining = refills
+            if self.status == "completed" and refills > 0:
+                self.status = "delivered"

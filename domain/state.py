@@ -82,10 +82,6 @@ class PrescriptionState:
     def needs_review(self) -> bool:
         return bool(self.anomalies)
 
-    @property
-    def is_terminal(self) -> bool:
-        return self.status in TERMINAL_STATUSES
-
     def as_dict(self) -> dict[str, Any]:
         """The JSON shape of contract/service-interface.md."""
         return {

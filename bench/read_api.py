@@ -24,13 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import machine, percentiles, scratch_database, synthetic_prescription
 from infrastructure.eventstore import open_prescriptions
-from infrastructure.leadership import leadership_for
 from infrastructure.migrations import migrate
-from infrastructure.projections import (
-    DeliveriesProjection,
-    PrescriptionsProjection,
-    ProjectionRunner,
-)
+from infrastructure.projections import projection_runner
 from infrastructure.readstore import open_read_database
 from infrastructure.settings import Settings
 
@@ -50,13 +45,7 @@ def seed(settings: Settings, count: int) -> None:
         f"seeded {count} prescriptions ({events} events) in {elapsed:.1f} s: {events / elapsed:,.0f} events/s"
     )
     db = open_read_database(settings)
-    runner = ProjectionRunner(
-        app,
-        db,
-        [PrescriptionsProjection(db.dialect), DeliveriesProjection(db.dialect)],
-        leadership_for(settings),
-        batch_size=2000,
-    )
+    runner = projection_runner(app, db, settings, batch_size=2000)
     started = time.perf_counter()
     handled = runner.catch_up()
     elapsed = time.perf_counter() - started

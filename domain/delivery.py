@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from uuid import UUID
 
@@ -36,15 +36,7 @@ class Delivery(Aggregate):
 
     @classmethod
     def receive(cls, raw: RawDelivery) -> Delivery:
-        return cls(
-            event_id=raw.event_id,
-            drx_type=raw.drx_type,
-            subject=raw.subject,
-            body=raw.body,
-            webhook_id=raw.webhook_id,
-            webhook_timestamp=raw.webhook_timestamp,
-            webhook_signature=raw.webhook_signature,
-        )
+        return cls(**asdict(raw))
 
     class Received(Aggregate.Created):
         event_id: str

@@ -26,8 +26,9 @@ from domain.facts import Fact, FactKind
 from domain.prescription import Prescription
 from domain.service import Prescriptions
 from domain.state import derive_state
-from infrastructure.leadership import Leadership
+from infrastructure.leadership import Leadership, leadership_for
 from infrastructure.readstore import Cursor, ReadDatabase
+from infrastructure.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -317,3 +318,14 @@ class ProjectionRunner:
                 log.warning("projections paused: %s", type(exc).__name__)
             self._wake.wait(self.poll_interval_s)
             self._wake.clear()
+
+
+def projection_runner(
+    app: Prescriptions, db: ReadDatabase, settings: Settings, **options: Any
+) -> ProjectionRunner:
+    """The runner of every read model of the service, competing for the database's lead."""
+    projections: list[Projection] = [
+        PrescriptionsProjection(db.dialect),
+        DeliveriesProjection(db.dialect),
+    ]
+    return ProjectionRunner(app, db, projections, leadership_for(settings), **options)

@@ -63,13 +63,14 @@ class ReadModel:
         if after is not None:
             clauses.append("prescription_id > %s")
             params.append(after)
-        sql = "SELECT prescription_id, state FROM rx_prescriptions"
-        if clauses:
-            sql += " WHERE " + " AND ".join(clauses)
-        rows = self.db.query(sql + " ORDER BY prescription_id LIMIT %s", (*params, limit + 1))
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return Page([str(state) for _, state in rows], rows[-1][0] if more else None)
+        rows, last_key = self._page(
+            "SELECT prescription_id, state FROM rx_prescriptions",
+            clauses,
+            params,
+            "prescription_id",
+            limit,
+        )
+        return Page([str(state) for _, state in rows], last_key)
 
     def deliveries(self, status: str | None, limit: int, after: int | None) -> Page:
         """In arrival order (the notification id of each delivery's first event)."""
@@ -81,12 +82,13 @@ class ReadModel:
         if after is not None:
             clauses.append("seq > %s")
             params.append(after)
-        sql = "SELECT seq, event_id, type, subject, received_at, status, reason FROM rx_deliveries"
-        if clauses:
-            sql += " WHERE " + " AND ".join(clauses)
-        rows = self.db.query(sql + " ORDER BY seq LIMIT %s", (*params, limit + 1))
-        more = len(rows) > limit
-        rows = rows[:limit]
+        rows, last_key = self._page(
+            "SELECT seq, event_id, type, subject, received_at, status, reason FROM rx_deliveries",
+            clauses,
+            params,
+            "seq",
+            limit,
+        )
         items = [
             {
                 "event_id": event_id,
@@ -98,7 +100,16 @@ class ReadModel:
             }
             for _, event_id, type_, subject, received_at, status_, reason in rows
         ]
-        return Page(items, rows[-1][0] if more else None)
+        return Page(items, last_key)
+
+    def _page(
+        self, select: str, clauses: list[str], params: list[Any], key: str, limit: int
+    ) -> tuple[list[Any], Any | None]:
+        """One keyset page (the rows, the key to continue after), fetching one row more than
+        asked to learn whether there is a next page."""
+        where = " WHERE " + " AND ".join(clauses) if clauses else ""
+        rows = self.db.query(f"{select}{where} ORDER BY {key} LIMIT %s", (*params, limit + 1))
+        return rows[:limit], rows[limit - 1][0] if len(rows) > limit else None
 
     def parked_count(self) -> int:
         rows = self.db.query("SELECT COUNT(*) FROM rx_deliveries WHERE status = 'parked'")

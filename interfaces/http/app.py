@@ -13,12 +13,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 
 from domain.service import Prescriptions
 from infrastructure.eventstore import open_prescriptions
-from infrastructure.leadership import leadership_for
-from infrastructure.projections import (
-    DeliveriesProjection,
-    PrescriptionsProjection,
-    ProjectionRunner,
-)
+from infrastructure.projections import projection_runner
 from infrastructure.readmodel import ReadModel
 from infrastructure.readstore import open_read_database
 from infrastructure.settings import Settings
@@ -35,12 +30,7 @@ from interfaces.http.services import Services
 def build_services(settings: Settings, prescriptions: Prescriptions | None = None) -> Services:
     app = prescriptions or open_prescriptions(settings)
     read_db = open_read_database(settings)
-    runner = ProjectionRunner(
-        app,
-        read_db,
-        [PrescriptionsProjection(read_db.dialect), DeliveriesProjection(read_db.dialect)],
-        leadership_for(settings),
-    )
+    runner = projection_runner(app, read_db, settings)
     return Services(
         settings=settings,
         prescriptions=app,

@@ -10,6 +10,7 @@ import pytest
 
 from domain.ids import prescription_id
 from infrastructure.audit import Auditor, export_prescription
+from infrastructure.projections import projection_runner
 from infrastructure.readstore import open_read_database
 from infrastructure.rebuild import Rebuilder
 from interfaces.drx.signature import SignatureVerifier
@@ -184,20 +185,8 @@ def test_a_retired_secret_kept_for_verification_still_verifies(stored, settings)
 
 
 def rebuilt(stored, settings, *, verify):
-    from infrastructure.leadership import leadership_for
-    from infrastructure.projections import (
-        DeliveriesProjection,
-        PrescriptionsProjection,
-        ProjectionRunner,
-    )
-
     db = open_read_database(settings)
-    runner = ProjectionRunner(
-        stored,
-        db,
-        [PrescriptionsProjection(db.dialect), DeliveriesProjection(db.dialect)],
-        leadership_for(settings),
-    )
+    runner = projection_runner(stored, db, settings)
     try:
         runner.catch_up()
         return [

@@ -8,13 +8,11 @@ import random
 import pytest
 
 from domain.facts import FactKind
-from infrastructure.leadership import leadership_for
 from infrastructure.projections import (
     DeliveriesProjection,
-    PrescriptionsProjection,
-    ProjectionRunner,
     TrackingConflictError,
     advance,
+    projection_runner,
     read_position,
 )
 from infrastructure.readmodel import PrescriptionFilter, ReadModel
@@ -31,10 +29,7 @@ def read_db(settings):
 
 
 def runner_for(prescriptions, read_db, settings, batch_size=5):
-    projections = [PrescriptionsProjection(read_db.dialect), DeliveriesProjection(read_db.dialect)]
-    return ProjectionRunner(
-        prescriptions, read_db, projections, leadership_for(settings), batch_size=batch_size
-    )
+    return projection_runner(prescriptions, read_db, settings, batch_size=batch_size)
 
 
 def deliver_lifecycles(prescriptions, seed):

@@ -56,7 +56,15 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         args.port,
         settings.describe_database(),
     )
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info", server_header=False)
+    # No access log: request lines carry query strings (a patient id, say) into the logs.
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level="info",
+        server_header=False,
+        access_log=False,
+    )
     return 0
 
 

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from standardwebhooks.webhooks import Webhook
@@ -27,15 +28,10 @@ from infrastructure.rebuild import PROJECTION_NAMES, Rebuilder
 from infrastructure.settings import Settings, SettingsError
 from interfaces.drx.signature import SecretError
 from interfaces.http.app import build_services, create_app
+from interfaces.logs import configure_logging
 from interfaces.progress import Progress
 
 log = logging.getLogger("drx")
-
-
-def _configure_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
 
 
 def cmd_migrate(settings: Settings, _: argparse.Namespace) -> int:
@@ -49,6 +45,25 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     for note in notes:
         log.warning(note)
     migrate(settings)  # logs each migration it applies
+    # No access log: request lines carry query strings (a patient id, say) into the logs.
+    options: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "log_level": "info",
+        "server_header": False,
+        "access_log": False,
+    }
+    if args.workers > 1:
+        # Each worker builds its own app from the environment; one of them leads projections.
+        log.info(
+            "serving on http://%s:%d with %d workers, the store in %s",
+            args.host,
+            args.port,
+            args.workers,
+            settings.describe_database(),
+        )
+        uvicorn.run("interfaces.http.asgi:app", factory=True, workers=args.workers, **options)
+        return 0
     app = create_app(settings)
     log.info(
         "serving on http://%s:%d with the store in %s",
@@ -56,15 +71,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         args.port,
         settings.describe_database(),
     )
-    # No access log: request lines carry query strings (a patient id, say) into the logs.
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level="info",
-        server_header=False,
-        access_log=False,
-    )
+    uvicorn.run(app, **options)
     return 0
 
 
@@ -206,6 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="apply pending migrations, then run the web service")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="web processes on the one port (default 1); the projections run in one of them",
+    )
     serve.set_defaults(handler=cmd_serve)
 
     commands.add_parser("migrate", help="apply pending migrations, each once").set_defaults(
@@ -250,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _configure_logging()
+    configure_logging()
     try:
         settings = Settings.from_env()
         return int(args.handler(settings, args))

@@ -3,6 +3,7 @@ processes racing on one prescription on PostgreSQL both land every delivery."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -39,22 +40,25 @@ def free_port() -> int:
 
 
 class Server:
-    """One `drx serve` process."""
+    """One `drx serve` (its own process group, so that a kill takes its workers too)."""
 
-    def __init__(self, env: dict[str, str], cwd: Path) -> None:
+    def __init__(self, env: dict[str, str], cwd: Path, *args: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "interfaces.cli", "serve", "--port", str(self.port)],
-            env={**os.environ, **env, "PYTHONPATH": str(Path(__file__).parents[2])},
-            cwd=cwd,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        self.log = cwd / f"serve-{self.port}.log"
+        with self.log.open("w") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "interfaces.cli", "serve", "--port", str(self.port), *args],
+                env={**os.environ, **env, "PYTHONPATH": str(Path(__file__).parents[2])},
+                cwd=cwd,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"drx serve exited: {self.process.stderr.read().decode()}")  # type: ignore[union-attr]
+                raise RuntimeError(f"drx serve exited: {self.log.read_text()}")
             try:
                 if self.request("GET", "/health")[0] == 200:
                     return
@@ -92,10 +96,9 @@ class Server:
         raise AssertionError(f"projections still lag after {timeout_s} s: {projections}")
 
     def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=10)
-        if self.process.stderr:
-            self.process.stderr.close()
 
 
 def test_acknowledged_deliveries_survive_a_killed_service(tmp_path):
@@ -241,3 +244,45 @@ def test_two_processes_racing_on_one_prescription_land_every_delivery(postgres_u
 
         with psycopg.connect(postgres_url, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{settings.postgres_schema}" CASCADE')
+
+
+@pytest.mark.postgres
+def test_several_workers_share_one_port_land_racing_deliveries_and_lead_projections_once(
+    postgres_url, tmp_path
+):
+    from infrastructure.migrations import migrate
+
+    settings = postgres_settings(postgres_url)
+    migrate(settings)
+    secret = new_secret()
+    env = {
+        "DRX_DATABASE_URL": postgres_url,
+        "DRX_WEBHOOK_SECRETS": secret,
+        "DRX_API_KEYS": API_KEY,
+        "DRX_POSTGRES_SCHEMA": settings.postgres_schema,
+        "DRX_POSTGRES_POOL_SIZE": "2",
+    }
+    server = Server(env, tmp_path, "--workers", "3")
+    try:
+        events = [
+            e
+            for n in range(5)
+            for path in LIFECYCLES
+            for e in relabelled(load_lifecycle(path), f"w{n}")
+        ]
+        with ThreadPoolExecutor(max_workers=12) as pool:  # every event twice, at once
+            codes = list(pool.map(lambda e: server.deliver(e, secret), events + events))
+        assert sorted(codes) == [200] * len(events) + [202] * len(events)
+        server.wait_for_projections()
+        _, page = server.request("GET", "/prescriptions?limit=500")
+        assert len(page["items"]) == len({e["subject"] for e in events})
+        assert sum(item["version"] for item in page["items"]) == len(events)
+    finally:
+        server.kill()
+        import psycopg
+
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{settings.postgres_schema}" CASCADE')
+    log = server.log.read_text()
+    assert log.count("now runs the projections") == 1, log
+    assert log.count("Started server process") == 3, log

@@ -30,6 +30,7 @@ from interfaces.drx.signature import SecretError
 from interfaces.http.app import build_services, create_app
 from interfaces.logs import configure_logging
 from interfaces.progress import Progress
+from interfaces.simulator import simulate
 
 log = logging.getLogger("drx")
 
@@ -170,6 +171,23 @@ def cmd_audit_export(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
+    api_key = args.api_key or next(
+        iter(settings.api_keys or read_dev_credentials(settings).get("DRX_API_KEYS", ())), None
+    )
+    return simulate(
+        url=args.url,
+        secret=args.secret,
+        api_key=api_key,
+        prescriptions=args.prescriptions,
+        rate=args.rate,
+        duplicates=args.duplicates,
+        shuffle=args.shuffle,
+        connections=args.connections,
+        seed=args.seed,
+    )
+
+
 def cmd_send(settings: Settings, args: argparse.Namespace) -> int:
     """Sign each payload file as DRx would and POST it; print each answer."""
     secrets = settings.webhook_secrets or read_dev_credentials(settings).get("DRX_WEBHOOK_SECRETS")
@@ -252,6 +270,22 @@ def build_parser() -> argparse.ArgumentParser:
     export = audit.add_parser("export", help="one prescription's audit document, as JSON")
     export.add_argument("prescription_id")
     export.set_defaults(handler=cmd_audit_export)
+
+    sim = commands.add_parser("simulate", help="a DRx stand-in: send signed lifecycles")
+    sim.add_argument(
+        "--url", required=True, help="the webhook, e.g. http://127.0.0.1:8000/webhooks/drx"
+    )
+    sim.add_argument("--secret", required=True, help="the whsec_... secret to sign with")
+    sim.add_argument("--prescriptions", type=int, default=100)
+    sim.add_argument(
+        "--rate", type=float, default=None, help="deliveries per second (default: flat out)"
+    )
+    sim.add_argument("--duplicates", type=float, default=0.1, help="share sent twice (default 0.1)")
+    sim.add_argument("--shuffle", action="store_true", help="shuffle each prescription's events")
+    sim.add_argument("--connections", type=int, default=32)
+    sim.add_argument("--seed", type=int, default=None, help="repeat a run exactly")
+    sim.add_argument("--api-key", help="to check the final states (default: DRX_API_KEYS)")
+    sim.set_defaults(handler=cmd_simulate)
 
     send = commands.add_parser("send", help="sign payload files as DRx would and POST them")
     send.add_argument("payloads", nargs="+", metavar="PAYLOAD.json")

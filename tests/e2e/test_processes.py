@@ -286,3 +286,35 @@ def test_several_workers_share_one_port_land_racing_deliveries_and_lead_projecti
     log = server.log.read_text()
     assert log.count("now runs the projections") == 1, log
     assert log.count("Started server process") == 3, log
+
+
+def test_the_simulator_sends_shuffled_duplicated_lifecycles_and_every_state_checks_out(
+    tmp_path, capsys
+):
+    from interfaces.simulator import simulate
+
+    secret = new_secret()
+    env = {
+        "DRX_DATABASE_URL": f"sqlite:///{tmp_path / 'drx.sqlite3'}",
+        "DRX_WEBHOOK_SECRETS": secret,
+        "DRX_API_KEYS": API_KEY,
+    }
+    server = Server(env, tmp_path)
+    try:
+        code = simulate(
+            url=f"{server.url}/webhooks/drx",
+            secret=secret,
+            api_key=API_KEY,
+            prescriptions=40,
+            rate=None,
+            duplicates=0.25,
+            shuffle=True,
+            connections=8,
+            seed=4,
+        )
+    finally:
+        server.kill()
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "state check: 40 of 40 prescriptions equal what their facts imply" in out
+    assert "'duplicate': " in out

@@ -296,3 +296,28 @@ def test_a_rebuild_while_deliveries_arrive_ends_equal_to_the_store_and_queries_k
         listed = client.get("/deliveries", params={"limit": 500}).json()["items"]
         assert len(listed) == len(events)
         assert {d["status"] for d in listed} == {"processed"}
+
+
+def test_a_fact_stored_before_the_chain_existed_is_upcast_and_reported_not_covered(
+    stored, settings
+):
+    rows = fetch(
+        settings,
+        "SELECT originator_version, state FROM {events} WHERE originator_id = %s AND topic LIKE %s",
+        (key(settings, SUBJECT), "%Prescription.Sent"),
+    )
+    version, state = rows[0]
+    old = json.loads(bytes(state))
+    del old["hash"], old["class_version"]  # the shape of a version 1 event
+    edit(
+        settings,
+        "UPDATE {events} SET state = %s WHERE originator_id = %s AND originator_version = %s",
+        (json.dumps(old).encode(), key(settings, SUBJECT), version),
+    )
+    history = stored.history(SUBJECT)
+    assert history[version - 2].hash == ""
+    found = findings(audit(stored, settings))
+    assert found[0] == (
+        f"prescription {SUBJECT}: fact {version - 1} (evt_drx_rx_LC0001_002, "
+        "drx.prescription.sent): recorded before hash chaining: not covered by the chain"
+    )

@@ -6,7 +6,7 @@ import logging
 import random
 import time
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -15,7 +15,7 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import OriginatorVersionError
-from eventsourcing.persistence import IntegrityError
+from eventsourcing.persistence import IntegrityError, PersistenceError
 from eventsourcing.utils import Environment
 
 from domain.commands import ParkDelivery, RecordDelivery, ReplayDelivery
@@ -80,6 +80,44 @@ class Prescriptions(Application[Any]):
 
     def record_delivery(self, command: RecordDelivery) -> Receipt:
         return self._save_with_retry(command.delivery.event_id, lambda: self._receive(command))
+
+    def record_deliveries(self, commands: Sequence[RecordDelivery]) -> list[Receipt]:
+        """Several deliveries in one transaction (group commit), each receipt in order.
+
+        Deliveries already stored, or repeated within the batch, are answered duplicate. When
+        anything in the batch goes wrong (a fault in our code on one fact, or another writer
+        moving a prescription on), the batch is dropped unsaved and each delivery takes the
+        one-at-a-time path, which parks the faulty one and retries the others.
+        """
+        receipts: dict[int, Receipt] = {}
+        deliveries: list[Delivery] = []
+        prescriptions: dict[str, Prescription] = {}
+        seen: set[str] = set()
+        try:
+            for index, command in enumerate(commands):
+                event_id = command.delivery.event_id
+                if event_id in seen or self.has_delivery(event_id):
+                    receipts[index] = Receipt(Outcome.DUPLICATE, event_id)
+                    continue
+                seen.add(event_id)
+                subject = command.delivery.subject
+                if subject not in prescriptions:
+                    prescriptions[subject] = self._get_or_open(subject)
+                prescription = prescriptions[subject]
+                delivery = Delivery.receive(command.delivery)
+                recorded = prescription.record(command.fact)
+                prescription.state()  # as in _apply: a fact our code cannot handle fails here
+                delivery.mark_processed(fact_recorded=recorded)
+                deliveries.append(delivery)
+                receipts[index] = Receipt(Outcome.ACCEPTED, event_id)
+            self.save(*deliveries, *prescriptions.values())
+        except IntegrityError:
+            return [self.record_delivery(command) for command in commands]
+        except PersistenceError:
+            raise  # the store cannot take it: every delivery of the batch is answered 503
+        except Exception:  # a fault in our own code: find and park the faulty delivery alone
+            return [self.record_delivery(command) for command in commands]
+        return [receipts[index] for index in range(len(commands))]
 
     def park_delivery(self, command: ParkDelivery) -> Receipt:
         def attempt() -> Receipt:

@@ -19,6 +19,7 @@ from infrastructure.readstore import open_read_database
 from infrastructure.settings import Settings
 from interfaces.drx.signature import SignatureVerifier
 from interfaces.http import webhooks
+from interfaces.http.committer import GroupCommitter
 from interfaces.http.deliveries import DeliveryController
 from interfaces.http.errors import handle_exception
 from interfaces.http.health import HealthController, ProjectionController
@@ -39,6 +40,7 @@ def build_services(settings: Settings, prescriptions: Prescriptions | None = Non
         read_model=ReadModel(read_db),
         projections=runner,
         metrics=WebhookMetrics(),
+        committer=GroupCommitter(app),
     )
 
 

@@ -50,6 +50,8 @@ ERROR_TABLE: dict[type[Exception], tuple[int, str, str | None]] = {
         "history_damaged",
         "the stored history of {} is damaged: run drx audit verify",
     ),
+    # A batch that does not commit within the committer's wait: the store is too slow now.
+    TimeoutError: (503, "busy", "the store did not take the delivery in time; retry later"),
     ConcurrencyConflictError: (
         503,
         "busy",

@@ -11,6 +11,7 @@ from infrastructure.readmodel import ReadModel
 from infrastructure.readstore import ReadDatabase
 from infrastructure.settings import Settings
 from interfaces.drx.signature import SignatureVerifier
+from interfaces.http.committer import GroupCommitter
 from interfaces.http.metrics import WebhookMetrics
 
 
@@ -23,10 +24,11 @@ class Services:
     read_model: ReadModel
     projections: ProjectionRunner
     metrics: WebhookMetrics
+    committer: GroupCommitter
 
     def handle(self, command: RecordDelivery | ParkDelivery | ReplayDelivery) -> Receipt:
         if isinstance(command, RecordDelivery):
-            receipt = self.prescriptions.record_delivery(command)
+            receipt = self.committer.submit(command)
         elif isinstance(command, ParkDelivery):
             receipt = self.prescriptions.park_delivery(command)
         else:
@@ -35,6 +37,7 @@ class Services:
         return receipt
 
     def close(self) -> None:
+        self.committer.stop()
         self.projections.stop()
         self.read_db.close()
         self.prescriptions.close()

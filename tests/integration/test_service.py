@@ -128,3 +128,56 @@ def test_concurrent_deliveries_for_one_prescription_all_land(prescriptions):
     assert outcomes == [Outcome.ACCEPTED] * len(lifecycle["events"])
     expected = lifecycle["expected_final_state"]
     assert state_subset(prescriptions.state(lifecycle["subject"]).as_dict(), expected) == expected
+
+
+def test_a_batch_commits_together_answering_repeats_as_duplicates(prescriptions):
+    lifecycle = load_lifecycle(LIFECYCLES[0])
+    first, *rest = [command_for(e) for e in lifecycle["events"]]
+    assert prescriptions.record_delivery(first).outcome is Outcome.ACCEPTED
+    batch = [first, *rest, rest[0]]  # one already stored, one repeated within the batch
+    receipts = prescriptions.record_deliveries(batch)
+    assert [r.outcome for r in receipts] == (
+        [Outcome.DUPLICATE] + [Outcome.ACCEPTED] * len(rest) + [Outcome.DUPLICATE]
+    )
+    expected = lifecycle["expected_final_state"]
+    assert state_subset(prescriptions.state(lifecycle["subject"]).as_dict(), expected) == expected
+
+
+def test_a_batch_with_a_poisonous_fact_parks_it_alone_and_records_the_rest(
+    prescriptions, monkeypatch
+):
+    import domain.prescription
+
+    real = domain.prescription.derive_state
+
+    def poisoned(subject, facts):
+        facts = list(facts)
+        if any(f.event_id == "evt_example_shipped" for f in facts):
+            raise RuntimeError("bug forced by the test")
+        return real(subject, facts)
+
+    monkeypatch.setattr(domain.prescription, "derive_state", poisoned)
+    batch = [command_for(load_example(name)) for name in ("received", "shipped", "sent")]
+    receipts = prescriptions.record_deliveries(batch)
+    assert [r.outcome for r in receipts] == [Outcome.ACCEPTED, Outcome.PARKED, Outcome.ACCEPTED]
+    assert prescriptions.state("drx_rx_7Q2M9K").version == 2
+
+
+def test_a_batch_that_loses_a_race_falls_back_to_one_at_a_time(prescriptions, monkeypatch):
+    sent = command_for(load_example("sent"))
+    assert prescriptions.record_delivery(sent).outcome is Outcome.ACCEPTED
+    # Another writer stored it just before the batch looked: the batch's check misses it once.
+    real = type(prescriptions).has_delivery
+    missed = []
+
+    def racing(self, event_id):
+        if event_id == "evt_example_sent" and not missed:
+            missed.append(event_id)
+            return False
+        return real(self, event_id)
+
+    monkeypatch.setattr(type(prescriptions), "has_delivery", racing)
+    received = command_for(load_example("received"))
+    receipts = prescriptions.record_deliveries([received, sent])
+    assert [r.outcome for r in receipts] == [Outcome.ACCEPTED, Outcome.DUPLICATE]
+    assert prescriptions.state("drx_rx_7Q2M9K").version == 2

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -70,6 +71,22 @@ def sqlite_settings(tmp_path: Path, **overrides: object) -> Settings:
     )  # type: ignore[arg-type]
 
 
+def drop_schema(settings: Settings) -> None:
+    with psycopg.connect(settings.database_url, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{settings.postgres_schema}" CASCADE')
+
+
+@contextmanager
+def migrated_postgres(url: str) -> Iterator[Settings]:
+    """A new, migrated schema in the run's database; dropped afterwards."""
+    chosen = postgres_settings(url)
+    migrate(chosen)
+    try:
+        yield chosen
+    finally:
+        drop_schema(chosen)
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Settings]:
     """Migrated settings on each store: a new SQLite file, or a new PostgreSQL schema."""
@@ -80,8 +97,7 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setting
     migrate(chosen)
     yield chosen
     if chosen.dialect == "postgresql":
-        with psycopg.connect(chosen.database_url, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{chosen.postgres_schema}" CASCADE')
+        drop_schema(chosen)
 
 
 @pytest.fixture

@@ -19,7 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import postgres_settings
+from infrastructure.eventstore import open_prescriptions
+from infrastructure.migrations import migrate
+from tests.conftest import migrated_postgres, sqlite_settings
 from tests.helpers import (
     API_KEY,
     AUTH,
@@ -101,13 +103,41 @@ class Server:
         self.process.wait(timeout=10)
 
 
-def test_acknowledged_deliveries_survive_a_killed_service(tmp_path):
-    secret = new_secret()
+@pytest.fixture
+def store(request, tmp_path):
+    """Migrated settings for the servers: a new SQLite file, or a new PostgreSQL schema."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        chosen = sqlite_settings(tmp_path)
+        migrate(chosen)
+        yield chosen
+        return
+    with migrated_postgres(request.getfixturevalue("postgres_url")) as chosen:
+        yield chosen
+
+
+def server_env(settings, secret: str) -> dict[str, str]:
+    """The environment a `drx serve` on `settings` runs with."""
     env = {
-        "DRX_DATABASE_URL": f"sqlite:///{tmp_path / 'drx.sqlite3'}",
+        "DRX_DATABASE_URL": settings.database_url,
         "DRX_WEBHOOK_SECRETS": secret,
         "DRX_API_KEYS": API_KEY,
     }
+    if settings.dialect == "postgresql":
+        env |= {"DRX_POSTGRES_SCHEMA": settings.postgres_schema, "DRX_POSTGRES_POOL_SIZE": "2"}
+    return env
+
+
+BOTH_STORES = pytest.mark.parametrize(
+    "store", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
+ON_POSTGRES = pytest.mark.parametrize(
+    "store", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
+
+
+def test_acknowledged_deliveries_survive_a_killed_service(store, tmp_path):
+    secret = new_secret()
+    env = server_env(store, secret)
     first = Server(env, tmp_path)
     try:
         assert first.deliver(load_example("received"), secret) == 202
@@ -124,28 +154,12 @@ def test_acknowledged_deliveries_survive_a_killed_service(tmp_path):
         second.kill()
 
 
-@pytest.mark.parametrize(
-    "store", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
-)
+@BOTH_STORES
 def test_after_a_kill_mid_burst_and_a_restart_every_listed_prescription_equals_the_store(
-    store, tmp_path, request
+    store, tmp_path
 ):
-    from infrastructure.eventstore import open_prescriptions
-    from infrastructure.migrations import migrate
-    from tests.conftest import sqlite_settings
-
-    if store == "sqlite":
-        settings = sqlite_settings(tmp_path)
-        env = {"DRX_DATABASE_URL": settings.database_url}
-    else:
-        settings = postgres_settings(request.getfixturevalue("postgres_url"))
-        env = {
-            "DRX_DATABASE_URL": settings.database_url,
-            "DRX_POSTGRES_SCHEMA": settings.postgres_schema,
-        }
-    migrate(settings)
     secret = new_secret()
-    env |= {"DRX_WEBHOOK_SECRETS": secret, "DRX_API_KEYS": API_KEY}
+    env = server_env(store, secret)
     events = [
         event
         for n in range(12)
@@ -174,12 +188,9 @@ def test_after_a_kill_mid_burst_and_a_restart_every_listed_prescription_equals_t
 
     server = Server(env, tmp_path)
     try:
+        unacknowledged = [e for e in events if e["id"] not in acknowledged]
         with ThreadPoolExecutor(max_workers=8) as pool:  # DRx retries what was not acknowledged
-            list(
-                pool.map(
-                    lambda e: send(server, e), [e for e in events if e["id"] not in acknowledged]
-                )
-            )
+            list(pool.map(lambda e: send(server, e), unacknowledged))
         assert len(acknowledged) == len(events)
         server.wait_for_projections()
         listed, cursor = [], None
@@ -193,7 +204,7 @@ def test_after_a_kill_mid_burst_and_a_restart_every_listed_prescription_equals_t
                 break
     finally:
         server.kill()
-    store_app = open_prescriptions(settings)
+    store_app = open_prescriptions(store)
     try:
         assert len(listed) == len({e["subject"] for e in events})
         for item in listed:
@@ -202,28 +213,12 @@ def test_after_a_kill_mid_burst_and_a_restart_every_listed_prescription_equals_t
         assert sum(store_app.state(i["prescription_id"]).version for i in listed) == len(events)
     finally:
         store_app.close()
-        if store == "postgresql":
-            import psycopg
-
-            with psycopg.connect(settings.database_url, autocommit=True) as conn:
-                conn.execute(f'DROP SCHEMA IF EXISTS "{settings.postgres_schema}" CASCADE')
 
 
-@pytest.mark.postgres
-def test_two_processes_racing_on_one_prescription_land_every_delivery(postgres_url, tmp_path):
-    from infrastructure.migrations import migrate
-
-    settings = postgres_settings(postgres_url)
-    migrate(settings)
+@ON_POSTGRES
+def test_two_processes_racing_on_one_prescription_land_every_delivery(store, tmp_path):
     secret = new_secret()
-    env = {
-        "DRX_DATABASE_URL": postgres_url,
-        "DRX_WEBHOOK_SECRETS": secret,
-        "DRX_API_KEYS": API_KEY,
-        "DRX_POSTGRES_SCHEMA": settings.postgres_schema,
-        "DRX_POSTGRES_POOL_SIZE": "2",
-    }
-    servers = [Server(env, tmp_path), Server(env, tmp_path)]
+    servers = [Server(server_env(store, secret), tmp_path) for _ in range(2)]
     try:
         lifecycle = load_lifecycle(LIFECYCLES[-1])
         events = lifecycle["events"]
@@ -240,29 +235,14 @@ def test_two_processes_racing_on_one_prescription_land_every_delivery(postgres_u
     finally:
         for server in servers:
             server.kill()
-        import psycopg
-
-        with psycopg.connect(postgres_url, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{settings.postgres_schema}" CASCADE')
 
 
-@pytest.mark.postgres
+@ON_POSTGRES
 def test_several_workers_share_one_port_land_racing_deliveries_and_lead_projections_once(
-    postgres_url, tmp_path
+    store, tmp_path
 ):
-    from infrastructure.migrations import migrate
-
-    settings = postgres_settings(postgres_url)
-    migrate(settings)
     secret = new_secret()
-    env = {
-        "DRX_DATABASE_URL": postgres_url,
-        "DRX_WEBHOOK_SECRETS": secret,
-        "DRX_API_KEYS": API_KEY,
-        "DRX_POSTGRES_SCHEMA": settings.postgres_schema,
-        "DRX_POSTGRES_POOL_SIZE": "2",
-    }
-    server = Server(env, tmp_path, "--workers", "3")
+    server = Server(server_env(store, secret), tmp_path, "--workers", "3")
     try:
         events = [
             e
@@ -279,27 +259,18 @@ def test_several_workers_share_one_port_land_racing_deliveries_and_lead_projecti
         assert sum(item["version"] for item in page["items"]) == len(events)
     finally:
         server.kill()
-        import psycopg
-
-        with psycopg.connect(postgres_url, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{settings.postgres_schema}" CASCADE')
     log = server.log.read_text()
     assert log.count("now runs the projections") == 1, log
     assert log.count("Started server process") == 3, log
 
 
 def test_the_simulator_sends_shuffled_duplicated_lifecycles_and_every_state_checks_out(
-    tmp_path, capsys
+    store, tmp_path, capsys
 ):
     from interfaces.simulator import simulate
 
     secret = new_secret()
-    env = {
-        "DRX_DATABASE_URL": f"sqlite:///{tmp_path / 'drx.sqlite3'}",
-        "DRX_WEBHOOK_SECRETS": secret,
-        "DRX_API_KEYS": API_KEY,
-    }
-    server = Server(env, tmp_path)
+    server = Server(server_env(store, secret), tmp_path)
     try:
         code = simulate(
             url=f"{server.url}/webhooks/drx",

@@ -8,6 +8,7 @@ import pytest
 
 import infrastructure.migrations as migrations
 from infrastructure.migrations import MigrationError, available, migrate, pending
+from tests.conftest import drop_schema
 
 
 def test_migrations_are_applied_once_and_recorded(settings):
@@ -30,10 +31,7 @@ def test_a_fresh_store_gets_every_migration(settings, tmp_path):
         assert pending(fresh) == []
     finally:
         if fresh.dialect == "postgresql":
-            import psycopg
-
-            with psycopg.connect(fresh.database_url, autocommit=True) as conn:
-                conn.execute(f'DROP SCHEMA IF EXISTS "{fresh.postgres_schema}" CASCADE')
+            drop_schema(fresh)
 
 
 def test_an_applied_migration_that_was_edited_is_refused(settings, monkeypatch):

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+import domain.prescription
 from domain.commands import ParkDelivery, RecordDelivery, ReplayDelivery
 from domain.errors import DeliveryNotParkedError, PrescriptionNotFoundError
 from domain.service import Outcome, Prescriptions
@@ -31,6 +32,20 @@ def deliver(app: Prescriptions, payload: dict[str, Any]) -> Outcome:
     if isinstance(command, RecordDelivery):
         return app.record_delivery(command).outcome
     return app.park_delivery(command).outcome
+
+
+def poison(event_id, monkeypatch):
+    """Force a bug in our own state code for one fact; return the real function (the fix)."""
+    real = domain.prescription.derive_state
+
+    def poisoned(subject, facts):
+        facts = list(facts)
+        if any(f.event_id == event_id for f in facts):
+            raise RuntimeError("bug forced by the test")
+        return real(subject, facts)
+
+    monkeypatch.setattr(domain.prescription, "derive_state", poisoned)
+    return real
 
 
 def test_every_example_payload_is_accepted_and_recorded(prescriptions):
@@ -91,17 +106,7 @@ def test_an_unreadable_delivery_is_kept_parked_with_its_reason(prescriptions):
 def test_a_fault_in_our_code_parks_the_delivery_the_rest_flow_and_replay_works(
     prescriptions, monkeypatch
 ):
-    import domain.prescription
-
-    real = domain.prescription.derive_state
-
-    def poisoned(subject, facts):
-        facts = list(facts)
-        if any(f.event_id == "evt_example_shipped" for f in facts):
-            raise RuntimeError("bug forced by the test")
-        return real(subject, facts)
-
-    monkeypatch.setattr(domain.prescription, "derive_state", poisoned)
+    real = poison("evt_example_shipped", monkeypatch)
     assert deliver(prescriptions, load_example("received")) is Outcome.ACCEPTED
     assert deliver(prescriptions, load_example("shipped")) is Outcome.PARKED
     assert deliver(prescriptions, load_example("sent")) is Outcome.ACCEPTED
@@ -146,17 +151,7 @@ def test_a_batch_commits_together_answering_repeats_as_duplicates(prescriptions)
 def test_a_batch_with_a_poisonous_fact_parks_it_alone_and_records_the_rest(
     prescriptions, monkeypatch
 ):
-    import domain.prescription
-
-    real = domain.prescription.derive_state
-
-    def poisoned(subject, facts):
-        facts = list(facts)
-        if any(f.event_id == "evt_example_shipped" for f in facts):
-            raise RuntimeError("bug forced by the test")
-        return real(subject, facts)
-
-    monkeypatch.setattr(domain.prescription, "derive_state", poisoned)
+    poison("evt_example_shipped", monkeypatch)
     batch = [command_for(load_example(name)) for name in ("received", "shipped", "sent")]
     receipts = prescriptions.record_deliveries(batch)
     assert [r.outcome for r in receipts] == [Outcome.ACCEPTED, Outcome.PARKED, Outcome.ACCEPTED]

@@ -8,8 +8,12 @@ import json
 import os
 import platform
 import random
+import signal
 import statistics
 import subprocess
+import sys
+import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -112,3 +116,36 @@ def machine() -> str:
         ["psql", "--version"], capture_output=True, text=True, check=False
     ).stdout.strip()
     return f"{os.cpu_count()} cores, {cpu}, Python {platform.python_version()}, {pg}"
+
+
+class ServeProcess:
+    """`drx serve` in its own process group, so that a SIGKILL takes its workers too."""
+
+    def __init__(self, env: dict[str, str], port: int, *args: str) -> None:
+        self.env = {**os.environ, **env, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        self.port, self.args = port, args
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 30) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "interfaces.cli", "serve", "--port", str(self.port), *self.args],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(f"http://127.0.0.1:{self.port}/health", timeout=1),
+            ):
+                return
+            time.sleep(0.05)
+        raise RuntimeError("drx serve did not come up")
+
+    def kill(self) -> None:
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)

@@ -21,7 +21,7 @@ from interfaces.drx.signature import SignatureVerifier
 from interfaces.http import webhooks
 from interfaces.http.committer import GroupCommitter
 from interfaces.http.deliveries import DeliveryController
-from interfaces.http.errors import handle_exception
+from interfaces.http.errors import STORE_UNAVAILABLE, handle_exception
 from interfaces.http.health import HealthController, ProjectionController
 from interfaces.http.metrics import WebhookMetrics, webhook_timing
 from interfaces.http.prescriptions import PrescriptionController
@@ -40,7 +40,7 @@ def build_services(settings: Settings, prescriptions: Prescriptions | None = Non
         read_model=ReadModel(read_db),
         projections=runner,
         metrics=WebhookMetrics(),
-        committer=GroupCommitter(app),
+        committer=GroupCommitter(app, STORE_UNAVAILABLE),
     )
 
 

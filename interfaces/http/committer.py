@@ -3,6 +3,10 @@ saves what has gathered in one transaction and answers each request once its bat
 
 While one batch commits, the next one gathers, so batches grow with the load and a lone request
 waits for nothing but its own save.
+
+When the store cannot be reached, a batch fails only after the pool's timeout; so for a moment
+after such a failure, batches are refused at once (a 503 with Retry-After) instead of each
+waiting that long again, and request threads do not pile up while the database is down.
 """
 
 from __future__ import annotations
@@ -10,7 +14,10 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from concurrent.futures import Future
+
+from eventsourcing.persistence import IntegrityError, OperationalError
 
 from domain.commands import RecordDelivery
 from domain.service import Prescriptions, Receipt
@@ -18,16 +25,26 @@ from domain.service import Prescriptions, Receipt
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 100
+COOLDOWN_S = 1.0
+# Shorter than a sender's usual timeout, so a request is answered (503) before it gives up.
+WAIT_S = 20.0
 
 
 class GroupCommitter:
-    def __init__(self, prescriptions: Prescriptions, max_batch: int = MAX_BATCH) -> None:
+    def __init__(
+        self,
+        prescriptions: Prescriptions,
+        unavailable: tuple[type[BaseException], ...],
+        max_batch: int = MAX_BATCH,
+    ) -> None:
         self.prescriptions, self.max_batch = prescriptions, max_batch
+        self.unavailable = unavailable
+        self._refuse_until = 0.0
         self._queue: queue.Queue[tuple[RecordDelivery, Future[Receipt]] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def submit(self, command: RecordDelivery, timeout_s: float = 60.0) -> Receipt:
+    def submit(self, command: RecordDelivery, timeout_s: float = WAIT_S) -> Receipt:
         """The delivery's receipt once its batch is committed; the batch's error otherwise."""
         self._ensure_running()
         future: Future[Receipt] = Future()
@@ -65,10 +82,18 @@ class GroupCommitter:
                 batch.append(item)
             self._commit(batch)
 
+    @property
+    def store_recently_failed(self) -> bool:
+        return time.monotonic() < self._refuse_until
+
     def _commit(self, batch: list[tuple[RecordDelivery, Future[Receipt]]]) -> None:
         try:
+            if self.store_recently_failed:
+                raise OperationalError("the store failed a moment ago; not tried again yet")
             receipts = self.prescriptions.record_deliveries([command for command, _ in batch])
         except BaseException as exc:  # every request of the batch gets the error (a 503, say)
+            if isinstance(exc, self.unavailable) and not isinstance(exc, IntegrityError):
+                self._refuse_until = max(self._refuse_until, time.monotonic() + COOLDOWN_S)
             for _, future in batch:
                 future.set_exception(exc)
             return

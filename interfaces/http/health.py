@@ -35,6 +35,8 @@ class HealthController(Controller):
         responses={503: ResponseSpec(Problem, description="store unreachable or not migrated")},
     )
     def ready(self, services: NamedDependency[Services]) -> Response[dict[str, Any]]:
+        if services.committer.store_recently_failed:
+            return problem(503, "store_unavailable", "the event store failed a moment ago")
         try:
             todo = pending(services.settings)
         except STORE_UNAVAILABLE as exc:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+import time
 import uuid
 
 import psycopg
 import pytest
 
 from infrastructure.migrations import migrate
+from interfaces.http.committer import COOLDOWN_S
 from tests.conftest import ADMIN_URL, sqlite_settings
 from tests.helpers import AUTH, load_example, post_signed, serving, settle
 
@@ -28,7 +30,11 @@ def test_a_locked_sqlite_store_answers_503_with_retry_after_and_stores_nothing(t
         assert response.status_code == 503
         assert int(response.headers["retry-after"]) > 0
         assert response.json()["error"] == "store_unavailable"
-        # DRx retries once the store is free again: the delivery lands exactly once.
+        # Within a second of the failure the store is not tried again: refused at once.
+        assert post_signed(client, load_example("received")).status_code == 503
+        assert client.get("/ready").status_code == 503
+        time.sleep(COOLDOWN_S)
+        # DRx retries after Retry-After, once the store is free again: it lands exactly once.
         assert post_signed(client, load_example("received")).status_code == 202
         settle(client)
         assert client.get("/prescriptions/drx_rx_7Q2M9K", headers=AUTH).json()["version"] == 1

@@ -94,15 +94,24 @@ class Prescriptions(Application[Any]):
         prescriptions: dict[str, Prescription] = {}
         seen: set[str] = set()
         try:
+            loaded = self._load_many(
+                [delivery_id(c.delivery.event_id) for c in commands]
+                + [prescription_id(c.delivery.subject) for c in commands]
+            )
             for index, command in enumerate(commands):
                 event_id = command.delivery.event_id
-                if event_id in seen or self.has_delivery(event_id):
+                stored = (
+                    self.has_delivery(event_id)
+                    if loaded is None
+                    else delivery_id(event_id) in loaded
+                )
+                if event_id in seen or stored:
                     receipts[index] = Receipt(Outcome.DUPLICATE, event_id)
                     continue
                 seen.add(event_id)
                 subject = command.delivery.subject
                 if subject not in prescriptions:
-                    prescriptions[subject] = self._get_or_open(subject)
+                    prescriptions[subject] = self._prescription_for(subject, loaded)
                 prescription = prescriptions[subject]
                 delivery = Delivery.receive(command.delivery)
                 recorded = prescription.record(command.fact)
@@ -118,6 +127,30 @@ class Prescriptions(Application[Any]):
         except Exception:  # a fault in our own code: find and park the faulty delivery alone
             return [self.record_delivery(command) for command in commands]
         return [receipts[index] for index in range(len(commands))]
+
+    def _load_many(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, object] | None:
+        """The stored aggregates among these ids, in one query when the recorder can (see
+        infrastructure/pg_recorder.py); None when it cannot, and the caller loads one by one."""
+        select_events_of = getattr(self.recorder, "select_events_of", None)
+        if select_events_of is None:
+            return None
+        stored: dict[UUID, list[Any]] = {}
+        for stored_event in select_events_of(sorted(set(aggregate_ids))):
+            stored.setdefault(stored_event.originator_id, []).append(stored_event)
+        loaded: dict[UUID, object] = {}
+        for aggregate_id, events in stored.items():
+            aggregate: Any = None
+            for stored_event in events:
+                event: Any = self.mapper.to_domain_event(stored_event)
+                aggregate = event.mutate(aggregate)
+            loaded[aggregate_id] = aggregate
+        return loaded
+
+    def _prescription_for(self, subject: str, loaded: dict[UUID, object] | None) -> Prescription:
+        if loaded is None:
+            return self._get_or_open(subject)
+        found = loaded.get(prescription_id(subject))
+        return found if isinstance(found, Prescription) else Prescription(subject)
 
     def park_delivery(self, command: ParkDelivery) -> Receipt:
         def attempt() -> Receipt:

@@ -5,7 +5,10 @@ from __future__ import annotations
 from eventsourcing.utils import get_topic
 
 from domain.service import Prescriptions
-from infrastructure.pg_recorder import FailFastPostgresApplicationRecorder
+from infrastructure.pg_recorder import (
+    BatchSQLiteApplicationRecorder,
+    FailFastPostgresApplicationRecorder,
+)
 from infrastructure.settings import Settings
 
 
@@ -22,6 +25,7 @@ def eventsourcing_env(settings: Settings) -> dict[str, str]:
             PERSISTENCE_MODULE="eventsourcing.sqlite",
             SQLITE_DBNAME=settings.sqlite_path,
             SQLITE_LOCK_TIMEOUT=str(settings.sqlite_lock_timeout_s),
+            APPLICATION_RECORDER_TOPIC=get_topic(BatchSQLiteApplicationRecorder),
         )
         return env
     pg = settings.postgres

@@ -168,10 +168,6 @@ class Prescription(Aggregate):
         return True
 
     @property
-    def facts(self) -> list[Fact]:
-        return [r.fact for r in self.recorded]
-
-    @property
     def fact_count(self) -> int:
         return len(self.recorded)
 

@@ -100,18 +100,16 @@ class Prescriptions(Application[Any]):
             )
             for index, command in enumerate(commands):
                 event_id = command.delivery.event_id
-                stored = (
-                    self.has_delivery(event_id)
-                    if loaded is None
-                    else delivery_id(event_id) in loaded
-                )
-                if event_id in seen or stored:
+                if event_id in seen or delivery_id(event_id) in loaded:
                     receipts[index] = Receipt(Outcome.DUPLICATE, event_id)
                     continue
                 seen.add(event_id)
                 subject = command.delivery.subject
                 if subject not in prescriptions:
-                    prescriptions[subject] = self._prescription_for(subject, loaded)
+                    found = loaded.get(prescription_id(subject))
+                    prescriptions[subject] = (
+                        found if isinstance(found, Prescription) else Prescription(subject)
+                    )
                 prescription = prescriptions[subject]
                 delivery = Delivery.receive(command.delivery)
                 recorded = prescription.record(command.fact)
@@ -128,14 +126,17 @@ class Prescriptions(Application[Any]):
             return [self.record_delivery(command) for command in commands]
         return [receipts[index] for index in range(len(commands))]
 
-    def _load_many(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, object] | None:
-        """The stored aggregates among these ids, in one query when the recorder can (see
-        infrastructure/pg_recorder.py); None when it cannot, and the caller loads one by one."""
+    def _load_many(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, object]:
+        """The stored aggregates among these ids: in one query when the recorder can (see
+        infrastructure/pg_recorder.py), else one query each."""
+        ids = sorted(set(aggregate_ids))
         select_events_of = getattr(self.recorder, "select_events_of", None)
-        if select_events_of is None:
-            return None
+        if select_events_of is not None:
+            found = select_events_of(ids)
+        else:
+            found = [e for i in ids for e in self.recorder.select_events(i)]
         stored: dict[UUID, list[Any]] = {}
-        for stored_event in select_events_of(sorted(set(aggregate_ids))):
+        for stored_event in found:
             stored.setdefault(stored_event.originator_id, []).append(stored_event)
         loaded: dict[UUID, object] = {}
         for aggregate_id, events in stored.items():
@@ -145,12 +146,6 @@ class Prescriptions(Application[Any]):
                 aggregate = event.mutate(aggregate)
             loaded[aggregate_id] = aggregate
         return loaded
-
-    def _prescription_for(self, subject: str, loaded: dict[UUID, object] | None) -> Prescription:
-        if loaded is None:
-            return self._get_or_open(subject)
-        found = loaded.get(prescription_id(subject))
-        return found if isinstance(found, Prescription) else Prescription(subject)
 
     def park_delivery(self, command: ParkDelivery) -> Receipt:
         def attempt() -> Receipt:

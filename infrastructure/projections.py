@@ -109,7 +109,6 @@ def decode_facts(text: str) -> list[tuple[Fact, datetime]]:
 class _Entry:
     subject: str
     facts: list[tuple[Fact, datetime]] = field(default_factory=list)
-    touched: bool = False
 
 
 class PrescriptionsProjection:
@@ -125,15 +124,14 @@ class PrescriptionsProjection:
     def apply(self, cursor: Cursor, events: Sequence[Event]) -> None:
         ids = list({event.originator_id for _, event in events})
         entries = self._load(cursor, ids)
+        # Every entry is one the batch touches: the rows were loaded for the batch's ids.
         for _, event in events:
             if isinstance(event, Prescription.Opened):
-                entries.setdefault(event.originator_id, _Entry(event.subject)).touched = True
+                entries.setdefault(event.originator_id, _Entry(event.subject))
             elif isinstance(event, Prescription.FactRecorded):
-                entry = entries[event.originator_id]  # its Opened event always comes first
-                if all(f.event_id != event.event_id for f, _ in entry.facts):
-                    entry.facts.append((event.to_fact(), event.timestamp))
-                entry.touched = True
-        rows = [self._row(aggregate_id, e) for aggregate_id, e in entries.items() if e.touched]
+                # Its Opened event always comes first, in this batch or an earlier one.
+                entries[event.originator_id].facts.append((event.to_fact(), event.timestamp))
+        rows = [self._row(aggregate_id, entry) for aggregate_id, entry in entries.items()]
         cursor.executemany(
             f"INSERT INTO {self.table} (aggregate_id, prescription_id, status, patient_id,"
             " pharmacy_ncpdp_id, needs_review, updated_at, state, facts)"

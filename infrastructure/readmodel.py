@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -36,14 +35,6 @@ class ReadModel:
             "SELECT state FROM rx_prescriptions WHERE prescription_id = %s", (prescription_id,)
         )
         return str(rows[0][0]) if rows else None
-
-    def prescription(self, prescription_id: str) -> dict[str, Any] | None:
-        text = self.prescription_json(prescription_id)
-        return json.loads(text) if text is not None else None
-
-    def prescriptions(self, where: PrescriptionFilter, limit: int, after: str | None) -> Page:
-        page = self.prescriptions_json(where, limit, after)
-        return Page([json.loads(text) for text in page.items], page.last_key)
 
     def prescriptions_json(self, where: PrescriptionFilter, limit: int, after: str | None) -> Page:
         """States as stored JSON text, ordered by prescription id: a page boundary never moves

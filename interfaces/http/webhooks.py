@@ -78,18 +78,19 @@ class WebhookController(Controller):
         try:
             command = translate(envelope, body, signed)
         except Exception as exc:  # a fault in our translator parks the delivery, never loses it
-            reason = describe_fault(exc)
-            log.error("delivery %s parked: %s", envelope.id, reason)
-            command = ParkDelivery(raw_delivery(envelope, body, signed), reason)
+            command = ParkDelivery(raw_delivery(envelope, body, signed), describe_fault(exc))
         receipt = services.handle(command)
         request.scope.setdefault("state", {})[OUTCOME_KEY] = receipt.outcome.value
         if receipt.outcome is Outcome.DUPLICATE:
             answer = WebhookAnswer(status="duplicate", event_id=receipt.event_id)
             return Response(answer.model_dump(exclude_none=True), status_code=200)  # type: ignore[arg-type]
-        answer = WebhookAnswer(status="accepted", event_id=receipt.event_id)
-        if receipt.outcome is Outcome.PARKED:
-            answer = WebhookAnswer(
-                status="accepted", event_id=receipt.event_id, parked=True, reason=receipt.reason
-            )
+        parked = receipt.outcome is Outcome.PARKED
+        answer = WebhookAnswer(
+            status="accepted",
+            event_id=receipt.event_id,
+            parked=True if parked else None,
+            reason=receipt.reason if parked else None,
+        )
+        if parked:
             log.warning("delivery %s parked: %s", receipt.event_id, receipt.reason)
         return Response(answer.model_dump(exclude_none=True), status_code=202)  # type: ignore[arg-type]

@@ -59,12 +59,8 @@ def test_unsigned_or_forged_requests_are_refused_and_store_nothing(
         "webhook-signature": signature,
         "content-type": content_type,
     }
-    try:
-        response = client.post(
-            "/webhooks/drx", content=body, headers={k: v for k, v in headers.items() if v.isascii()}
-        )
-    except UnicodeEncodeError:
-        return
+    ascii_only = {k: v for k, v in headers.items() if v.isascii()}
+    response = client.post("/webhooks/drx", content=body, headers=ascii_only)
     assert response.status_code in (401, 413), response.text
     assert stored_events(client) == before
 

@@ -22,37 +22,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import machine, percentiles, scratch_database, synthetic_prescription
-from infrastructure.eventstore import open_prescriptions
+from bench.common import machine, percentiles, project, scratch_database, seed_store
 from infrastructure.migrations import migrate
-from infrastructure.projections import projection_runner
-from infrastructure.readstore import open_read_database
 from infrastructure.settings import Settings
 
 KEY = "bench-key"
-
-
-def seed(settings: Settings, count: int) -> None:
-    app = open_prescriptions(settings)
-    rng = random.Random(1)
-    started, events = time.perf_counter(), 0
-    for first in range(0, count, 1000):
-        batch = [synthetic_prescription(i, rng) for i in range(first, min(first + 1000, count))]
-        events += sum(p.version for p in batch)
-        app.save(*batch)
-    elapsed = time.perf_counter() - started
-    print(
-        f"seeded {count} prescriptions ({events} events) in {elapsed:.1f} s: {events / elapsed:,.0f} events/s"
-    )
-    db = open_read_database(settings)
-    runner = projection_runner(app, db, settings, batch_size=2000)
-    started = time.perf_counter()
-    handled = runner.catch_up()
-    elapsed = time.perf_counter() - started
-    print(f"projected {handled} events in {elapsed:.1f} s: {handled / elapsed:,.0f} events/s")
-    runner.stop()
-    db.close()
-    app.close()
 
 
 def drive(port: int, paths: list[str], seconds: float, clients: int) -> tuple[int, list[float]]:
@@ -96,7 +70,8 @@ def main() -> None:
             api_keys=(KEY,),
         )
         migrate(settings)
-        seed(settings, args.prescriptions)
+        seed_store(settings, prescriptions=args.prescriptions)
+        project(settings)
         port = 18765
         env = {
             **os.environ,

@@ -12,7 +12,6 @@ prescriptions read model (replay into a fresh table, then the atomic swap).
 from __future__ import annotations
 
 import argparse
-import random
 import sys
 import time
 from pathlib import Path
@@ -21,30 +20,12 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import machine, scratch_database, synthetic_prescription
+from bench.common import machine, scratch_database, seed_store
 from infrastructure.eventstore import open_prescriptions
 from infrastructure.migrations import migrate
 from infrastructure.readstore import open_read_database
 from infrastructure.rebuild import Rebuilder
 from infrastructure.settings import Settings
-
-
-def seed(settings: Settings, facts: int) -> int:
-    app = open_prescriptions(settings)
-    rng = random.Random(1)
-    started, seeded, events, index = time.perf_counter(), 0, 0, 0
-    while seeded < facts:
-        batch = [synthetic_prescription(index + i, rng) for i in range(1000)]
-        index += len(batch)
-        seeded += sum(p.fact_count for p in batch)
-        events += sum(p.version for p in batch)
-        app.save(*batch)
-    elapsed = time.perf_counter() - started
-    print(
-        f"seeded {index:,} prescriptions, {seeded:,} facts ({events:,} events) in {elapsed:.0f} s"
-    )
-    app.close()
-    return events
 
 
 def raw_read(url: str) -> tuple[int, float]:
@@ -83,7 +64,7 @@ def main() -> None:
     with scratch_database() as url:
         settings = Settings(database_url=url)
         migrate(settings)
-        seed(settings, args.facts)
+        seed_store(settings, facts=args.facts)
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("VACUUM ANALYZE drx_events")
         rows, seconds = raw_read(url)

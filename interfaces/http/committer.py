@@ -2,7 +2,8 @@
 saves what has gathered in one transaction and answers each request once its batch is durable.
 
 While one batch commits, the next one gathers, so batches grow with the load and a lone request
-waits for nothing but its own save.
+waits for nothing but its own save. An async handler awaits its receipt (`submit_async`) without
+holding a thread; `submit` blocks the calling thread instead.
 
 When the store cannot be reached, a batch fails only after the pool's timeout; so for a moment
 after such a failure, batches are refused at once (a 503 with Retry-After) instead of each
@@ -11,10 +12,12 @@ waiting that long again, and request threads do not pile up while the database i
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 
 from eventsourcing.persistence import IntegrityError, OperationalError
@@ -29,6 +32,9 @@ COOLDOWN_S = 1.0
 # Shorter than a sender's usual timeout, so a request is answered (503) before it gives up.
 WAIT_S = 20.0
 
+# How the committer hands a request its receipt, or the batch's error.
+Answer = Callable[[Receipt | None, BaseException | None], None]
+
 
 class GroupCommitter:
     def __init__(
@@ -40,16 +46,45 @@ class GroupCommitter:
         self.prescriptions, self.max_batch = prescriptions, max_batch
         self.unavailable = unavailable
         self._refuse_until = 0.0
-        self._queue: queue.Queue[tuple[RecordDelivery, Future[Receipt]] | None] = queue.Queue()
+        self._queue: queue.Queue[tuple[RecordDelivery, Answer] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
     def submit(self, command: RecordDelivery, timeout_s: float = WAIT_S) -> Receipt:
         """The delivery's receipt once its batch is committed; the batch's error otherwise."""
-        self._ensure_running()
         future: Future[Receipt] = Future()
-        self._queue.put((command, future))
+
+        def answer(receipt: Receipt | None, error: BaseException | None) -> None:
+            if error is None:
+                future.set_result(receipt)  # type: ignore[arg-type]
+            else:
+                future.set_exception(error)
+
+        self._put(command, answer)
         return future.result(timeout=timeout_s)
+
+    async def submit_async(self, command: RecordDelivery, timeout_s: float = WAIT_S) -> Receipt:
+        """As `submit`, awaited on the caller's event loop; TimeoutError after `timeout_s`."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Receipt] = loop.create_future()
+
+        def settle(receipt: Receipt | None, error: BaseException | None) -> None:
+            if future.done():  # the request gave up waiting
+                return
+            if error is None:
+                future.set_result(receipt)  # type: ignore[arg-type]
+            else:
+                future.set_exception(error)
+
+        def answer(receipt: Receipt | None, error: BaseException | None) -> None:
+            loop.call_soon_threadsafe(settle, receipt, error)
+
+        self._put(command, answer)
+        return await asyncio.wait_for(future, timeout_s)
+
+    def _put(self, command: RecordDelivery, answer: Answer) -> None:
+        self._ensure_running()
+        self._queue.put((command, answer))
 
     def _ensure_running(self) -> None:
         if self._thread is None or not self._thread.is_alive():
@@ -86,7 +121,7 @@ class GroupCommitter:
     def store_recently_failed(self) -> bool:
         return time.monotonic() < self._refuse_until
 
-    def _commit(self, batch: list[tuple[RecordDelivery, Future[Receipt]]]) -> None:
+    def _commit(self, batch: list[tuple[RecordDelivery, Answer]]) -> None:
         try:
             if self.store_recently_failed:
                 raise OperationalError("the store failed a moment ago; not tried again yet")
@@ -94,8 +129,8 @@ class GroupCommitter:
         except BaseException as exc:  # every request of the batch gets the error (a 503, say)
             if isinstance(exc, self.unavailable) and not isinstance(exc, IntegrityError):
                 self._refuse_until = max(self._refuse_until, time.monotonic() + COOLDOWN_S)
-            for _, future in batch:
-                future.set_exception(exc)
+            for _, answer in batch:
+                answer(None, exc)
             return
-        for (_, future), receipt in zip(batch, receipts, strict=True):
-            future.set_result(receipt)
+        for (_, answer), receipt in zip(batch, receipts, strict=True):
+            answer(receipt, None)

@@ -102,7 +102,7 @@ class DeliveryController(Controller):
         read = read_stored(delivery.body)
         fact = read if isinstance(read, Fact) else None
         reason = None if isinstance(read, Fact) else read.reason
-        receipt = services.handle(ReplayDelivery(event_id, fact, reason))
+        receipt = services.replay(ReplayDelivery(event_id, fact, reason))
         if receipt.outcome is Outcome.ACCEPTED:
             return Replay(status="processed", event_id=event_id, reason=None)
         return Replay(status="parked", event_id=event_id, reason=receipt.reason)

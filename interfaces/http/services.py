@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import anyio.to_thread
+
 from domain.commands import ParkDelivery, RecordDelivery, ReplayDelivery
 from domain.service import Prescriptions, Receipt
 from infrastructure.projections import ProjectionRunner
@@ -26,14 +28,19 @@ class Services:
     metrics: WebhookMetrics
     committer: GroupCommitter
 
-    def handle(self, command: RecordDelivery | ParkDelivery | ReplayDelivery) -> Receipt:
+    async def handle_delivery(self, command: RecordDelivery | ParkDelivery) -> Receipt:
+        """A webhook delivery, group-committed; one our translator could not read is parked
+        (in a worker thread: the application's calls block)."""
         if isinstance(command, RecordDelivery):
-            receipt = self.committer.submit(command)
-        elif isinstance(command, ParkDelivery):
-            receipt = self.prescriptions.park_delivery(command)
+            receipt = await self.committer.submit_async(command)
         else:
-            receipt = self.prescriptions.replay_delivery(command)
+            receipt = await anyio.to_thread.run_sync(self.prescriptions.park_delivery, command)
         self.projections.wake()  # so the read models follow within milliseconds
+        return receipt
+
+    def replay(self, command: ReplayDelivery) -> Receipt:
+        receipt = self.prescriptions.replay_delivery(command)
+        self.projections.wake()
         return receipt
 
     def close(self) -> None:

@@ -1,0 +1,221 @@
+"""Webhook benchmark on PostgreSQL: signed deliveries end to end, side by side in one run with
+the two ceilings above it, at 10,000 and at 1,000,000 facts already stored.
+
+    python bench/webhook.py [--facts 10000 1000000] [--workers 2] [--connections 64]
+
+In one run, on one scratch database:
+1. PostgreSQL's own single-row insert rate: pgbench, one 1 KB row per transaction, as many
+   clients as the load has connections (the ceiling for any design that commits per request);
+2. the same HTTP stack answering the webhook without storing (`bench/trivial_app.py`: uvicorn,
+   Litestar, the signature check and translation);
+3. for each store size: seeded straight into the event store and projected, then `drx serve`
+   driven with signed deliveries of simulated lifecycles (new prescriptions, every event type):
+   the sustained rate with every connection busy (closed loop), and the latency at a steady
+   300 deliveries/s (open loop, latency counted from when each delivery was due);
+4. the service's memory (resident set of all its processes) after the run at the largest size.
+
+The load generator (`bench/loadgen.py`) runs in its own process on the same 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import machine, project, scratch_database, seed_store
+from bench.loadgen import LoadResult, run_load, signed_requests
+from infrastructure.migrations import migrate
+from infrastructure.settings import Settings
+from interfaces.simulator import plan
+
+SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+KEY = "bench-key"
+PORT = 18766
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pg_insert_rate(url: str, clients: int, seconds: int) -> float:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE bench_insert (id bigserial PRIMARY KEY, body text NOT NULL)")
+    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as script:
+        script.write("INSERT INTO bench_insert (body) VALUES (repeat('x', 1000));\n")
+    try:
+        command = ["pgbench", "-n", "-f", script.name, "-c", str(clients), "-j", "2"]
+        out = subprocess.run(
+            [*command, "-T", str(seconds), "-d", url],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    finally:
+        os.unlink(script.name)
+    found = re.search(r"tps = ([\d.]+)", out)
+    if found is None:
+        raise RuntimeError(f"pgbench printed no rate: {out}")
+    return float(found.group(1))
+
+
+def process_tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants, in MiB."""
+    total, todo = 0, [pid]
+    while todo:
+        current = todo.pop()
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+            for task in Path(f"/proc/{current}/task").iterdir():
+                children = (task / "children").read_text().split()
+                todo.extend(int(child) for child in children)
+    return total / 1024
+
+
+@contextlib.contextmanager
+def server(command: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    process = subprocess.Popen(
+        command,
+        env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{PORT}/webhooks/drx", timeout=1)
+            except urllib.error.HTTPError:
+                break  # up: the webhook refuses a GET
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError(f"{command[2]} did not come up") from None
+                time.sleep(0.1)
+        yield process
+    finally:
+        os.killpg(process.pid, 15)
+        process.wait(timeout=30)
+
+
+def wait_for_projections(timeout_s: float = 600) -> None:
+    deadline = time.monotonic() + timeout_s
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{PORT}/projections", headers={"Authorization": f"Bearer {KEY}"}
+    )
+    while time.monotonic() < deadline:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            if all(p["lag"] == 0 for p in json.load(response)):
+                return
+        time.sleep(0.2)
+    raise RuntimeError("the projections did not catch up")
+
+
+def deliveries(count: int, seed: int) -> list[bytes]:
+    """Bodies of at least `count` deliveries: whole simulated lifecycles, interleaved."""
+    sends: list[bytes] = []
+    while len(sends) < count:
+        batch = plan(max(1, (count - len(sends)) // 8), 0.0, False, seed)
+        sends.extend(json.dumps(event).encode() for event in batch.sends)
+        seed += 1000
+    return sends[:count]
+
+
+def load(bodies: list[bytes], connections: int, rate: float | None) -> LoadResult:
+    return run_load("127.0.0.1", PORT, signed_requests(bodies, SECRET), connections, rate)
+
+
+def measure_service(
+    env: dict[str, str], workers: int, connections: int, requests: int, seed: int
+) -> tuple[LoadResult, LoadResult, float]:
+    command = [sys.executable, "-m", "interfaces.cli", "serve", "--port", str(PORT)]
+    with server([*command, "--workers", str(workers)], env) as process:
+        load(deliveries(2000, seed), connections, None)  # warm-up
+        wait_for_projections()
+        closed = load(deliveries(requests, seed + 1), connections, None)
+        print(f"    closed loop, {connections} connections: {closed.describe()}")
+        wait_for_projections()
+        steady = load(deliveries(300 * 20, seed + 2), connections, 300)
+        print(f"    open loop at 300/s:             {steady.describe()}")
+        wait_for_projections()
+        return closed, steady, process_tree_rss_mb(process.pid)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--facts", type=int, nargs="+", default=[10_000, 1_000_000])
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--requests", type=int, default=30_000)
+    args = parser.parse_args()
+    print(f"machine: {machine()}")
+    with scratch_database() as url:
+        settings = Settings(database_url=url, webhook_secrets=(SECRET,), api_keys=(KEY,))
+        migrate(settings)
+        env = {
+            "DRX_DATABASE_URL": url,
+            "DRX_API_KEYS": KEY,
+            "DRX_WEBHOOK_SECRETS": SECRET,
+        }
+
+        inserts = pg_insert_rate(url, args.connections, 10)
+        print(
+            f"PostgreSQL single-row inserts (pgbench, {args.connections} clients): {inserts:,.0f}/s"
+        )
+
+        trivial_command = [sys.executable, "-m", "uvicorn", "--factory", "bench.trivial_app:app"]
+        trivial_command += ["--port", str(PORT), "--no-access-log", "--no-server-header"]
+        with server([*trivial_command, "--workers", str(args.workers)], env):
+            load(deliveries(2000, 1), args.connections, None)  # warm-up
+            trivial = load(deliveries(args.requests, 2), args.connections, None)
+        print(f"signed trivial endpoint, {args.connections} connections: {trivial.describe()}")
+
+        rows: list[tuple[int, LoadResult, LoadResult]] = []
+        memory, next_index, stored = 0.0, 0, 0
+        for facts in sorted(args.facts):
+            next_index = seed_store(settings, facts=facts - stored, first_index=next_index)
+            stored = facts
+            project(settings)
+            print(f"  with {facts:,} facts stored:")
+            closed, steady, memory = measure_service(
+                env, args.workers, args.connections, args.requests, seed=facts
+            )
+            rows.append((facts, closed, steady))
+
+        print()
+        print(f"{args.workers} web workers, {args.connections} connections, signed deliveries")
+        print(f"{'':<40}{'per second':>12}{'p50 ms':>9}{'p99 ms':>9}")
+        print(f"{'PostgreSQL single-row inserts':<40}{inserts:>12,.0f}")
+        print(
+            f"{'trivial signed endpoint':<40}{trivial.rate:>12,.0f}"
+            f"{trivial.percentile_ms(50):>9.1f}{trivial.percentile_ms(99):>9.1f}"
+        )
+        for facts, closed, steady in rows:
+            print(
+                f"{f'end to end, {facts:,} facts stored':<40}{closed.rate:>12,.0f}"
+                f"{closed.percentile_ms(50):>9.1f}{closed.percentile_ms(99):>9.1f}"
+            )
+            print(
+                f"{f'  at 300/s, {facts:,} facts stored':<40}{steady.rate:>12,.0f}"
+                f"{steady.percentile_ms(50):>9.1f}{steady.percentile_ms(99):>9.1f}"
+            )
+        if len(rows) > 1:
+            first, last = rows[0][1].rate, rows[-1][1].rate
+            print(f"rate at {rows[-1][0]:,} facts vs {rows[0][0]:,}: {last / first - 1:+.0%}")
+        print(f"service memory after the run at {stored:,} facts: {memory:,.0f} MiB resident")
+
+
+if __name__ == "__main__":
+    main()

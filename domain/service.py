@@ -6,7 +6,7 @@ import logging
 import random
 import time
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -40,6 +40,8 @@ T = TypeVar("T")
 # A save that loses the optimistic-concurrency race is reloaded and tried again this often,
 # after a short random pause that grows with each loss so that racing writers spread out.
 MAX_SAVE_ATTEMPTS = 20
+# A batch that loses the race is tried whole this often before its deliveries go one at a time.
+MAX_BATCH_ATTEMPTS = 3
 _BACKOFF_BASE_S = 0.002
 _BACKOFF_MAX_S = 0.1
 
@@ -85,67 +87,70 @@ class Prescriptions(Application[Any]):
         """Several deliveries in one transaction (group commit), each receipt in order.
 
         Deliveries already stored, or repeated within the batch, are answered duplicate. When
-        anything in the batch goes wrong (a fault in our code on one fact, or another writer
-        moving a prescription on), the batch is dropped unsaved and each delivery takes the
-        one-at-a-time path, which parks the faulty one and retries the others.
+        another writer (a second web worker, say) moved one of the batch's prescriptions on or
+        stored one of its deliveries first, the batch is reloaded and tried again, a few times.
+        When anything else goes wrong (a fault in our code on one fact), the batch is dropped
+        unsaved and each delivery takes the one-at-a-time path, which parks the faulty one.
         """
-        receipts: dict[int, Receipt] = {}
-        deliveries: list[Delivery] = []
-        prescriptions: dict[str, Prescription] = {}
-        seen: set[str] = set()
-        try:
-            loaded = self._load_many(
-                [delivery_id(c.delivery.event_id) for c in commands]
-                + [prescription_id(c.delivery.subject) for c in commands]
-            )
-            for index, command in enumerate(commands):
-                event_id = command.delivery.event_id
-                if event_id in seen or delivery_id(event_id) in loaded:
-                    receipts[index] = Receipt(Outcome.DUPLICATE, event_id)
-                    continue
-                seen.add(event_id)
-                subject = command.delivery.subject
-                if subject not in prescriptions:
-                    found = loaded.get(prescription_id(subject))
-                    prescriptions[subject] = (
-                        found if isinstance(found, Prescription) else Prescription(subject)
-                    )
-                prescription = prescriptions[subject]
-                delivery = Delivery.receive(command.delivery)
-                recorded = prescription.record(command.fact)
-                prescription.state()  # as in _apply: a fact our code cannot handle fails here
-                delivery.mark_processed(fact_recorded=recorded)
-                deliveries.append(delivery)
-                receipts[index] = Receipt(Outcome.ACCEPTED, event_id)
-            self.save(*deliveries, *prescriptions.values())
-        except IntegrityError:
-            return [self.record_delivery(command) for command in commands]
-        except PersistenceError:
-            raise  # the store cannot take it: every delivery of the batch is answered 503
-        except Exception:  # a fault in our own code: find and park the faulty delivery alone
-            return [self.record_delivery(command) for command in commands]
-        return [receipts[index] for index in range(len(commands))]
+        for losses in range(MAX_BATCH_ATTEMPTS):
+            if losses:
+                time.sleep(random.uniform(0, _BACKOFF_BASE_S * 2**losses))  # noqa: S311
+            try:
+                return self._record_batch(commands)
+            except IntegrityError:
+                continue
+            except PersistenceError:
+                raise  # the store cannot take it: every delivery of the batch is answered 503
+            except Exception:  # a fault in our own code: find and park the faulty delivery alone
+                break
+        return [self.record_delivery(command) for command in commands]
 
-    def _load_many(self, aggregate_ids: Sequence[UUID]) -> dict[UUID, object]:
+    def _record_batch(self, commands: Sequence[RecordDelivery]) -> list[Receipt]:
+        receipts: list[Receipt] = []
+        deliveries: list[Delivery] = []
+        prescriptions = self._load_many({prescription_id(c.delivery.subject) for c in commands})
+        stored = self._existing({delivery_id(c.delivery.event_id) for c in commands})
+        seen: set[str] = set()
+        for command in commands:
+            event_id, subject = command.delivery.event_id, command.delivery.subject
+            if event_id in seen or delivery_id(event_id) in stored:
+                receipts.append(Receipt(Outcome.DUPLICATE, event_id))
+                continue
+            seen.add(event_id)
+            prescription = prescriptions.get(prescription_id(subject))
+            if prescription is None:
+                prescription = prescriptions[prescription_id(subject)] = Prescription(subject)
+            delivery = Delivery.receive(command.delivery)
+            recorded = prescription.record(command.fact)
+            prescription.state()  # as in _apply: a fact our code cannot handle fails here
+            delivery.mark_processed(fact_recorded=recorded)
+            deliveries.append(delivery)
+            receipts.append(Receipt(Outcome.ACCEPTED, event_id))
+        self.save(*deliveries, *prescriptions.values())
+        return receipts
+
+    def _load_many(self, aggregate_ids: Iterable[UUID]) -> dict[UUID, Any]:
         """The stored aggregates among these ids: in one query when the recorder can (see
         infrastructure/pg_recorder.py), else one query each."""
-        ids = sorted(set(aggregate_ids))
+        ids = sorted(aggregate_ids)
         select_events_of = getattr(self.recorder, "select_events_of", None)
         if select_events_of is not None:
             found = select_events_of(ids)
         else:
             found = [e for i in ids for e in self.recorder.select_events(i)]
-        stored: dict[UUID, list[Any]] = {}
+        loaded: dict[UUID, Any] = {}
         for stored_event in found:
-            stored.setdefault(stored_event.originator_id, []).append(stored_event)
-        loaded: dict[UUID, object] = {}
-        for aggregate_id, events in stored.items():
-            aggregate: Any = None
-            for stored_event in events:
-                event: Any = self.mapper.to_domain_event(stored_event)
-                aggregate = event.mutate(aggregate)
-            loaded[aggregate_id] = aggregate
+            event: Any = self.mapper.to_domain_event(stored_event)
+            loaded[event.originator_id] = event.mutate(loaded.get(event.originator_id))
         return loaded
+
+    def _existing(self, aggregate_ids: Iterable[UUID]) -> set[UUID]:
+        """Those of these aggregates that are stored: in one query when the recorder can."""
+        existing = getattr(self.recorder, "existing", None)
+        if existing is not None:
+            found: set[UUID] = existing(sorted(aggregate_ids))
+            return found
+        return {i for i in aggregate_ids if self.recorder.select_events(i, limit=1)}
 
     def park_delivery(self, command: ParkDelivery) -> Receipt:
         def attempt() -> Receipt:

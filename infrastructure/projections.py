@@ -181,35 +181,42 @@ class DeliveriesProjection:
         self.dialect, self.table = dialect, table
 
     def apply(self, cursor: Cursor, events: Sequence[Event]) -> None:
+        """Folded in memory first: a delivery received and processed in one batch is one insert
+        (most are), and the outcomes of deliveries from earlier batches one update each, all
+        sent with executemany."""
+        new: dict[Any, list[Any]] = {}
+        outcomes: dict[Any, tuple[str, str | None]] = {}
         for notification_id, event in events:
             key = _key(self.dialect, event.originator_id)
             if isinstance(event, Delivery.Received):
-                cursor.execute(
-                    f"INSERT INTO {self.table} (aggregate_id, event_id, seq, type, subject,"
-                    " received_at, status, reason) VALUES (%s, %s, %s, %s, %s, %s, %s, NULL)"
-                    " ON CONFLICT (aggregate_id) DO NOTHING",
-                    (
-                        key,
-                        event.event_id,
-                        notification_id,
-                        event.drx_type,
-                        event.subject,
-                        sortable_instant(event.timestamp),
-                        "received",
-                    ),
-                )
-            elif isinstance(event, Delivery.Processed):
-                cursor.execute(
-                    f"UPDATE {self.table} SET status = 'processed', reason = NULL"
-                    " WHERE aggregate_id = %s",
-                    (key,),
-                )
-            elif isinstance(event, Delivery.Parked):
-                cursor.execute(
-                    f"UPDATE {self.table} SET status = 'parked', reason = %s"
-                    " WHERE aggregate_id = %s",
-                    (event.reason, key),
-                )
+                received_at = sortable_instant(event.timestamp)
+                new[key] = [key, event.event_id, notification_id, event.drx_type, event.subject]
+                new[key] += [received_at, "received", None]
+                continue
+            outcome: tuple[str, str | None] = (
+                ("parked", event.reason)
+                if isinstance(event, Delivery.Parked)
+                else ("processed", None)
+            )
+            if key in new:
+                new[key][6:8] = outcome
+            else:
+                outcomes[key] = outcome
+        if new:
+            # A row already there (never, with the tracking row's guard) keeps its place and
+            # takes the newer outcome, as an insert followed by updates would leave it.
+            cursor.executemany(
+                f"INSERT INTO {self.table} (aggregate_id, event_id, seq, type, subject,"
+                " received_at, status, reason) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+                " ON CONFLICT (aggregate_id) DO UPDATE SET status = excluded.status,"
+                " reason = excluded.reason WHERE excluded.status <> 'received'",
+                list(new.values()),
+            )
+        if outcomes:
+            cursor.executemany(
+                f"UPDATE {self.table} SET status = %s, reason = %s WHERE aggregate_id = %s",
+                [(status, reason, key) for key, (status, reason) in outcomes.items()],
+            )
 
 
 @dataclass(frozen=True)

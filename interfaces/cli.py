@@ -26,6 +26,7 @@ from infrastructure.migrations import MigrationError, migrate
 from infrastructure.readstore import open_read_database
 from infrastructure.rebuild import PROJECTION_NAMES, Rebuilder
 from infrastructure.settings import Settings, SettingsError
+from interfaces import projector as projector_process
 from interfaces.drx.signature import SecretError
 from interfaces.http.app import build_services, create_app
 from interfaces.logs import configure_logging
@@ -54,25 +55,36 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         "server_header": False,
         "access_log": False,
     }
-    if args.workers > 1:
-        # Each worker builds its own app from the environment; one of them leads projections.
+    # The projections run in a process of their own (interfaces/projector.py), so that the web
+    # workers' time goes to the webhook; both end together.
+    projector = projector_process.start(settings)
+    try:
+        if args.workers > 1:
+            # Each worker builds its own app from the environment (interfaces/http/asgi.py).
+            log.info(
+                "serving on http://%s:%d with %d workers, the store in %s",
+                args.host,
+                args.port,
+                args.workers,
+                settings.describe_database(),
+            )
+            uvicorn.run("interfaces.http.asgi:app", factory=True, workers=args.workers, **options)
+            return 0
+        app = create_app(settings, run_projections=False)
         log.info(
-            "serving on http://%s:%d with %d workers, the store in %s",
+            "serving on http://%s:%d with the store in %s",
             args.host,
             args.port,
-            args.workers,
             settings.describe_database(),
         )
-        uvicorn.run("interfaces.http.asgi:app", factory=True, workers=args.workers, **options)
+        uvicorn.run(app, **options)
         return 0
-    app = create_app(settings)
-    log.info(
-        "serving on http://%s:%d with the store in %s",
-        args.host,
-        args.port,
-        settings.describe_database(),
-    )
-    uvicorn.run(app, **options)
+    finally:
+        projector_process.stop(projector)
+
+
+def cmd_projections_run(settings: Settings, _: argparse.Namespace) -> int:
+    projector_process.run(settings)
     return 0
 
 
@@ -235,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=1,
-        help="web processes on the one port (default 1); the projections run in one of them",
+        help="web processes on the one port (default 1); the projections run in one more",
     )
     serve.set_defaults(handler=cmd_serve)
 
@@ -249,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     projections.add_parser(
         "status", help="each projection's position, the store's head, and the lag"
     ).set_defaults(handler=cmd_projections_status)
+    projections.add_parser(
+        "run", help="run the projections in the foreground (drx serve runs them itself)"
+    ).set_defaults(handler=cmd_projections_run)
     rebuild = projections.add_parser(
         "rebuild", help="rebuild read models from the start of the event store, then swap them in"
     )

@@ -15,4 +15,4 @@ def app() -> Litestar:
     credentials (SQLite only) come from the file the parent wrote before starting the workers."""
     configure_logging()
     settings, _ = with_credentials(Settings.from_env())
-    return create_app(settings)
+    return create_app(settings, run_projections=False)  # `drx serve` runs them apart

@@ -20,6 +20,7 @@ from standardwebhooks.webhooks import Webhook
 
 from domain.errors import PrescriptionNotFoundError
 from infrastructure.audit import Auditor, export_prescription
+from infrastructure.database import postgres_warnings
 from infrastructure.dev_credentials import read_dev_credentials, with_credentials
 from infrastructure.eventstore import open_prescriptions
 from infrastructure.migrations import MigrationError, migrate
@@ -47,6 +48,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     for note in notes:
         log.warning(note)
     migrate(settings)  # logs each migration it applies
+    for warning in postgres_warnings(settings):
+        log.warning(warning)
     # No access log: request lines carry query strings (a patient id, say) into the logs.
     options: dict[str, Any] = {
         "host": args.host,

@@ -13,6 +13,7 @@ waiting that long again, and request threads do not pile up while the database i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -77,7 +78,10 @@ class GroupCommitter:
                 future.set_exception(error)
 
         def answer(receipt: Receipt | None, error: BaseException | None) -> None:
-            loop.call_soon_threadsafe(settle, receipt, error)
+            # The loop may be gone (the worker stopping): the delivery is stored or not all the
+            # same, and the sender's retry learns which.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(settle, receipt, error)
 
         self._put(command, answer)
         return await asyncio.wait_for(future, timeout_s)

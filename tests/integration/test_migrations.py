@@ -40,3 +40,15 @@ def test_an_applied_migration_that_was_edited_is_refused(settings, monkeypatch):
     monkeypatch.setattr(migrations, "available", lambda dialect: edited)
     with pytest.raises(MigrationError, match="edited after it was applied"):
         migrate(settings)
+
+
+@pytest.mark.postgres
+def test_serve_warns_when_postgres_will_plan_without_statistics(postgres_url):
+    from infrastructure.database import connect_postgres, postgres_warnings
+    from tests.conftest import migrated_postgres
+
+    with migrated_postgres(postgres_url) as settings:
+        with connect_postgres(settings) as conn:
+            autovacuum = conn.execute("SHOW autovacuum").fetchone()[0]
+        warnings = postgres_warnings(settings)
+    assert [("autovacuum off" in w) for w in warnings] == ([True] if autovacuum == "off" else [])

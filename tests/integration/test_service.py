@@ -159,22 +159,56 @@ def test_a_batch_with_a_poisonous_fact_parks_it_alone_and_records_the_rest(
     assert prescriptions.state("drx_rx_7Q2M9K").version == 2
 
 
-def test_a_batch_that_loses_a_race_falls_back_to_one_at_a_time(prescriptions, monkeypatch):
-    sent = command_for(load_example("sent"))
-    assert prescriptions.record_delivery(sent).outcome is Outcome.ACCEPTED
-    # Another writer stored it just after the batch looked: the batch's load misses it.
-    real = type(prescriptions)._load_many
+def _racing_existing(prescriptions, monkeypatch, misses):
+    """Another writer stores `evt_example_sent` just after the batch looked, `misses` times."""
+    real = type(prescriptions)._existing
+    looks = []
 
     def racing(self, aggregate_ids):
-        loaded = real(self, aggregate_ids)
-        loaded.pop(delivery_id("evt_example_sent"), None)
-        return loaded
+        looks.append(1)
+        found = real(self, aggregate_ids)
+        return found - {delivery_id("evt_example_sent")} if len(looks) <= misses else found
 
-    monkeypatch.setattr(type(prescriptions), "_load_many", racing)
+    monkeypatch.setattr(type(prescriptions), "_existing", racing)
+    return looks
+
+
+def test_a_batch_that_loses_a_race_is_tried_again_whole(prescriptions, monkeypatch):
+    sent = command_for(load_example("sent"))
+    assert prescriptions.record_delivery(sent).outcome is Outcome.ACCEPTED
+    looks = _racing_existing(prescriptions, monkeypatch, misses=1)
+    one_at_a_time = []
+    monkeypatch.setattr(type(prescriptions), "record_delivery", one_at_a_time.append)
     received = command_for(load_example("received"))
     receipts = prescriptions.record_deliveries([received, sent])
     assert [r.outcome for r in receipts] == [Outcome.ACCEPTED, Outcome.DUPLICATE]
+    assert len(looks) == 2
+    assert one_at_a_time == []
     assert prescriptions.state("drx_rx_7Q2M9K").version == 2
+
+
+def test_a_batch_that_keeps_losing_goes_one_at_a_time(prescriptions, monkeypatch):
+    from domain.service import MAX_BATCH_ATTEMPTS
+
+    sent = command_for(load_example("sent"))
+    assert prescriptions.record_delivery(sent).outcome is Outcome.ACCEPTED
+    looks = _racing_existing(prescriptions, monkeypatch, misses=99)
+    received = command_for(load_example("received"))
+    receipts = prescriptions.record_deliveries([received, sent])
+    assert [r.outcome for r in receipts] == [Outcome.ACCEPTED, Outcome.DUPLICATE]
+    assert len(looks) == MAX_BATCH_ATTEMPTS
+    assert prescriptions.state("drx_rx_7Q2M9K").version == 2
+
+
+def test_both_stores_tell_which_aggregates_exist_in_one_query(prescriptions):
+    import uuid
+
+    from domain.ids import prescription_id
+
+    deliver(prescriptions, load_example("sent"))
+    wanted = [prescription_id("drx_rx_7Q2M9K"), delivery_id("evt_example_sent"), uuid.uuid4()]
+    assert hasattr(prescriptions.recorder, "existing"), "one query per batch is lost"
+    assert prescriptions._existing(wanted) == set(wanted[:2])
 
 
 def test_both_stores_load_a_batch_of_aggregates_in_one_query(prescriptions):

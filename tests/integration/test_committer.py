@@ -1,0 +1,75 @@
+"""The group committer on real stores: awaited receipts, errors and timeouts."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from eventsourcing.persistence import OperationalError
+
+from domain.commands import RecordDelivery
+from domain.service import Outcome
+from interfaces.http.committer import GroupCommitter
+from interfaces.http.errors import STORE_UNAVAILABLE
+from tests.helpers import LIFECYCLES, load_lifecycle
+from tests.integration.test_service import command_for
+
+
+def lifecycle_commands() -> list[RecordDelivery]:
+    commands = [command_for(e) for e in load_lifecycle(LIFECYCLES[0])["events"]]
+    assert all(isinstance(c, RecordDelivery) for c in commands)
+    return commands  # type: ignore[return-value]
+
+
+@pytest.fixture
+def committer(prescriptions):
+    committer = GroupCommitter(prescriptions, STORE_UNAVAILABLE)
+    yield committer
+    committer.stop()
+
+
+def test_concurrent_awaits_are_each_answered_once_their_batch_is_stored(prescriptions, committer):
+    commands = lifecycle_commands()
+
+    async def deliver_all():
+        return await asyncio.gather(*(committer.submit_async(c) for c in commands + commands[:2]))
+
+    receipts = asyncio.run(deliver_all())
+    outcomes = [r.outcome for r in receipts]
+    assert outcomes.count(Outcome.ACCEPTED) == len(commands)
+    assert outcomes.count(Outcome.DUPLICATE) == 2
+    assert [r.event_id for r in receipts] == [c.delivery.event_id for c in commands + commands[:2]]
+    assert all(prescriptions.has_delivery(c.delivery.event_id) for c in commands)
+
+
+def test_an_await_gets_its_batch_error(prescriptions, committer, monkeypatch):
+    def down(_commands):
+        raise OperationalError("the store is down")
+
+    monkeypatch.setattr(prescriptions, "record_deliveries", down)
+    with pytest.raises(OperationalError):
+        asyncio.run(committer.submit_async(lifecycle_commands()[0]))
+    assert committer.store_recently_failed
+
+
+def test_an_await_gives_up_after_its_timeout_and_the_late_answer_is_dropped(
+    prescriptions, committer, monkeypatch
+):
+    real = prescriptions.record_deliveries
+
+    def slow(commands):
+        time.sleep(0.3)
+        return real(commands)
+
+    monkeypatch.setattr(prescriptions, "record_deliveries", slow)
+    command = lifecycle_commands()[0]
+
+    async def impatient():
+        with pytest.raises(TimeoutError):
+            await committer.submit_async(command, timeout_s=0.05)
+        await asyncio.sleep(0.5)  # the batch's late answer arrives on a settled future
+
+    asyncio.run(impatient())
+    # Stored all the same: a sender that gave up gets 200 duplicate on its retry.
+    assert prescriptions.has_delivery(command.delivery.event_id)

@@ -108,8 +108,10 @@ class Prescriptions(Application[Any]):
     def _record_batch(self, commands: Sequence[RecordDelivery]) -> list[Receipt]:
         receipts: list[Receipt] = []
         deliveries: list[Delivery] = []
-        prescriptions = self._load_many({prescription_id(c.delivery.subject) for c in commands})
-        stored = self._existing({delivery_id(c.delivery.event_id) for c in commands})
+        prescriptions, stored = self._load_batch(
+            {prescription_id(c.delivery.subject) for c in commands},
+            {delivery_id(c.delivery.event_id) for c in commands},
+        )
         seen: set[str] = set()
         for command in commands:
             event_id, subject = command.delivery.event_id, command.delivery.subject
@@ -129,6 +131,17 @@ class Prescriptions(Application[Any]):
         self.save(*deliveries, *prescriptions.values())
         return receipts
 
+    def _load_batch(
+        self, load_ids: Iterable[UUID], check_ids: Iterable[UUID]
+    ) -> tuple[dict[UUID, Any], set[UUID]]:
+        """The stored aggregates among `load_ids`, and those of `check_ids` that are stored: in
+        one round trip when the recorder can (see infrastructure/pg_recorder.py)."""
+        select_batch = getattr(self.recorder, "select_batch", None)
+        if select_batch is None:
+            return self._load_many(load_ids), self._existing(check_ids)
+        found, existing = select_batch(sorted(load_ids), sorted(check_ids))
+        return self._mutate(found), existing
+
     def _load_many(self, aggregate_ids: Iterable[UUID]) -> dict[UUID, Any]:
         """The stored aggregates among these ids: in one query when the recorder can (see
         infrastructure/pg_recorder.py), else one query each."""
@@ -138,8 +151,12 @@ class Prescriptions(Application[Any]):
             found = select_events_of(ids)
         else:
             found = [e for i in ids for e in self.recorder.select_events(i)]
+        return self._mutate(found)
+
+    def _mutate(self, stored_events: Iterable[Any]) -> dict[UUID, Any]:
+        """Aggregates from their stored events, in order by aggregate and version."""
         loaded: dict[UUID, Any] = {}
-        for stored_event in found:
+        for stored_event in stored_events:
             event: Any = self.mapper.to_domain_event(stored_event)
             loaded[event.originator_id] = event.mutate(loaded.get(event.originator_id))
         return loaded

@@ -41,7 +41,11 @@ def eventsourcing_env(settings: Settings) -> dict[str, str]:
         POSTGRES_MAX_OVERFLOW=str(settings.postgres_max_overflow),
         POSTGRES_LOCK_TIMEOUT=str(settings.postgres_lock_timeout_s),
         POSTGRES_CONNECT_TIMEOUT=str(settings.postgres_connect_timeout_s),
-        POSTGRES_PRE_PING="y",
+        # No ping before each use of a pooled connection: it was a round trip on every one (three
+        # per webhook batch). A connection broken by a database restart fails its statement
+        # instead, the recorder tries once more on another (pg_recorder.py), and at worst that
+        # batch answers 503 with Retry-After; the pool drops broken connections as they return.
+        POSTGRES_PRE_PING="n",
         POSTGRES_ENABLE_DB_FUNCTIONS="n",
         APPLICATION_RECORDER_TOPIC=get_topic(FailFastPostgresApplicationRecorder),
     )

@@ -6,11 +6,14 @@
   to ride over a dropped connection, and then the error surfaces.
 - Both load several aggregates' events in one query (`select_events_of`), so that a batch of
   deliveries costs one round trip to load instead of two per delivery, and tell which of several
-  aggregates exist without reading their events (`existing`).
-- PostgreSQL inserts the rows of a save as four plain arrays (ids, versions, topics, states)
-  where the library sends one array of a composite row type: psycopg dumps that one in Python,
-  about twice the CPU per row (measured 46 against 25 us), on the webhook's hot path. The table
-  lock that keeps notification ids in commit order, and the rest, are the library's.
+  aggregates exist without reading their events (`existing`); PostgreSQL does both in one round
+  trip (`select_batch`).
+- PostgreSQL saves in one round trip: the library's statements (the table lock that keeps
+  notification ids in commit order, the NOTIFY, the INSERT) go as one message, which the server
+  runs as one transaction, where the library pipelines them in an explicit transaction (five
+  round trips, measured 0.6-0.9 ms of client CPU per save against 0.2 ms). And the rows go as
+  four plain arrays (ids, versions, topics, states) where the library sends one array of a
+  composite row type, which psycopg dumps in Python (46 against 25 us per row).
 """
 
 from __future__ import annotations
@@ -27,8 +30,8 @@ from eventsourcing.persistence import (
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import retry
-from psycopg import Cursor
-from psycopg.rows import DictRow
+from psycopg import ClientCursor
+from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
 _fail_fast = retry((InterfaceError, OperationalError), max_attempts=2, wait=0.1)
@@ -39,44 +42,83 @@ def _undecorated(name: str) -> Any:
 
 
 class FailFastPostgresApplicationRecorder(PostgresApplicationRecorder):
-    insert_events = _fail_fast(_undecorated("insert_events"))
     select_events = _fail_fast(_undecorated("select_events"))
     select_notifications = _fail_fast(_undecorated("select_notifications"))
     max_notification_id = _fail_fast(_undecorated("max_notification_id"))
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # The library's statement, with four plain arrays in place of one of a row type.
-        self.insert_events_statement = SQL(
-            "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state)"
-            " SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::text[], %s::bytea[])"
-            " RETURNING notification_id"
-        ).format(schema=Identifier(self.datastore.schema), table=Identifier(self.events_table_name))
-
-    def _insert_stored_events(
-        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **_: Any
-    ) -> None:
-        self._lock_table(curs)
-        self._notify_channel(curs)
-        curs.execute(
-            self.insert_events_statement,
-            (
-                [e.originator_id for e in stored_events],
-                [e.originator_version for e in stored_events],
-                [e.topic for e in stored_events],
-                [e.state for e in stored_events],
-            ),
+        # The library's statements, sent as one message (one implicit transaction), with four
+        # plain arrays in place of one of a row type.
+        self._insert_transaction = SQL("; ").join(
+            [
+                *self.lock_table_statements,
+                SQL("NOTIFY {0}").format(Identifier(self.channel_name)),
+                SQL(
+                    "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state)"
+                    " SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::text[], %s::bytea[])"
+                    " RETURNING notification_id"
+                ).format(
+                    schema=Identifier(self.datastore.schema),
+                    table=Identifier(self.events_table_name),
+                ),
+            ]
         )
+
+    @_fail_fast
+    def insert_events(self, stored_events: Sequence[StoredEvent], **_: Any) -> Sequence[int]:
+        if not stored_events:
+            return []
+        params = (
+            [e.originator_id for e in stored_events],
+            [e.originator_version for e in stored_events],
+            [e.topic for e in stored_events],
+            [e.state for e in stored_events],
+        )
+        with (
+            self.datastore.get_connection() as conn,
+            ClientCursor(conn, row_factory=tuple_row) as curs,
+        ):
+            curs.execute(self._insert_transaction, params)
+            while curs.nextset():  # the INSERT's result is the last
+                pass
+            return [row[0] for row in curs.fetchall()]
 
     @_fail_fast
     def existing(self, originator_ids: Sequence[UUID]) -> set[UUID]:
         """Which of these aggregates have any stored event."""
+        found: set[UUID] = self.select_batch([], originator_ids)[1]
+        return found
+
+    @_fail_fast
+    def select_batch(
+        self, load_ids: Sequence[UUID], check_ids: Sequence[UUID]
+    ) -> tuple[list[StoredEvent], set[UUID]]:
+        """In one round trip: every event of the `load_ids` aggregates (by aggregate and
+        version), and which of the `check_ids` aggregates have any stored event."""
         statement = SQL(
-            "SELECT DISTINCT originator_id FROM {schema}.{table} WHERE originator_id = ANY(%s)"
+            "SELECT originator_id, originator_version, topic, state FROM {schema}.{table}"
+            " WHERE originator_id = ANY(%s)"
+            " UNION ALL SELECT DISTINCT originator_id, NULL::bigint, NULL::text, NULL::bytea"
+            " FROM {schema}.{table} WHERE originator_id = ANY(%s)"
+            " ORDER BY 1, 2"
         ).format(schema=Identifier(self.datastore.schema), table=Identifier(self.events_table_name))
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(statement, (list(originator_ids),), prepare=True)
-            return {row["originator_id"] for row in curs.fetchall()}
+            curs.execute(statement, (list(load_ids), list(check_ids)), prepare=True)
+            events, found = [], set()
+            for row in curs.fetchall():
+                if row["originator_version"] is None:
+                    found.add(row["originator_id"])
+                else:
+                    events.append(
+                        StoredEvent(
+                            row["originator_id"],
+                            row["originator_version"],
+                            row["topic"],
+                            bytes(row["state"]),
+                        )
+                    )
+            return events, found
 
     @_fail_fast
     def select_events_of(self, originator_ids: Sequence[UUID]) -> list[StoredEvent]:

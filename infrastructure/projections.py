@@ -295,7 +295,7 @@ class ProjectionRunner:
             # Fewer than a full batch means nothing of interest up to the head we read first.
             last = notifications[-1].id if len(notifications) == self.batch_size else head
             events = [(n.id, self.app.mapper.to_domain_event(n)) for n in notifications]
-            with self.db.transaction() as cursor:
+            with self.db.transaction(durable=False) as cursor:  # done again after a crash
                 projection.apply(cursor, events)
                 advance(cursor, projection.name, position, last)
             handled += len(events)

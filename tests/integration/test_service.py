@@ -161,15 +161,17 @@ def test_a_batch_with_a_poisonous_fact_parks_it_alone_and_records_the_rest(
 
 def _racing_existing(prescriptions, monkeypatch, misses):
     """Another writer stores `evt_example_sent` just after the batch looked, `misses` times."""
-    real = type(prescriptions)._existing
+    real = type(prescriptions)._load_batch
     looks = []
 
-    def racing(self, aggregate_ids):
+    def racing(self, load_ids, check_ids):
         looks.append(1)
-        found = real(self, aggregate_ids)
-        return found - {delivery_id("evt_example_sent")} if len(looks) <= misses else found
+        loaded, found = real(self, load_ids, check_ids)
+        if len(looks) <= misses:
+            found = found - {delivery_id("evt_example_sent")}
+        return loaded, found
 
-    monkeypatch.setattr(type(prescriptions), "_existing", racing)
+    monkeypatch.setattr(type(prescriptions), "_load_batch", racing)
     return looks
 
 
@@ -209,6 +211,9 @@ def test_both_stores_tell_which_aggregates_exist_in_one_query(prescriptions):
     wanted = [prescription_id("drx_rx_7Q2M9K"), delivery_id("evt_example_sent"), uuid.uuid4()]
     assert hasattr(prescriptions.recorder, "existing"), "one query per batch is lost"
     assert prescriptions._existing(wanted) == set(wanted[:2])
+    loaded, stored = prescriptions._load_batch(wanted[:1], wanted)
+    assert set(loaded) == set(wanted[:1])
+    assert stored == set(wanted[:2])
 
 
 def test_both_stores_load_a_batch_of_aggregates_in_one_query(prescriptions):

@@ -145,7 +145,7 @@ class Prescriptions(Application[Any]):
     def _load_many(self, aggregate_ids: Iterable[UUID]) -> dict[UUID, Any]:
         """The stored aggregates among these ids: in one query when the recorder can (see
         infrastructure/pg_recorder.py), else one query each."""
-        ids = sorted(aggregate_ids)
+        ids = sorted(set(aggregate_ids))
         select_events_of = getattr(self.recorder, "select_events_of", None)
         if select_events_of is not None:
             found = select_events_of(ids)

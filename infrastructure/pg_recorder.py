@@ -120,24 +120,10 @@ class FailFastPostgresApplicationRecorder(PostgresApplicationRecorder):
                     )
             return events, found
 
-    @_fail_fast
     def select_events_of(self, originator_ids: Sequence[UUID]) -> list[StoredEvent]:
         """Every event of the given aggregates, by aggregate and version."""
-        statement = SQL(
-            "SELECT originator_id, originator_version, topic, state FROM {schema}.{table}"
-            " WHERE originator_id = ANY(%s) ORDER BY originator_id, originator_version"
-        ).format(schema=Identifier(self.datastore.schema), table=Identifier(self.events_table_name))
-        with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(statement, (list(originator_ids),), prepare=True)
-            return [
-                StoredEvent(
-                    row["originator_id"],
-                    row["originator_version"],
-                    row["topic"],
-                    bytes(row["state"]),
-                )
-                for row in curs.fetchall()
-            ]
+        events: list[StoredEvent] = self.select_batch(originator_ids, [])[0]
+        return events
 
 
 class BatchSQLiteApplicationRecorder(SQLiteApplicationRecorder):

@@ -135,39 +135,19 @@ class Prescriptions(Application[Any]):
         self, load_ids: Iterable[UUID], check_ids: Iterable[UUID]
     ) -> tuple[dict[UUID, Any], set[UUID]]:
         """The stored aggregates among `load_ids`, and those of `check_ids` that are stored: in
-        one round trip when the recorder can (see infrastructure/pg_recorder.py)."""
+        one query when the recorder can (infrastructure/pg_recorder.py), else one per id."""
+        load, check = sorted(set(load_ids)), sorted(set(check_ids))
         select_batch = getattr(self.recorder, "select_batch", None)
-        if select_batch is None:
-            return self._load_many(load_ids), self._existing(check_ids)
-        found, existing = select_batch(sorted(load_ids), sorted(check_ids))
-        return self._mutate(found), existing
-
-    def _load_many(self, aggregate_ids: Iterable[UUID]) -> dict[UUID, Any]:
-        """The stored aggregates among these ids: in one query when the recorder can (see
-        infrastructure/pg_recorder.py), else one query each."""
-        ids = sorted(set(aggregate_ids))
-        select_events_of = getattr(self.recorder, "select_events_of", None)
-        if select_events_of is not None:
-            found = select_events_of(ids)
+        if select_batch is not None:
+            found, existing = select_batch(load, check)
         else:
-            found = [e for i in ids for e in self.recorder.select_events(i)]
-        return self._mutate(found)
-
-    def _mutate(self, stored_events: Iterable[Any]) -> dict[UUID, Any]:
-        """Aggregates from their stored events, in order by aggregate and version."""
+            found = [e for i in load for e in self.recorder.select_events(i)]
+            existing = {i for i in check if self.recorder.select_events(i, limit=1)}
         loaded: dict[UUID, Any] = {}
-        for stored_event in stored_events:
+        for stored_event in found:  # by aggregate and version
             event: Any = self.mapper.to_domain_event(stored_event)
             loaded[event.originator_id] = event.mutate(loaded.get(event.originator_id))
-        return loaded
-
-    def _existing(self, aggregate_ids: Iterable[UUID]) -> set[UUID]:
-        """Those of these aggregates that are stored: in one query when the recorder can."""
-        existing = getattr(self.recorder, "existing", None)
-        if existing is not None:
-            found: set[UUID] = existing(sorted(aggregate_ids))
-            return found
-        return {i for i in aggregate_ids if self.recorder.select_events(i, limit=1)}
+        return loaded, existing
 
     def park_delivery(self, command: ParkDelivery) -> Receipt:
         def attempt() -> Receipt:

@@ -4,10 +4,9 @@
   10 times, each waiting up to the pool's timeout: about 20 s before a webhook could answer 503
   and DRx's own retry take over. Here a statement gets one more try after a short pause, enough
   to ride over a dropped connection, and then the error surfaces.
-- Both load several aggregates' events in one query (`select_events_of`), so that a batch of
-  deliveries costs one round trip to load instead of two per delivery, and tell which of several
-  aggregates exist without reading their events (`existing`); PostgreSQL does both in one round
-  trip (`select_batch`).
+- Both answer a webhook batch's lookups in one query (`select_batch`): every event of its
+  prescriptions, and which of its deliveries are already stored (without reading them), where
+  the library would take two queries per delivery.
 - PostgreSQL saves in one round trip: the library's statements (the table lock that keeps
   notification ids in commit order, the NOTIFY, the INSERT) go as one message, which the server
   runs as one transaction, where the library pipelines them in an explicit transaction (five
@@ -85,12 +84,6 @@ class FailFastPostgresApplicationRecorder(PostgresApplicationRecorder):
             return [row[0] for row in curs.fetchall()]
 
     @_fail_fast
-    def existing(self, originator_ids: Sequence[UUID]) -> set[UUID]:
-        """Which of these aggregates have any stored event."""
-        found: set[UUID] = self.select_batch([], originator_ids)[1]
-        return found
-
-    @_fail_fast
     def select_batch(
         self, load_ids: Sequence[UUID], check_ids: Sequence[UUID]
     ) -> tuple[list[StoredEvent], set[UUID]]:
@@ -120,39 +113,31 @@ class FailFastPostgresApplicationRecorder(PostgresApplicationRecorder):
                     )
             return events, found
 
-    def select_events_of(self, originator_ids: Sequence[UUID]) -> list[StoredEvent]:
-        """Every event of the given aggregates, by aggregate and version."""
-        events: list[StoredEvent] = self.select_batch(originator_ids, [])[0]
-        return events
-
 
 class BatchSQLiteApplicationRecorder(SQLiteApplicationRecorder):
-    def select_events_of(self, originator_ids: Sequence[UUID]) -> list[StoredEvent]:
-        """Every event of the given aggregates, by aggregate and version."""
-        marks = ", ".join("?" * len(originator_ids))
+    def select_batch(
+        self, load_ids: Sequence[UUID], check_ids: Sequence[UUID]
+    ) -> tuple[list[StoredEvent], set[UUID]]:
+        """As PostgreSQL's: the `load_ids` aggregates' events, and which `check_ids` exist."""
+        load_marks, check_marks = ", ".join("?" * len(load_ids)), ", ".join("?" * len(check_ids))
         statement = (
             f"SELECT originator_id, originator_version, topic, state FROM {self.events_table_name}"  # noqa: S608
-            f" WHERE originator_id IN ({marks}) ORDER BY originator_id, originator_version"
+            f" WHERE originator_id IN ({load_marks})"
+            f" UNION ALL SELECT DISTINCT originator_id, NULL, NULL, NULL"
+            f" FROM {self.events_table_name} WHERE originator_id IN ({check_marks})"
+            " ORDER BY 1, 2"
         )
         with self.datastore.transaction(commit=False) as cursor:
-            cursor.execute(statement, [i.hex for i in originator_ids])
-            return [
-                StoredEvent(
-                    self.convert_originator_id(row["originator_id"]),
-                    row["originator_version"],
-                    row["topic"],
-                    row["state"],
-                )
-                for row in cursor.fetchall()
-            ]
-
-    def existing(self, originator_ids: Sequence[UUID]) -> set[UUID]:
-        """Which of these aggregates have any stored event."""
-        marks = ", ".join("?" * len(originator_ids))
-        statement = (
-            f"SELECT DISTINCT originator_id FROM {self.events_table_name}"  # noqa: S608
-            f" WHERE originator_id IN ({marks})"
-        )
-        with self.datastore.transaction(commit=False) as cursor:
-            cursor.execute(statement, [i.hex for i in originator_ids])
-            return {UUID(row["originator_id"]) for row in cursor.fetchall()}
+            cursor.execute(statement, [i.hex for i in [*load_ids, *check_ids]])
+            events, found = [], set()
+            for row in cursor.fetchall():
+                originator_id = UUID(row["originator_id"])
+                if row["originator_version"] is None:
+                    found.add(originator_id)
+                else:
+                    events.append(
+                        StoredEvent(
+                            originator_id, row["originator_version"], row["topic"], row["state"]
+                        )
+                    )
+            return events, found

@@ -2,8 +2,8 @@
 saves what has gathered in one transaction and answers each request once its batch is durable.
 
 While one batch commits, the next one gathers, so batches grow with the load and a lone request
-waits for nothing but its own save. An async handler awaits its receipt (`submit_async`) without
-holding a thread; `submit` blocks the calling thread instead.
+waits for nothing but its own save. The webhook handler awaits its receipt (`submit_async`)
+without holding a thread.
 
 When the store cannot be reached, a batch fails only after the pool's timeout; so for a moment
 after such a failure, batches are refused at once (a 503 with Retry-After) instead of each
@@ -19,7 +19,6 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
 
 from eventsourcing.persistence import IntegrityError, OperationalError
 
@@ -51,21 +50,9 @@ class GroupCommitter:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def submit(self, command: RecordDelivery, timeout_s: float = WAIT_S) -> Receipt:
-        """The delivery's receipt once its batch is committed; the batch's error otherwise."""
-        future: Future[Receipt] = Future()
-
-        def answer(receipt: Receipt | None, error: BaseException | None) -> None:
-            if error is None:
-                future.set_result(receipt)  # type: ignore[arg-type]
-            else:
-                future.set_exception(error)
-
-        self._put(command, answer)
-        return future.result(timeout=timeout_s)
-
     async def submit_async(self, command: RecordDelivery, timeout_s: float = WAIT_S) -> Receipt:
-        """As `submit`, awaited on the caller's event loop; TimeoutError after `timeout_s`."""
+        """The delivery's receipt once its batch is committed, awaited on the caller's event
+        loop; the batch's error otherwise; TimeoutError after `timeout_s`."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Receipt] = loop.create_future()
 

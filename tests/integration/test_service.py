@@ -202,21 +202,7 @@ def test_a_batch_that_keeps_losing_goes_one_at_a_time(prescriptions, monkeypatch
     assert prescriptions.state("drx_rx_7Q2M9K").version == 2
 
 
-def test_both_stores_tell_which_aggregates_exist_in_one_query(prescriptions):
-    import uuid
-
-    from domain.ids import prescription_id
-
-    deliver(prescriptions, load_example("sent"))
-    wanted = [prescription_id("drx_rx_7Q2M9K"), delivery_id("evt_example_sent"), uuid.uuid4()]
-    assert hasattr(prescriptions.recorder, "existing"), "one query per batch is lost"
-    assert prescriptions._existing(wanted) == set(wanted[:2])
-    loaded, stored = prescriptions._load_batch(wanted[:1], wanted)
-    assert set(loaded) == set(wanted[:1])
-    assert stored == set(wanted[:2])
-
-
-def test_both_stores_load_a_batch_of_aggregates_in_one_query(prescriptions):
+def test_both_stores_answer_a_batchs_lookups_in_one_query(prescriptions, monkeypatch):
     import uuid
 
     from domain.delivery import Delivery
@@ -226,12 +212,20 @@ def test_both_stores_load_a_batch_of_aggregates_in_one_query(prescriptions):
     deliver(prescriptions, load_example("received"))
     deliver(prescriptions, load_example("sent"))
     subject = "drx_rx_7Q2M9K"
-    wanted = [prescription_id(subject), delivery_id("evt_example_sent"), uuid.uuid4()]
-    assert hasattr(prescriptions.recorder, "select_events_of"), "one query per batch is lost"
-    loaded = prescriptions._load_many(wanted)
-    assert set(loaded) == set(wanted[:2])
-    prescription, delivery = loaded[wanted[0]], loaded[wanted[1]]
-    assert isinstance(prescription, Prescription)
-    assert isinstance(delivery, Delivery)
-    assert prescription.state() == prescriptions.state(subject)
-    assert delivery.status == "processed"
+    stored = [prescription_id(subject), delivery_id("evt_example_sent")]
+    assert hasattr(prescriptions.recorder, "select_batch"), "one query per batch is lost"
+    expected = prescriptions.state(subject).as_dict()
+
+    def one_at_a_time(*_args, **_kwargs):
+        raise AssertionError("a batch lookup went one aggregate at a time")
+
+    monkeypatch.setattr(prescriptions.recorder, "select_events", one_at_a_time)
+    loaded, existing = prescriptions._load_batch([stored[0], uuid.uuid4()], [*stored, uuid.uuid4()])
+    assert set(loaded) == {stored[0]}
+    assert existing == set(stored)
+    assert isinstance(loaded[stored[0]], Prescription)
+    assert loaded[stored[0]].state().as_dict() == expected
+    loaded, existing = prescriptions._load_batch([stored[1]], [])
+    assert isinstance(loaded[stored[1]], Delivery)
+    assert loaded[stored[1]].status == "processed"
+    assert existing == set()

@@ -259,6 +259,11 @@ def test_several_workers_share_one_port_land_racing_deliveries_and_lead_projecti
         _, page = server.request("GET", "/prescriptions?limit=500")
         assert len(page["items"]) == len({e["subject"] for e in events})
         assert sum(item["version"] for item in page["items"]) == len(events)
+        # The first worker up may have answered everything: wait for the others to report.
+        deadline = time.monotonic() + 30
+        while server.log.read_text().count("Started server process") < 3:
+            assert time.monotonic() < deadline, server.log.read_text()
+            time.sleep(0.1)
     finally:
         server.kill()
     log = server.log.read_text()

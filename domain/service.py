@@ -13,9 +13,13 @@ from enum import StrEnum
 from typing import Any, TypeVar
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import (
+    AggregateNotFoundError,
+    Application,
+    ProcessingEvent,
+)
 from eventsourcing.domain import OriginatorVersionError
-from eventsourcing.persistence import IntegrityError, PersistenceError
+from eventsourcing.persistence import IntegrityError, PersistenceError, Recording
 from eventsourcing.utils import Environment
 
 from domain.commands import ParkDelivery, RecordDelivery, ReplayDelivery
@@ -77,6 +81,24 @@ class Prescriptions(Application[Any]):
 
     def construct_env(self, name: str, env: Mapping[str, str] | None = None) -> Environment:
         return Environment(name, dict(env or {}))
+
+    def save(self, *aggregates: Any, **kwargs: Any) -> list[Recording[Any]]:
+        """The library's `save`, without its runtime Protocol checks.
+
+        The library asks of every object whether it is a domain event or can collect events,
+        with `isinstance` against `typing` Protocols, which on Python 3.11 walks the Protocol's
+        classes on every call: about 5% of the webhook's CPU. Everything this application saves
+        is an aggregate, so its events are collected directly; the rest is the library's.
+        """
+        processing: ProcessingEvent[Any] = ProcessingEvent()
+        for aggregate in aggregates:
+            processing.events.extend(aggregate.collect_events())
+            processing.aggregates[aggregate.id] = aggregate
+        processing.saved_kwargs.update(kwargs)
+        recordings = self._record(processing)
+        self._take_snapshots(processing)
+        self._notify(recordings)
+        return recordings
 
     # Commands
 

@@ -11,8 +11,11 @@
   notification ids in commit order, the NOTIFY, the INSERT) go as one message, which the server
   runs as one transaction, where the library pipelines them in an explicit transaction (five
   round trips, measured 0.6-0.9 ms of client CPU per save against 0.2 ms). And the rows go as
-  four plain arrays (ids, versions, topics, states) where the library sends one array of a
-  composite row type, which psycopg dumps in Python (46 against 25 us per row).
+  four array literals (`pg_arrays.py`), where the library sends one array of a composite row
+  type that psycopg dumps element by element in Python. Per save of 40 rows, measured:
+  psycopg's arrays 2.1-2.3 ms of client CPU and 2.0-2.1 ms of the server's; the literals
+  0.75-0.8 ms and 1.7-1.8 ms; one JSON text instead 1.2 ms and 3.7-3.9 ms (the server parses
+  JSON slowly).
 """
 
 from __future__ import annotations
@@ -33,6 +36,8 @@ from psycopg import ClientCursor
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
+from infrastructure.pg_arrays import columns
+
 _fail_fast = retry((InterfaceError, OperationalError), max_attempts=2, wait=0.1)
 
 
@@ -48,7 +53,7 @@ class FailFastPostgresApplicationRecorder(PostgresApplicationRecorder):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # The library's statements, sent as one message (one implicit transaction), with four
-        # plain arrays in place of one of a row type.
+        # array literals in place of one array of a row type.
         self._insert_transaction = SQL("; ").join(
             [
                 *self.lock_table_statements,
@@ -68,11 +73,8 @@ class FailFastPostgresApplicationRecorder(PostgresApplicationRecorder):
     def insert_events(self, stored_events: Sequence[StoredEvent], **_: Any) -> Sequence[int]:
         if not stored_events:
             return []
-        params = (
-            [e.originator_id for e in stored_events],
-            [e.originator_version for e in stored_events],
-            [e.topic for e in stored_events],
-            [e.state for e in stored_events],
+        params = columns(
+            (e.originator_id, e.originator_version, e.topic, e.state) for e in stored_events
         )
         with (
             self.datastore.get_connection() as conn,

@@ -27,7 +27,7 @@ from domain.prescription import Prescription
 from domain.service import Prescriptions
 from domain.state import derive_state
 from infrastructure.leadership import Leadership, leadership_for
-from infrastructure.readstore import Cursor, ReadDatabase
+from infrastructure.readstore import Cursor, ReadDatabase, insert_rows
 from infrastructure.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -131,16 +131,17 @@ class PrescriptionsProjection:
             elif isinstance(event, Prescription.FactRecorded):
                 # Its Opened event always comes first, in this batch or an earlier one.
                 entries[event.originator_id].facts.append((event.to_fact(), event.timestamp))
-        rows = [self._row(aggregate_id, entry) for aggregate_id, entry in entries.items()]
-        cursor.executemany(
+        insert_rows(
+            cursor,
+            self.dialect,
             f"INSERT INTO {self.table} (aggregate_id, prescription_id, status, patient_id,"
-            " pharmacy_ncpdp_id, needs_review, updated_at, state, facts)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
-            " ON CONFLICT (aggregate_id) DO UPDATE SET status = excluded.status,"
+            " pharmacy_ncpdp_id, needs_review, updated_at, state, facts)",
+            ("uuid", "text", "text", "text", "text", "boolean", "text", "text", "text"),
+            [self._row(aggregate_id, entry) for aggregate_id, entry in entries.items()],
+            "ON CONFLICT (aggregate_id) DO UPDATE SET status = excluded.status,"
             " patient_id = excluded.patient_id, pharmacy_ncpdp_id = excluded.pharmacy_ncpdp_id,"
             " needs_review = excluded.needs_review, updated_at = excluded.updated_at,"
             " state = excluded.state, facts = excluded.facts",
-            rows,
         )
 
     def _load(self, cursor: Cursor, ids: list[UUID]) -> dict[UUID, _Entry]:
@@ -181,9 +182,9 @@ class DeliveriesProjection:
         self.dialect, self.table = dialect, table
 
     def apply(self, cursor: Cursor, events: Sequence[Event]) -> None:
-        """Folded in memory first: a delivery received and processed in one batch is one insert
-        (most are), and the outcomes of deliveries from earlier batches one update each, all
-        sent with executemany."""
+        """Folded in memory first: a delivery received and processed in one batch is one row of
+        one multi-row insert (most are), and the outcomes of deliveries from earlier batches one
+        update each."""
         new: dict[Any, list[Any]] = {}
         outcomes: dict[Any, tuple[str, str | None]] = {}
         for notification_id, event in events:
@@ -205,12 +206,15 @@ class DeliveriesProjection:
         if new:
             # A row already there (never, with the tracking row's guard) keeps its place and
             # takes the newer outcome, as an insert followed by updates would leave it.
-            cursor.executemany(
+            insert_rows(
+                cursor,
+                self.dialect,
                 f"INSERT INTO {self.table} (aggregate_id, event_id, seq, type, subject,"
-                " received_at, status, reason) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
-                " ON CONFLICT (aggregate_id) DO UPDATE SET status = excluded.status,"
-                " reason = excluded.reason WHERE excluded.status <> 'received'",
+                " received_at, status, reason)",
+                ("uuid", "text", "bigint", "text", "text", "text", "text", "text"),
                 list(new.values()),
+                "ON CONFLICT (aggregate_id) DO UPDATE SET status = excluded.status,"
+                " reason = excluded.reason WHERE excluded.status <> 'received'",
             )
         if outcomes:
             cursor.executemany(

@@ -15,6 +15,7 @@ import psycopg
 import psycopg_pool
 
 from infrastructure.database import postgres_conninfo
+from infrastructure.pg_arrays import columns
 from infrastructure.settings import Settings
 
 Row = tuple[Any, ...]
@@ -28,6 +29,28 @@ class Cursor(Protocol):
 
     @property
     def rowcount(self) -> int: ...
+
+
+def insert_rows(
+    cursor: Cursor,
+    dialect: str,
+    head: str,
+    types: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    tail: str = "",
+) -> None:
+    """`head` (an `INSERT INTO t (columns)`) for every row, then `tail` (an `ON CONFLICT`): on
+    PostgreSQL as one statement, the rows as one array literal per column of the given SQL
+    `types` (`infrastructure/pg_arrays.py`), where executemany would run a statement per row;
+    on SQLite by executemany, which is a loop in C there."""
+    if not rows:
+        return
+    if dialect == "postgresql":
+        arrays = ", ".join(f"%s::{t}[]" for t in types)
+        cursor.execute(f"{head} SELECT * FROM unnest({arrays}) {tail}", columns(rows))  # noqa: S608 (code constants)
+    else:
+        marks = ", ".join(["%s"] * len(types))
+        cursor.executemany(f"{head} VALUES ({marks}) {tail}", rows)
 
 
 class ReadDatabase(Protocol):

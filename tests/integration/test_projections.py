@@ -201,3 +201,46 @@ def test_every_fact_kind_projects(prescriptions, read_db, settings):
         json.loads(ReadModel(read_db).prescription_json("drx_rx_7Q2M9K"))
         == prescriptions.state("drx_rx_7Q2M9K").as_dict()
     )
+
+
+def test_insert_rows_writes_every_value_as_given(read_db):
+    """Rows go to PostgreSQL as array literals written by our own code: quotes, backslashes,
+    braces, commas, the word NULL, non-ASCII text, None and booleans come back exactly."""
+    import uuid
+
+    from infrastructure.readstore import insert_rows
+
+    odd = [
+        'say "hi"',
+        "back\\slash \\\\ {x,y}",
+        "NULL",
+        "",
+        " spaced ",
+        "é\u20ac\U0001f48a",
+        "a\nb",
+    ]
+    rows = [
+        (
+            str(uuid.uuid4()) if read_db.dialect == "sqlite" else uuid.uuid4(),
+            n,
+            text,
+            n % 2 == 0,
+            None,
+        )
+        for n, text in enumerate(odd)
+    ]
+    with read_db.transaction() as cursor:
+        cursor.execute(
+            "CREATE TABLE odd_rows (id uuid PRIMARY KEY, n bigint, t text, b boolean, absent text)"
+        )
+        insert_rows(
+            cursor,
+            read_db.dialect,
+            "INSERT INTO odd_rows (id, n, t, b, absent)",
+            ("uuid", "bigint", "text", "boolean", "text"),
+            rows,
+        )
+    found = read_db.query("SELECT n, t, b, absent FROM odd_rows ORDER BY n")
+    assert [(n, t, bool(b), absent) for n, t, b, absent in found] == [
+        (n, text, n % 2 == 0, None) for n, text in enumerate(odd)
+    ]

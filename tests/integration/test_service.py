@@ -229,3 +229,28 @@ def test_both_stores_answer_a_batchs_lookups_in_one_query(prescriptions, monkeyp
     assert isinstance(loaded[stored[1]], Delivery)
     assert loaded[stored[1]].status == "processed"
     assert existing == set()
+
+
+def test_the_recorder_stores_any_bytes_and_topic_as_given_and_in_order(prescriptions):
+    """The PostgreSQL recorder writes its rows as array literals of its own: every byte value,
+    and a topic with quotes, backslashes, commas and braces, come back exactly, in order."""
+    import uuid
+
+    from eventsourcing.persistence import StoredEvent
+
+    originator = uuid.uuid4()
+    odd_topic = 'mod.ule:Cls"with\\odd,{chars} '
+    events = [
+        StoredEvent(originator, 1, odd_topic, bytes(range(256))),
+        StoredEvent(originator, 2, "plain:Topic", b""),
+        StoredEvent(originator, 3, odd_topic, b'\\x00"{},NULL'),
+    ]
+    ids = prescriptions.recorder.insert_events(events)
+    stored = prescriptions.recorder.select_events(originator)
+    assert [(e.originator_version, e.topic, e.state) for e in stored] == [
+        (e.originator_version, e.topic, e.state) for e in events
+    ]
+    if ids is not None:  # the notification ids follow the order the rows were given in
+        assert list(ids) == sorted(ids)
+        notified = prescriptions.recorder.select_notifications(min(ids), limit=3)
+        assert [n.originator_version for n in notified] == [1, 2, 3]

@@ -52,21 +52,30 @@ class FailFastPostgresApplicationRecorder(PostgresApplicationRecorder):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # Rendered once: psycopg renders a composed statement again at every call.
+        table = SQL("{}.{}").format(
+            Identifier(self.datastore.schema), Identifier(self.events_table_name)
+        )
         # The library's statements, sent as one message (one implicit transaction), with four
         # array literals in place of one array of a row type.
-        self._insert_transaction = SQL("; ").join(
-            [
-                *self.lock_table_statements,
-                SQL("NOTIFY {0}").format(Identifier(self.channel_name)),
-                SQL(
-                    "INSERT INTO {schema}.{table} (originator_id, originator_version, topic, state)"
-                    " SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::text[], %s::bytea[])"
-                    " RETURNING notification_id"
-                ).format(
-                    schema=Identifier(self.datastore.schema),
-                    table=Identifier(self.events_table_name),
-                ),
-            ]
+        insert = SQL(
+            "INSERT INTO {} (originator_id, originator_version, topic, state)"
+            " SELECT * FROM unnest(%s::uuid[], %s::bigint[], %s::text[], %s::bytea[])"
+            " RETURNING notification_id"
+        ).format(table)
+        notify = SQL("NOTIFY {}").format(Identifier(self.channel_name))
+        self._insert_transaction = (
+            SQL("; ").join([*self.lock_table_statements, notify, insert]).as_bytes(None)
+        )
+        self._select_batch = (
+            SQL(
+                "SELECT originator_id, originator_version, topic, state FROM {0}"
+                " WHERE originator_id = ANY(%s)"
+                " UNION ALL SELECT DISTINCT originator_id, NULL::bigint, NULL::text, NULL::bytea"
+                " FROM {0} WHERE originator_id = ANY(%s) ORDER BY 1, 2"
+            )
+            .format(table)
+            .as_bytes(None)
         )
 
     @_fail_fast
@@ -91,15 +100,8 @@ class FailFastPostgresApplicationRecorder(PostgresApplicationRecorder):
     ) -> tuple[list[StoredEvent], set[UUID]]:
         """In one round trip: every event of the `load_ids` aggregates (by aggregate and
         version), and which of the `check_ids` aggregates have any stored event."""
-        statement = SQL(
-            "SELECT originator_id, originator_version, topic, state FROM {schema}.{table}"
-            " WHERE originator_id = ANY(%s)"
-            " UNION ALL SELECT DISTINCT originator_id, NULL::bigint, NULL::text, NULL::bytea"
-            " FROM {schema}.{table} WHERE originator_id = ANY(%s)"
-            " ORDER BY 1, 2"
-        ).format(schema=Identifier(self.datastore.schema), table=Identifier(self.events_table_name))
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(statement, (list(load_ids), list(check_ids)), prepare=True)
+            curs.execute(self._select_batch, (list(load_ids), list(check_ids)), prepare=True)
             events, found = [], set()
             for row in curs.fetchall():
                 if row["originator_version"] is None:

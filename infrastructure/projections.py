@@ -234,6 +234,13 @@ class ProjectionStatus:
         return max(self.head - self.position, 0)
 
 
+def read_positions(db: ReadDatabase) -> dict[str, int]:
+    return {
+        name: int(position)
+        for name, position in db.query(f"SELECT name, position FROM {TRACKING_TABLE}")
+    }
+
+
 def read_position(db: ReadDatabase, name: str) -> int:
     rows = db.query(f"SELECT position FROM {TRACKING_TABLE} WHERE name = %s", (name,))
     return int(rows[0][0]) if rows else 0
@@ -269,6 +276,8 @@ class ProjectionRunner:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # The head every projection had reached at the last look: an idle poll is one query.
+        self._caught_up_to = 0
 
     def head(self) -> int:
         return self.app.recorder.max_notification_id() or 0
@@ -284,25 +293,48 @@ class ProjectionRunner:
         with self._lock:
             if not self.leadership.acquire():
                 return 0
-            return sum(self._catch_up(projection) for projection in self.projections)
+            handled = 0
+            while True:
+                head = self.head()
+                if head <= self._caught_up_to:  # nothing stored since the last look
+                    return handled
+                batch = self._catch_up_batch(head)
+                if batch is None:
+                    self._caught_up_to = head
+                    return handled
+                handled += batch
 
-    def _catch_up(self, projection: Projection) -> int:
-        handled = 0
-        while True:
-            position = read_position(self.db, projection.name)
-            head = self.head()
-            if head <= position:
-                return handled
-            notifications = self.app.recorder.select_notifications(
-                start=position + 1, limit=self.batch_size, stop=head, topics=projection.topics
-            )
-            # Fewer than a full batch means nothing of interest up to the head we read first.
-            last = notifications[-1].id if len(notifications) == self.batch_size else head
-            events = [(n.id, self.app.mapper.to_domain_event(n)) for n in notifications]
-            with self.db.transaction(durable=False) as cursor:  # done again after a crash
-                projection.apply(cursor, events)
+    def _catch_up_batch(self, head: int) -> int | None:
+        """One batch for every projection behind `head`: the notification log read once (the
+        projections' topics together), and every projection's rows and new position committed
+        in one transaction. The events handled; None when every projection was at `head`."""
+        positions = read_positions(self.db)
+        behind = {p.name: positions.get(p.name, 0) for p in self.projections}
+        start = min(behind.values())
+        if start >= head:
+            return None
+        topics = tuple(t for p in self.projections for t in p.topics)
+        notifications = self.app.recorder.select_notifications(
+            start=start + 1, limit=self.batch_size, stop=head, topics=topics
+        )
+        # Fewer than a full batch means nothing of interest up to the head we read first.
+        last = notifications[-1].id if len(notifications) == self.batch_size else head
+        events = [(n.id, n.topic, self.app.mapper.to_domain_event(n)) for n in notifications]
+        with self.db.transaction(durable=False) as cursor:  # done again after a crash
+            for projection in self.projections:
+                position = behind[projection.name]
+                if position >= last:
+                    continue
+                projection.apply(
+                    cursor,
+                    [
+                        (number, event)
+                        for number, topic, event in events
+                        if number > position and topic in projection.topics
+                    ],
+                )
                 advance(cursor, projection.name, position, last)
-            handled += len(events)
+        return len(events)
 
     def wake(self) -> None:
         self._wake.set()

@@ -3,8 +3,9 @@
 Python runs one thread at a time per process: projecting in a web process takes its time from
 answering webhooks. So `drx serve` starts this process once, whatever the number of web workers,
 and the web workers only read the read models. It polls the event store every 50 ms when idle
-(no wake-up crosses processes), keeps the projections' leadership (one leader per database, so
-a second `drx serve` on the same database waits as a standby), and ends with its parent.
+(no wake-up crosses processes), runs at a lower CPU priority than the web workers, keeps the
+projections' leadership (one leader per database, so a second `drx serve` on the same database
+waits as a standby), and ends with its parent.
 `drx projections run` runs the same loop in the foreground, for a deployment that puts the web
 workers somewhere else.
 """
@@ -23,10 +24,16 @@ from infrastructure.projections import projection_runner
 from infrastructure.readstore import open_read_database
 from infrastructure.settings import Settings
 from interfaces.logs import configure_logging
+from interfaces.runtime import settle_heap
 
 log = logging.getLogger(__name__)
 
 POLL_INTERVAL_S = 0.05
+# Beside the web workers (`drx serve`), the projector yields the CPU to them: an answer to DRx
+# waits for nothing but its own commit, while the read models are eventually consistent anyway.
+# Under a sustained burst that saturates the machine the projections' lag grows, and is made up
+# once the burst is over (`GET /projections` shows it).
+NICENESS = 10
 
 
 def run(settings: Settings, *, with_parent: bool = False) -> None:
@@ -36,8 +43,11 @@ def run(settings: Settings, *, with_parent: bool = False) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     parent = os.getppid()
+    if with_parent:
+        os.nice(NICENESS)
     app, db = open_prescriptions(settings), open_read_database(settings)
     runner = projection_runner(app, db, settings, poll_interval_s=POLL_INTERVAL_S)
+    settle_heap()
     runner.start()
     log.info("projecting the store in %s", settings.describe_database())
     try:

@@ -8,6 +8,7 @@ from infrastructure.dev_credentials import with_credentials
 from infrastructure.settings import Settings
 from interfaces.http.app import create_app
 from interfaces.logs import configure_logging
+from interfaces.runtime import settle_heap
 
 
 def app() -> Litestar:
@@ -15,4 +16,6 @@ def app() -> Litestar:
     credentials (SQLite only) come from the file the parent wrote before starting the workers."""
     configure_logging()
     settings, _ = with_credentials(Settings.from_env())
-    return create_app(settings, run_projections=False)  # `drx serve` runs them apart
+    app = create_app(settings, run_projections=False)  # `drx serve` runs them apart
+    settle_heap()
+    return app

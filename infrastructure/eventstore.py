@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from eventsourcing.cryptography import AESCipher
+from eventsourcing.persistence import PersistenceError
 from eventsourcing.utils import get_topic
 
 from domain.service import Prescriptions
@@ -20,6 +22,10 @@ def eventsourcing_env(settings: Settings) -> dict[str, str]:
     no database functions (with concurrent writers a follower could miss events).
     """
     env = {"CREATE_TABLE": "y" if settings.create_tables else "n"}
+    if settings.encryption_key:
+        # Each event's state (the fact and its data, the delivery's raw body and signature
+        # headers) is encrypted with AES-GCM before it is stored, and authenticated when read.
+        env.update(CIPHER_TOPIC=get_topic(AESCipher), CIPHER_KEY=settings.encryption_key)
     if settings.dialect == "sqlite":
         env.update(
             PERSISTENCE_MODULE="eventsourcing.sqlite",
@@ -50,6 +56,35 @@ def eventsourcing_env(settings: Settings) -> dict[str, str]:
         APPLICATION_RECORDER_TOPIC=get_topic(FailFastPostgresApplicationRecorder),
     )
     return env
+
+
+class StoreKeyError(RuntimeError):
+    """The stored events cannot be read with the configured DRX_ENCRYPTION_KEY (or its absence)."""
+
+
+def check_store_readable(settings: Settings) -> None:
+    """Refuse to start on a store whose events the configured key cannot read: encrypted with
+    another key, encrypted while no key is set, or stored in the clear while one is. Serving
+    would accept deliveries and then fail every read of their prescriptions."""
+    app = open_prescriptions(settings)
+    try:
+        first = app.recorder.select_notifications(start=1, limit=1)
+        if first:
+            app.mapper.to_domain_event(first[0])
+    except Exception as exc:
+        if isinstance(exc, PersistenceError):
+            raise  # the store itself failed, not the key
+        raise StoreKeyError(
+            "the event store's first event cannot be read "
+            + (
+                "with DRX_ENCRYPTION_KEY: the key is not the one the store was written with, "
+                "or the store was written without encryption"
+                if settings.encryption_key
+                else "without DRX_ENCRYPTION_KEY: the store was written with encryption"
+            )
+        ) from None
+    finally:
+        app.close()
 
 
 def open_prescriptions(settings: Settings) -> Prescriptions:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -30,8 +32,11 @@ class Settings:
     """Everything the service is configured with. Tests build it directly."""
 
     database_url: str = DEFAULT_DATABASE_URL
-    webhook_secrets: tuple[str, ...] = ()
-    api_keys: tuple[str, ...] = ()
+    # Never in a repr (nor so in a log line or a traceback's locals).
+    webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    # Base64 of a 16, 24 or 32-byte AES key: the event store's events are encrypted with it.
+    encryption_key: str = field(default="", repr=False)
     # PostgreSQL tuning, with defaults for a small service; see README "PostgreSQL".
     postgres_pool_size: int = 5
     postgres_max_overflow: int = 5
@@ -49,6 +54,7 @@ class Settings:
             database_url=env.get("DRX_DATABASE_URL", "").strip() or DEFAULT_DATABASE_URL,
             webhook_secrets=split_list(env.get("DRX_WEBHOOK_SECRETS", "")),
             api_keys=split_list(env.get("DRX_API_KEYS", "")),
+            encryption_key=env.get("DRX_ENCRYPTION_KEY", "").strip(),
             postgres_pool_size=_int(env, "DRX_POSTGRES_POOL_SIZE", 5),
             postgres_max_overflow=_int(env, "DRX_POSTGRES_MAX_OVERFLOW", 5),
             postgres_lock_timeout_s=_int(env, "DRX_POSTGRES_LOCK_TIMEOUT", 5),
@@ -63,6 +69,16 @@ class Settings:
                 "DRX_DATABASE_URL must start with sqlite:/// or postgresql:// "
                 f"(got a URL with scheme {self.dialect!r})"
             )
+        if self.encryption_key:
+            try:
+                size = len(base64.b64decode(self.encryption_key, validate=True))
+            except (binascii.Error, ValueError):
+                size = 0
+            if size not in (16, 24, 32):
+                raise SettingsError(
+                    "DRX_ENCRYPTION_KEY must be the base64 of 16, 24 or 32 random bytes "
+                    "(README, Encryption at rest, says how to make one)"
+                )
         if self.dialect == "sqlite" and not self.sqlite_path:
             raise SettingsError("DRX_DATABASE_URL: sqlite:///PATH needs a file path")
         if self.dialect == "postgresql":

@@ -22,7 +22,7 @@ from domain.errors import PrescriptionNotFoundError
 from infrastructure.audit import Auditor, export_prescription
 from infrastructure.database import postgres_warnings
 from infrastructure.dev_credentials import read_dev_credentials, with_credentials
-from infrastructure.eventstore import open_prescriptions
+from infrastructure.eventstore import StoreKeyError, check_store_readable, open_prescriptions
 from infrastructure.migrations import MigrationError, migrate
 from infrastructure.readstore import open_read_database
 from infrastructure.rebuild import PROJECTION_NAMES, Rebuilder
@@ -49,6 +49,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     for note in notes:
         log.warning(note)
     migrate(settings)  # logs each migration it applies
+    check_store_readable(settings)
     for warning in postgres_warnings(settings):
         log.warning(warning)
     # No access log: request lines carry query strings (a patient id, say) into the logs.
@@ -321,7 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
         return int(args.handler(settings, args))
-    except (SettingsError, SecretError, MigrationError) as error:
+    except (SettingsError, SecretError, MigrationError, StoreKeyError) as error:
         print(f"drx: {error}", file=sys.stderr)
         return 2
 

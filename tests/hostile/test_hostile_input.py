@@ -3,7 +3,9 @@ key, signature or patient name in the logs."""
 
 from __future__ import annotations
 
+import base64
 import logging
+import os
 from datetime import timedelta
 
 import pytest
@@ -131,7 +133,8 @@ def test_the_read_api_answers_any_path_and_query_without_a_500(client, path, que
 
 
 def test_no_secret_key_signature_or_patient_name_reaches_the_logs(tmp_path, caplog):
-    chosen = sqlite_settings(tmp_path)
+    encryption_key = base64.b64encode(os.urandom(32)).decode()
+    chosen = sqlite_settings(tmp_path, encryption_key=encryption_key)
     from infrastructure.migrations import migrate
 
     migrate(chosen)
@@ -161,6 +164,7 @@ def test_no_secret_key_signature_or_patient_name_reaches_the_logs(tmp_path, capl
     for secret in (
         *chosen.webhook_secrets,
         API_KEY,
+        encryption_key,
         "not-the-key",
         headers["webhook-signature"],
         "Testy",

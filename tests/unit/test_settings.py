@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+
 import pytest
 
 from infrastructure.eventstore import eventsourcing_env
@@ -52,8 +54,24 @@ def test_a_postgresql_url_maps_to_the_eventsourcing_settings():
             {"DRX_DATABASE_URL": "postgresql://u@h/db", "DRX_POSTGRES_SCHEMA": "Drop Table"},
             "DRX_POSTGRES_SCHEMA",
         ),
+        ({"DRX_ENCRYPTION_KEY": "not base64!"}, "DRX_ENCRYPTION_KEY"),
+        ({"DRX_ENCRYPTION_KEY": base64.b64encode(b"x" * 20).decode()}, "DRX_ENCRYPTION_KEY"),
     ],
 )
 def test_a_bad_setting_is_refused_with_its_name(environ, message):
     with pytest.raises(SettingsError, match=message):
         Settings.from_env(environ)
+
+
+def test_an_encryption_key_turns_on_the_stores_cipher_and_stays_out_of_reprs():
+    key = base64.b64encode(bytes(range(32))).decode()
+    settings = Settings.from_env(
+        {"DRX_ENCRYPTION_KEY": key, "DRX_WEBHOOK_SECRETS": "whsec_x", "DRX_API_KEYS": "k1"}
+    )
+    env = eventsourcing_env(settings)
+    assert env["CIPHER_TOPIC"] == "eventsourcing.cryptography:AESCipher"
+    assert env["CIPHER_KEY"] == key
+    assert key not in repr(settings)
+    assert "whsec_x" not in repr(settings)
+    assert "k1" not in repr(settings)
+    assert "CIPHER_TOPIC" not in eventsourcing_env(Settings.from_env({}))

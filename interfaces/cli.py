@@ -32,7 +32,7 @@ from interfaces.drx.signature import SecretError
 from interfaces.http.app import build_services, create_app
 from interfaces.logs import configure_logging
 from interfaces.progress import Progress
-from interfaces.runtime import settle_heap
+from interfaces.runtime import tune_for_serving
 from interfaces.simulator import simulate
 
 log = logging.getLogger("drx")
@@ -76,7 +76,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             uvicorn.run("interfaces.http.asgi:app", factory=True, workers=args.workers, **options)
             return 0
         app = create_app(settings, run_projections=False)
-        settle_heap()
+        tune_for_serving()
         log.info(
             "serving on http://%s:%d with the store in %s",
             args.host,

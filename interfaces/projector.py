@@ -24,7 +24,7 @@ from infrastructure.projections import projection_runner
 from infrastructure.readstore import open_read_database
 from infrastructure.settings import Settings
 from interfaces.logs import configure_logging
-from interfaces.runtime import settle_heap
+from interfaces.runtime import tune_for_serving
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def run(settings: Settings, *, with_parent: bool = False) -> None:
         os.nice(NICENESS)
     app, db = open_prescriptions(settings), open_read_database(settings)
     runner = projection_runner(app, db, settings, poll_interval_s=POLL_INTERVAL_S)
-    settle_heap()
+    tune_for_serving()
     runner.start()
     log.info("projecting the store in %s", settings.describe_database())
     try:

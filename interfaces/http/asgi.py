@@ -8,7 +8,7 @@ from infrastructure.dev_credentials import with_credentials
 from infrastructure.settings import Settings
 from interfaces.http.app import create_app
 from interfaces.logs import configure_logging
-from interfaces.runtime import settle_heap
+from interfaces.runtime import tune_for_serving
 
 
 def app() -> Litestar:
@@ -17,5 +17,5 @@ def app() -> Litestar:
     configure_logging()
     settings, _ = with_credentials(Settings.from_env())
     app = create_app(settings, run_projections=False)  # `drx serve` runs them apart
-    settle_heap()
+    tune_for_serving()
     return app

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from eventsourcing.cryptography import AESCipher
 from eventsourcing.persistence import PersistenceError
 from eventsourcing.utils import get_topic
 
@@ -12,6 +11,8 @@ from infrastructure.pg_recorder import (
     FailFastPostgresApplicationRecorder,
 )
 from infrastructure.settings import Settings
+
+CIPHER_TOPIC = "eventsourcing.cryptography:AESCipher"
 
 
 def eventsourcing_env(settings: Settings) -> dict[str, str]:
@@ -25,7 +26,8 @@ def eventsourcing_env(settings: Settings) -> dict[str, str]:
     if settings.encryption_key:
         # Each event's state (the fact and its data, the delivery's raw body and signature
         # headers) is encrypted with AES-GCM before it is stored, and authenticated when read.
-        env.update(CIPHER_TOPIC=get_topic(AESCipher), CIPHER_KEY=settings.encryption_key)
+        # By topic: the library imports the `cryptography` package (7 MiB per process) only then.
+        env.update(CIPHER_TOPIC=CIPHER_TOPIC, CIPHER_KEY=settings.encryption_key)
     if settings.dialect == "sqlite":
         env.update(
             PERSISTENCE_MODULE="eventsourcing.sqlite",

@@ -85,10 +85,14 @@ def process_tree_rss_mb(pid: int) -> float:
 
 
 @contextlib.contextmanager
-def server(command: list[str], env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+def server(
+    command: list[str], env: dict[str, str], root: Path = ROOT
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`command` run with `root` first on the path (another checkout of the project, say)."""
     process = subprocess.Popen(
         command,
-        env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, **env, "PYTHONPATH": str(root)},
+        cwd=root,  # `python -m` puts the working directory first on the path
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,

@@ -1,0 +1,107 @@
+"""Where the CPU goes per delivery, by process, with `drx serve` on PostgreSQL under load.
+
+    python bench/cpu_split.py [--deliveries 20000] [--rate R] [--workers 2] [--repeat 1]
+                              [--root ../other-checkout]
+
+Starts `drx serve --workers N` on a scratch database, warms it up, sends signed deliveries of
+simulated lifecycles (`bench/loadgen.py`: flat out, or at `--rate` per second), and prints the
+rate and latency with each process's CPU time per delivery (from /proc): each web worker, the
+projector, every PostgreSQL process together, the whole machine's busy time and the time the
+hypervisor stole. `--root` serves another checkout of this project instead (say an older
+commit, from `git worktree add`), so that two versions can be measured alternately, on the same
+machine in the same hour: this VM's speed drifts by a third from one hour to the next.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import machine, postgres_cpu_s, scratch_database
+from bench.webhook import KEY, PORT, SECRET, deliveries, load, server, wait_for_projections
+from infrastructure.migrations import migrate
+from infrastructure.settings import Settings
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def descendants(pid: int) -> list[int]:
+    found, todo = [], [pid]
+    while todo:
+        for task in Path(f"/proc/{todo.pop()}/task").iterdir():
+            children = [int(c) for c in (task / "children").read_text().split()]
+            found += children
+            todo += children
+    return found
+
+
+def process_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def machine_cpu_s() -> tuple[float, float]:
+    """Busy (not idle, not stolen) and stolen CPU seconds of the whole machine so far."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    idle, steal = values[3] + values[4], values[7]
+    return (sum(values) - idle - steal) / TICKS, steal / TICKS
+
+
+def niceness(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
+def measure(root: Path, workers: int, count: int, rate: float | None) -> str:
+    with scratch_database() as url:
+        migrate(Settings(database_url=url, webhook_secrets=(SECRET,), api_keys=(KEY,)))
+        env = {"DRX_DATABASE_URL": url, "DRX_API_KEYS": KEY, "DRX_WEBHOOK_SECRETS": SECRET}
+        command = [sys.executable, "-m", "interfaces.cli", "serve", "--port", str(PORT)]
+        with server([*command, "--workers", str(workers)], env, root) as process:
+            load(deliveries(2000, 7), 64, None)
+            wait_for_projections()
+            bodies = deliveries(count, 8)
+            pids = descendants(process.pid)
+            # drx serve lowers the priority of the projector alone (interfaces/projector.py;
+            # in an older checkout that did not, the projector is listed as a web worker)
+            projector = {p for p in pids if niceness(p) > 0}
+            before = {p: process_cpu_s(p) for p in pids}
+            pg, (busy, stolen) = postgres_cpu_s(), machine_cpu_s()
+            result = load(bodies, 64, rate)
+            after_busy, after_stolen = machine_cpu_s()
+            per = {p: (process_cpu_s(p) - before[p]) * 1000 / result.ok for p in pids}
+            pg_ms = (postgres_cpu_s() - pg) * 1000 / result.ok
+            wait_for_projections()
+    roles = [
+        f"{'projector' if p in projector else 'web worker'} {ms:.3f}"
+        for p, ms in sorted(per.items(), key=lambda item: -item[1])
+        if ms > 0.01  # multiprocessing's resource tracker does nothing
+    ]
+    return (
+        f"{result.describe()}\n    ms CPU per delivery: {', '.join(roles)}, "
+        f"PostgreSQL {pg_ms:.3f}, machine busy {(after_busy - busy) * 1000 / result.ok:.3f} "
+        f"(stolen {(after_stolen - stolen) * 1000 / result.ok:.3f})"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--deliveries", type=int, default=20_000)
+    parser.add_argument("--rate", type=float, default=None)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--root", type=Path, action="append", default=[])
+    args = parser.parse_args()
+    roots = args.root or [Path(__file__).resolve().parents[1]]
+    print(f"machine: {machine()}")
+    for run in range(args.repeat):
+        for root in roots:
+            print(f"[{run + 1}] {root}: ", end="", flush=True)
+            print(measure(root.resolve(), args.workers, args.deliveries, args.rate), flush=True)
+
+
+if __name__ == "__main__":
+    main()

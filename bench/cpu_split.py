@@ -21,22 +21,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import machine, postgres_cpu_s, scratch_database
+from bench.common import descendants, machine, niceness, postgres_cpu_s, scratch_database
 from bench.webhook import KEY, PORT, SECRET, deliveries, load, server, wait_for_projections
 from infrastructure.migrations import migrate
 from infrastructure.settings import Settings
 
 TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def descendants(pid: int) -> list[int]:
-    found, todo = [], [pid]
-    while todo:
-        for task in Path(f"/proc/{todo.pop()}/task").iterdir():
-            children = [int(c) for c in (task / "children").read_text().split()]
-            found += children
-            todo += children
-    return found
 
 
 def process_cpu_s(pid: int) -> float:
@@ -49,10 +39,6 @@ def machine_cpu_s() -> tuple[float, float]:
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
     idle, steal = values[3] + values[4], values[7]
     return (sum(values) - idle - steal) / TICKS, steal / TICKS
-
-
-def niceness(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
 
 
 def measure(root: Path, workers: int, count: int, rate: float | None) -> str:

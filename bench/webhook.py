@@ -36,7 +36,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import machine, project, scratch_database, seed_store
+from bench.common import descendants, machine, project, scratch_database, seed_store
 from bench.loadgen import LoadResult, run_load, signed_requests
 from infrastructure.migrations import migrate
 from infrastructure.settings import Settings
@@ -71,16 +71,12 @@ def pg_insert_rate(url: str, clients: int, seconds: int) -> float:
 
 def process_tree_rss_mb(pid: int) -> float:
     """Resident memory of a process and all its descendants, in MiB."""
-    total, todo = 0, [pid]
-    while todo:
-        current = todo.pop()
+    total = 0
+    for process in [pid, *descendants(pid)]:
         with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+            for line in Path(f"/proc/{process}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1])
-            for task in Path(f"/proc/{current}/task").iterdir():
-                children = (task / "children").read_text().split()
-                todo.extend(int(child) for child in children)
     return total / 1024
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.common import descendants, niceness
 from infrastructure.eventstore import open_prescriptions
 from infrastructure.migrations import migrate
 from interfaces import projector as projector_process
@@ -267,29 +268,14 @@ def test_several_workers_share_one_port_land_racing_deliveries_and_lead_projecti
             time.sleep(0.1)
         # The web workers at the default priority (with multiprocessing's resource tracker),
         # and the projector alone yielding to them.
-        niceness = sorted(niceness_of(pid) for pid in descendants(server.process.pid))
-        assert niceness.count(projector_process.NICENESS) == 1, niceness
-        assert niceness.count(0) == len(niceness) - 1 >= 3, niceness
+        niceness_seen = sorted(niceness(pid) for pid in descendants(server.process.pid))
+        assert niceness_seen.count(projector_process.NICENESS) == 1, niceness_seen
+        assert niceness_seen.count(0) == len(niceness_seen) - 1 >= 3, niceness_seen
     finally:
         server.kill()
     log = server.log.read_text()
     assert log.count("now runs the projections") == 1, log
     assert log.count("Started server process") == 3, log
-
-
-def descendants(pid: int) -> list[int]:
-    found, todo = [], [pid]
-    while todo:
-        for task in Path(f"/proc/{todo.pop()}/task").iterdir():
-            children = [int(c) for c in (task / "children").read_text().split()]
-            found += children
-            todo += children
-    return found
-
-
-def niceness_of(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[16])  # field 19 of proc(5), counted after the command name
 
 
 def test_the_simulator_sends_shuffled_duplicated_lifecycles_and_every_state_checks_out(

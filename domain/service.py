@@ -92,6 +92,8 @@ class Prescriptions(Application[Any]):
         """
         processing: ProcessingEvent[Any] = ProcessingEvent()
         for aggregate in aggregates:
+            if aggregate is None:  # as the library allows
+                continue
             processing.events.extend(aggregate.collect_events())
             processing.aggregates[aggregate.id] = aggregate
         processing.saved_kwargs.update(kwargs)

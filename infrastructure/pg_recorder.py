@@ -64,10 +64,10 @@ class FailFastPostgresApplicationRecorder(PostgresApplicationRecorder):
             " RETURNING notification_id"
         ).format(table)
         notify = SQL("NOTIFY {}").format(Identifier(self.channel_name))
-        self._insert_transaction = (
+        self._insert_statement = (
             SQL("; ").join([*self.lock_table_statements, notify, insert]).as_bytes(None)
         )
-        self._select_batch = (
+        self._select_batch_statement = (
             SQL(
                 "SELECT originator_id, originator_version, topic, state FROM {0}"
                 " WHERE originator_id = ANY(%s)"
@@ -89,7 +89,7 @@ class FailFastPostgresApplicationRecorder(PostgresApplicationRecorder):
             self.datastore.get_connection() as conn,
             ClientCursor(conn, row_factory=tuple_row) as curs,
         ):
-            curs.execute(self._insert_transaction, params)
+            curs.execute(self._insert_statement, params)
             while curs.nextset():  # the INSERT's result is the last
                 pass
             return [row[0] for row in curs.fetchall()]
@@ -101,7 +101,9 @@ class FailFastPostgresApplicationRecorder(PostgresApplicationRecorder):
         """In one round trip: every event of the `load_ids` aggregates (by aggregate and
         version), and which of the `check_ids` aggregates have any stored event."""
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(self._select_batch, (list(load_ids), list(check_ids)), prepare=True)
+            curs.execute(
+                self._select_batch_statement, (list(load_ids), list(check_ids)), prepare=True
+            )
             events, found = [], set()
             for row in curs.fetchall():
                 if row["originator_version"] is None:

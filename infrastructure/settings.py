@@ -32,7 +32,7 @@ class Settings:
     """Everything the service is configured with. Tests build it directly."""
 
     database_url: str = DEFAULT_DATABASE_URL
-    # Never in a repr (nor so in a log line or a traceback's locals).
+    # Never in a repr, so never in a log line or a traceback's locals either.
     webhook_secrets: tuple[str, ...] = field(default=(), repr=False)
     api_keys: tuple[str, ...] = field(default=(), repr=False)
     # Base64 of a 16, 24 or 32-byte AES key: the event store's events are encrypted with it.

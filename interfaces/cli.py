@@ -90,6 +90,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_projections_run(settings: Settings, _: argparse.Namespace) -> int:
+    check_store_readable(settings)
     projector_process.run(settings)
     return 0
 

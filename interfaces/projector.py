@@ -19,7 +19,7 @@ import signal
 import threading
 from multiprocessing.process import BaseProcess
 
-from infrastructure.eventstore import check_store_readable, open_prescriptions
+from infrastructure.eventstore import open_prescriptions
 from infrastructure.projections import projection_runner
 from infrastructure.readstore import open_read_database
 from infrastructure.settings import Settings
@@ -43,7 +43,6 @@ def run(settings: Settings, *, with_parent: bool = False) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     parent = os.getppid()
-    check_store_readable(settings)
     if with_parent:
         os.nice(NICENESS)
     app, db = open_prescriptions(settings), open_read_database(settings)

@@ -147,8 +147,7 @@ class Prescriptions(Application[Any]):
             if prescription is None:
                 prescription = prescriptions[prescription_id(subject)] = Prescription(subject)
             delivery = Delivery.receive(command.delivery)
-            recorded = prescription.record(command.fact)
-            prescription.state()  # as in _apply: a fact our code cannot handle fails here
+            recorded = self._record_fact(prescription, command.fact)
             delivery.mark_processed(fact_recorded=recorded)
             deliveries.append(delivery)
             receipts.append(Receipt(Outcome.ACCEPTED, event_id))
@@ -197,10 +196,7 @@ class Prescriptions(Application[Any]):
     def _apply(self, delivery: Delivery, fact: Fact) -> Receipt:
         prescription = self._get_or_open(delivery.subject)
         try:
-            recorded = prescription.record(fact)
-            # Derive the state now, so a fact our code cannot handle is parked here instead of
-            # being stored and breaking every later read of its prescription.
-            prescription.state()
+            recorded = self._record_fact(prescription, fact)
         except Exception as exc:  # a fault in our own code costs a parked delivery, never data
             reason = describe_fault(exc)
             log.error("delivery %s parked: %s", delivery.event_id, reason)
@@ -208,6 +204,15 @@ class Prescriptions(Application[Any]):
         delivery.mark_processed(fact_recorded=recorded)
         self.save(delivery, prescription)
         return Receipt(Outcome.ACCEPTED, delivery.event_id)
+
+    @staticmethod
+    def _record_fact(prescription: Prescription, fact: Fact) -> bool:
+        """Record the fact (False: it was recorded before) and derive the state at once, so
+        that a fact our code cannot handle fails here, before it is stored and breaks every
+        later read of its prescription."""
+        recorded = prescription.record(fact)
+        prescription.state()
+        return recorded
 
     def _park(self, delivery: Delivery, reason: str) -> Receipt:
         delivery.park(reason)

@@ -35,7 +35,9 @@ class Services:
             receipt = await self.committer.submit_async(command)
         else:
             receipt = await anyio.to_thread.run_sync(self.prescriptions.park_delivery, command)
-        self.projections.wake()  # so the read models follow within milliseconds
+        # Where this process runs the projections (create_app's default, the tests), they
+        # follow at once; beside `drx serve`'s projector process this is a no-op.
+        self.projections.wake()
         return receipt
 
     def replay(self, command: ReplayDelivery) -> Receipt:

@@ -90,8 +90,11 @@ def test_a_batch_that_fails_midway_is_rolled_back_whole_and_applied_once_on_retr
     try:
         with pytest.raises(RuntimeError):
             runner.catch_up()
+        # Both projections commit in one transaction: the one applied first is undone too.
         assert read_position(read_db, "deliveries") == 0
+        assert read_position(read_db, "prescriptions") == 0
         assert read_db.query("SELECT COUNT(*) FROM rx_deliveries")[0][0] == 0
+        assert read_db.query("SELECT COUNT(*) FROM rx_prescriptions")[0][0] == 0
         runner.catch_up()
         delivered = read_db.query("SELECT COUNT(*) FROM rx_deliveries")[0][0]
         stored = len({e["id"] for p in LIFECYCLES for e in load_lifecycle(p)["events"]})
@@ -244,3 +247,25 @@ def test_insert_rows_writes_every_value_as_given(read_db):
     assert [(n, t, bool(b), absent) for n, t, b, absent in found] == [
         (n, text, n % 2 == 0, None) for n, text in enumerate(odd)
     ]
+
+
+def test_an_idle_poll_reads_only_the_stores_head(prescriptions, read_db, settings, monkeypatch):
+    import infrastructure.projections as projections
+
+    runner = runner_for(prescriptions, read_db, settings)
+    try:
+        deliver(prescriptions, load_example("received"))
+        assert runner.catch_up() > 0
+        real = projections.read_positions
+        reads = []
+        monkeypatch.setattr(projections, "read_positions", lambda db: reads.append(1) or real(db))
+        assert runner.catch_up() == 0
+        assert reads == []  # nothing stored since: the read database was not asked
+        deliver(prescriptions, load_example("sent"))
+        assert runner.catch_up() > 0
+        assert reads != []
+        assert (
+            read_position(read_db, "prescriptions") == prescriptions.recorder.max_notification_id()
+        )
+    finally:
+        runner.stop()

@@ -254,3 +254,40 @@ def test_the_recorder_stores_any_bytes_and_topic_as_given_and_in_order(prescript
         assert list(ids) == sorted(ids)
         notified = prescriptions.recorder.select_notifications(min(ids), limit=3)
         assert [n.originator_version for n in notified] == [1, 2, 3]
+
+
+@pytest.mark.postgres
+def test_stored_rows_never_appear_in_a_statement_postgres_would_log(postgres_url):
+    """PostgreSQL logs the text of a failed statement (a save that loses a race on a version is
+    routine), never its bind parameters by default: the rows, with patient data and DRx's
+    signatures, must travel as parameters. pg_stat_activity shows each session's last statement
+    text, as the server received it."""
+    import uuid
+
+    import psycopg
+    from eventsourcing.persistence import IntegrityError, StoredEvent
+
+    from tests.conftest import migrated_postgres
+
+    secret_topic, secret_state = "patient:Jane_Q_Marker", b'{"patient": "Jane Q. Marker"}'
+    with migrated_postgres(postgres_url) as settings:
+        app = open_prescriptions(settings)
+        try:
+            event = StoredEvent(uuid.uuid4(), 1, secret_topic, secret_state)
+            app.recorder.insert_events([event])
+            with pytest.raises(IntegrityError):
+                app.recorder.insert_events([event])  # a lost race: the same version again
+            with psycopg.connect(settings.database_url) as conn:
+                texts = [
+                    str(text)
+                    for (text,) in conn.execute(
+                        "SELECT query FROM pg_stat_activity"
+                        " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                ]
+        finally:
+            app.close()
+    for text in texts:
+        assert "Marker" not in text
+        assert secret_state.hex() not in text
+    assert any("drx_insert_events" in text for text in texts), texts  # the save's own session

@@ -12,6 +12,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -223,3 +224,28 @@ def descendants(pid: int) -> list[int]:
 def niceness(pid: int) -> int:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return int(fields[16])  # field 19 of proc(5), counted after the command name
+
+
+@contextlib.contextmanager
+def commit_probe(url: str, interval_s: float = 0.05) -> Iterator[list[float]]:
+    """Seconds each of a stream of one-row INSERTs took to commit, from a connection of its own
+    on a table of its own, while the block runs: PostgreSQL's commit latency (the WAL flush on
+    this machine's disk) beside a measurement, so that a stall of the server shows as such."""
+    samples: list[float] = []
+    stop = threading.Event()
+
+    def run() -> None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS bench_commit_probe (id bigserial, at text)")
+            while not stop.wait(interval_s):
+                started = time.perf_counter()
+                conn.execute("INSERT INTO bench_commit_probe (at) VALUES ('now')")
+                samples.append(time.perf_counter() - started)
+
+    thread = threading.Thread(target=run, name="commit-probe", daemon=True)
+    thread.start()
+    try:
+        yield samples
+    finally:
+        stop.set()
+        thread.join()

@@ -12,7 +12,9 @@ In one run, on one scratch database:
    checkpointed, then `drx serve` driven with signed deliveries of simulated lifecycles (new
    prescriptions, every event type): the sustained rate with every connection busy (closed
    loop), and the latency at a steady 300 deliveries/s (open loop, latency counted from when
-   each delivery was due);
+   each delivery was due), with a probe committing a one-row INSERT on a table of its own 20
+   times a second meanwhile: PostgreSQL's own commit latency beside the service's, so that a
+   stall of the server or its disk shows as such;
 4. the service's memory (resident set of all its processes) after the run at the largest size.
 
 The load generator (`bench/loadgen.py`) runs in its own process on the same 2 cores.
@@ -25,6 +27,7 @@ import contextlib
 import json
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,7 +40,14 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import descendants, machine, project, scratch_database, seed_store
+from bench.common import (
+    commit_probe,
+    descendants,
+    machine,
+    project,
+    scratch_database,
+    seed_store,
+)
 from bench.loadgen import LoadResult, run_load, signed_requests
 from infrastructure.migrations import migrate
 from infrastructure.settings import Settings
@@ -140,7 +150,7 @@ def load(bodies: list[bytes], connections: int, rate: float | None) -> LoadResul
 
 def measure_service(
     env: dict[str, str], workers: int, connections: int, requests: int, seed: int
-) -> tuple[LoadResult, LoadResult, float]:
+) -> tuple[LoadResult, LoadResult, list[float], float]:
     command = [sys.executable, "-m", "interfaces.cli", "serve", "--port", str(PORT)]
     with server([*command, "--workers", str(workers)], env) as process:
         load(deliveries(2000, seed), connections, None)  # warm-up
@@ -152,10 +162,25 @@ def measure_service(
         # The projector yields the CPU to the web workers (interfaces/projector.py): what it
         # left for after the burst is part of the burst's cost.
         print(f"    read models caught up {time.monotonic() - started:.1f} s after the last answer")
-        steady = load(deliveries(300 * 20, seed + 2), connections, 300)
+        bodies = deliveries(300 * 20, seed + 2)
+        with commit_probe(env["DRX_DATABASE_URL"]) as commits:
+            steady = load(bodies, connections, 300)
         print(f"    open loop at 300/s:             {steady.describe()}")
+        p50, p99, worst = commit_ms(commits)
+        print(
+            f"    PostgreSQL meanwhile (a probe's one-row commits, 20/s): "
+            f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {worst:.1f} ms"
+        )
         wait_for_projections()
-        return closed, steady, process_tree_rss_mb(process.pid)
+        return closed, steady, commits, process_tree_rss_mb(process.pid)
+
+
+def commit_ms(samples_s: list[float]) -> tuple[float, float, float]:
+    """p50, p99 and max of the commit probe's samples, in ms."""
+    if len(samples_s) < 2:
+        return (float("nan"),) * 3
+    cut = statistics.quantiles(samples_s, n=100, method="inclusive")
+    return cut[49] * 1000, cut[98] * 1000, max(samples_s) * 1000
 
 
 def main() -> None:
@@ -187,7 +212,7 @@ def main() -> None:
             trivial = load(deliveries(args.requests, 2), args.connections, None)
         print(f"signed trivial endpoint, {args.connections} connections: {trivial.describe()}")
 
-        rows: list[tuple[int, LoadResult, LoadResult]] = []
+        rows: list[tuple[int, LoadResult, LoadResult, list[float]]] = []
         memory, next_index, stored = 0.0, 0, 0
         for facts in sorted(args.facts):
             next_index = seed_store(settings, facts=facts - stored, first_index=next_index)
@@ -196,17 +221,15 @@ def main() -> None:
             # What autovacuum does on a server that runs it (this machine's does not): without
             # statistics the planner takes each lookup by id for a scan of the whole table.
             # Then a checkpoint, so that writing out what the bulk seed and the vacuum dirtied
-            # (a gigabyte at a million facts) does not land in the measured runs. (One run at
-            # 300/s at a million facts had a p99 of 94 ms, four others 6-8 ms; the stall was
-            # not pinned down, and this takes the seed's write-out off the list of suspects.)
+            # (a gigabyte at a million facts) happens before the measured runs, not during them.
             with psycopg.connect(url, autocommit=True) as conn:
                 conn.execute("VACUUM ANALYZE")
                 conn.execute("CHECKPOINT")
             print(f"  with {facts:,} facts stored:")
-            closed, steady, memory = measure_service(
+            closed, steady, commits, memory = measure_service(
                 env, args.workers, args.connections, args.requests, seed=facts
             )
-            rows.append((facts, closed, steady))
+            rows.append((facts, closed, steady, commits))
 
         print()
         print(f"{args.workers} web workers, {args.connections} connections, signed deliveries")
@@ -216,7 +239,7 @@ def main() -> None:
             f"{'trivial signed endpoint':<40}{trivial.rate:>12,.0f}"
             f"{trivial.percentile_ms(50):>9.1f}{trivial.percentile_ms(99):>9.1f}"
         )
-        for facts, closed, steady in rows:
+        for facts, closed, steady, commits in rows:
             print(
                 f"{f'end to end, {facts:,} facts stored':<40}{closed.rate:>12,.0f}"
                 f"{closed.percentile_ms(50):>9.1f}{closed.percentile_ms(99):>9.1f}"
@@ -225,6 +248,12 @@ def main() -> None:
                 f"{f'  at 300/s, {facts:,} facts stored':<40}{steady.rate:>12,.0f}"
                 f"{steady.percentile_ms(50):>9.1f}{steady.percentile_ms(99):>9.1f}"
             )
+            p50, p99, worst = commit_ms(commits)
+            print(
+                f"{'    PostgreSQL commit probe meanwhile':<40}{'':>12}{p50:>9.1f}{p99:>9.1f}",
+                end="",
+            )
+            print(f"  (max {worst:.1f})")
         if len(rows) > 1:
             first, last = rows[0][1].rate, rows[-1][1].rate
             print(f"rate at {rows[-1][0]:,} facts vs {rows[0][0]:,}: {last / first - 1:+.0%}")

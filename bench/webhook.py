@@ -249,11 +249,8 @@ def main() -> None:
                 f"{steady.percentile_ms(50):>9.1f}{steady.percentile_ms(99):>9.1f}"
             )
             p50, p99, worst = commit_ms(commits)
-            print(
-                f"{'    PostgreSQL commit probe meanwhile':<40}{'':>12}{p50:>9.1f}{p99:>9.1f}",
-                end="",
-            )
-            print(f"  (max {worst:.1f})")
+            probe = "    PostgreSQL commit probe meanwhile"
+            print(f"{probe:<40}{'':>12}{p50:>9.1f}{p99:>9.1f}  (max {worst:.1f})")
         if len(rows) > 1:
             first, last = rows[0][1].rate, rows[-1][1].rate
             print(f"rate at {rows[-1][0]:,} facts vs {rows[0][0]:,}: {last / first - 1:+.0%}")

@@ -20,7 +20,9 @@ def eventsourcing_env(settings: Settings) -> dict[str, str]:
 
     PostgreSQL: a small pool (each process opens `pool_size` connections, plus overflow under
     load), a lock timeout so a stuck writer turns into a retryable error instead of a hang, and
-    no database functions (with concurrent writers a follower could miss events).
+    not the library's database functions (its insert function skips the table lock, so with
+    concurrent writers a follower could miss events); the recorder saves through its own,
+    `drx_insert_events`, which takes the lock (infrastructure/pg_recorder.py).
     """
     env = {"CREATE_TABLE": "y" if settings.create_tables else "n"}
     if settings.encryption_key:

@@ -283,10 +283,8 @@ class ProjectionRunner:
         return self.app.recorder.max_notification_id() or 0
 
     def status(self) -> list[ProjectionStatus]:
-        head = self.head()
-        return [
-            ProjectionStatus(p.name, read_position(self.db, p.name), head) for p in self.projections
-        ]
+        head, positions = self.head(), read_positions(self.db)
+        return [ProjectionStatus(p.name, positions.get(p.name, 0), head) for p in self.projections]
 
     def catch_up(self) -> int:
         """Process what is there now, if this runner leads; the number of events handled."""

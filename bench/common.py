@@ -249,3 +249,69 @@ def commit_probe(url: str, interval_s: float = 0.05) -> Iterator[list[float]]:
     finally:
         stop.set()
         thread.join()
+
+
+def activity(url: str) -> dict[str, float]:
+    """Counters that say where a stall came from, to subtract one snapshot from another:
+    PostgreSQL's WAL (records, full-page images, bytes, flushes), buffers written out by the
+    checkpointer, the background writer and by backends themselves (a backend that must write a
+    dirty page to make room waits for it), checkpoints; this machine's CPU (busy and iowait
+    jiffies) and the disk holding PostgreSQL's data, when it is local (writes and cache flushes
+    completed, milliseconds spent on each)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        wal = conn.execute("SELECT wal_records, wal_fpi, wal_bytes, wal_sync FROM pg_stat_wal")
+        records, fpi, wal_bytes, wal_syncs = wal.fetchone() or (0, 0, 0, 0)
+        bgwriter = conn.execute(
+            "SELECT buffers_checkpoint, buffers_clean, buffers_backend,"
+            " checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter"
+        )
+        by_checkpointer, by_bgwriter, by_backends, checkpoints = bgwriter.fetchone() or (0,) * 4
+        data_directory = str(conn.execute("SHOW data_directory").fetchone()[0])  # type: ignore[index]
+    counters = {
+        "wal records": float(records),
+        "wal full-page images": float(fpi),
+        "wal MB": float(wal_bytes) / 1e6,
+        "wal flushes": float(wal_syncs),
+        "buffers written by checkpointer": float(by_checkpointer),
+        "buffers written by bgwriter": float(by_bgwriter),
+        "buffers written by backends": float(by_backends),
+        "checkpoints": float(checkpoints),
+    }
+    cpu = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    user, nice, system, _idle, iowait, irq, softirq = (float(v) for v in cpu[:7])
+    counters["cpu busy jiffies"] = user + nice + system + irq + softirq
+    counters["cpu iowait jiffies"] = iowait
+    with contextlib.suppress(OSError):
+        device = os.stat(data_directory).st_dev
+        wanted = f"{os.major(device)} {os.minor(device)} "
+        for line in Path("/proc/diskstats").read_text().splitlines():
+            fields = line.split()
+            if " ".join(fields[:2]) + " " == wanted:
+                counters["disk writes"] = float(fields[7])
+                counters["disk write ms"] = float(fields[10])
+                if len(fields) >= 20:
+                    counters["disk flushes"] = float(fields[18])
+                    counters["disk flush ms"] = float(fields[19])
+    return counters
+
+
+def describe_activity(before: dict[str, float], after: dict[str, float], seconds: float) -> str:
+    """What happened between two `activity` snapshots, in a few lines."""
+    d = {key: after[key] - before[key] for key in before if key in after}
+    ticks = os.sysconf("SC_CLK_TCK") * seconds * (os.cpu_count() or 1)
+    lines = [
+        f"WAL {d['wal MB']:.1f} MB, {d['wal records']:,.0f} records,"
+        f" {d['wal full-page images']:,.0f} full-page images, {d['wal flushes']:,.0f} flushes",
+        f"buffers written by checkpointer {d['buffers written by checkpointer']:,.0f},"
+        f" bgwriter {d['buffers written by bgwriter']:,.0f},"
+        f" backends {d['buffers written by backends']:,.0f};"
+        f" checkpoints {d['checkpoints']:.0f}",
+        f"CPU busy {d['cpu busy jiffies'] / ticks:.0%}, iowait {d['cpu iowait jiffies'] / ticks:.0%}",
+    ]
+    if "disk writes" in d:
+        writes, flushes = d["disk writes"], d.get("disk flushes", 0.0)
+        line = f"disk: {writes:,.0f} writes ({d['disk write ms'] / max(writes, 1):.2f} ms each)"
+        if flushes:
+            line += f", {flushes:,.0f} flushes ({d['disk flush ms'] / flushes:.2f} ms each)"
+        lines.append(line)
+    return "\n".join(lines)

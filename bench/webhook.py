@@ -31,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -41,8 +42,10 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (
+    activity,
     commit_probe,
     descendants,
+    describe_activity,
     machine,
     project,
     scratch_database,
@@ -163,9 +166,12 @@ def measure_service(
         # left for after the burst is part of the burst's cost.
         print(f"    read models caught up {time.monotonic() - started:.1f} s after the last answer")
         bodies = deliveries(300 * 20, seed + 2)
+        before, started = activity(env["DRX_DATABASE_URL"]), time.monotonic()
         with commit_probe(env["DRX_DATABASE_URL"]) as commits:
             steady = load(bodies, connections, 300)
+        after, seconds = activity(env["DRX_DATABASE_URL"]), time.monotonic() - started
         print(f"    open loop at 300/s:             {steady.describe()}")
+        print(textwrap.indent(describe_activity(before, after, seconds), "      meanwhile: "))
         p50, p99, worst = commit_ms(commits)
         print(
             f"    PostgreSQL meanwhile (a probe's one-row commits, 20/s): "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+import threading
 import time
 import uuid
 
@@ -12,7 +13,7 @@ import pytest
 
 from infrastructure.migrations import migrate
 from interfaces.http.committer import COOLDOWN_S
-from tests.conftest import ADMIN_URL, sqlite_settings
+from tests.conftest import ADMIN_URL, drop_schema, postgres_settings, sqlite_settings
 from tests.helpers import AUTH, load_example, post_signed, serving, settle
 
 
@@ -63,3 +64,36 @@ def test_a_postgresql_store_that_disappears_answers_503_and_ready_says_so(postgr
         ready = client.get("/ready")
         assert (ready.status_code, ready.json()["error"]) == (503, "store_unavailable")
         assert client.get("/health").status_code == 200
+
+
+@pytest.mark.postgres
+def test_a_save_that_waits_past_the_lock_timeout_answers_503_and_stores_nothing(postgres_url):
+    """The events table's lock (held by each save until it commits) is waited for no longer
+    than DRX_POSTGRES_LOCK_TIMEOUT, passed to `drx_insert_events`: a stuck holder costs DRx a
+    retry, not a request hanging on the webhook."""
+    settings = postgres_settings(postgres_url, postgres_lock_timeout_s=1)
+    migrate(settings)
+    try:
+        with serving(settings) as client:
+            blocker = psycopg.connect(settings.database_url)
+            blocker.execute(f'LOCK TABLE "{settings.postgres_schema}".drx_events IN EXCLUSIVE MODE')
+            # Released after 8 s: without the timeout the delivery would wait, then land (202).
+            release = threading.Timer(8, blocker.rollback)
+            release.start()
+            started = time.monotonic()
+            try:
+                response = post_signed(client, load_example("received"))
+                waited = time.monotonic() - started
+            finally:
+                release.join()
+                blocker.close()
+            assert response.status_code == 503, response.text
+            assert waited < 8
+            assert response.json()["error"] == "store_unavailable"
+            time.sleep(COOLDOWN_S)
+            assert post_signed(client, load_example("received")).status_code == 202
+            settle(client)
+            detail = client.get("/prescriptions/drx_rx_7Q2M9K", headers=AUTH).json()
+            assert detail["version"] == 1
+    finally:
+        drop_schema(settings)

@@ -22,6 +22,7 @@ class ParkDelivery:
 
     delivery: RawDelivery
     reason: str
+    fault: bool = False  # our own code failed on it (logged as an error), not DRx's data
 
 
 @dataclass(frozen=True)

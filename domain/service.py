@@ -175,7 +175,7 @@ class Prescriptions(Application[Any]):
     def park_delivery(self, command: ParkDelivery) -> Receipt:
         def attempt() -> Receipt:
             delivery = Delivery.receive(command.delivery)
-            return self._park(delivery, command.reason)
+            return self._park(delivery, command.reason, fault=command.fault)
 
         return self._save_with_retry(command.delivery.event_id, attempt)
 
@@ -198,9 +198,8 @@ class Prescriptions(Application[Any]):
         try:
             recorded = self._record_fact(prescription, fact)
         except Exception as exc:  # a fault in our own code costs a parked delivery, never data
-            reason = describe_fault(exc)
-            log.error("delivery %s parked: %s", delivery.event_id, reason)
-            return self._park(delivery, reason)  # the prescription's pending events are dropped
+            # The prescription's pending events are dropped.
+            return self._park(delivery, describe_fault(exc), fault=True)
         delivery.mark_processed(fact_recorded=recorded)
         self.save(delivery, prescription)
         return Receipt(Outcome.ACCEPTED, delivery.event_id)
@@ -214,9 +213,14 @@ class Prescriptions(Application[Any]):
         prescription.state()
         return recorded
 
-    def _park(self, delivery: Delivery, reason: str) -> Receipt:
+    def _park(self, delivery: Delivery, reason: str, *, fault: bool = False) -> Receipt:
+        """Store the delivery parked, and log it once it is stored (every park comes here: an
+        unreadable delivery, a fault in our code, a replay that still fails), at error level
+        when our code is at fault."""
         delivery.park(reason)
         self.save(delivery)
+        level = logging.ERROR if fault else logging.WARNING
+        log.log(level, "delivery %s parked: %s", delivery.event_id, reason)
         return Receipt(Outcome.PARKED, delivery.event_id, reason)
 
     def _get_or_open(self, subject: str) -> Prescription:

@@ -8,7 +8,6 @@ rare park and replay paths run in a thread.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -26,8 +25,6 @@ from interfaces.http.errors import ProblemError
 from interfaces.http.metrics import OUTCOME_KEY
 from interfaces.http.schemas import Problem, WebhookAnswer
 from interfaces.http.services import Services
-
-log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024 * 1024
 PATH = "/webhooks/drx"
@@ -52,7 +49,7 @@ def read_command(
     try:
         return translate(envelope, body, signed)
     except Exception as exc:
-        return ParkDelivery(raw_delivery(envelope, body, signed), describe_fault(exc))
+        return ParkDelivery(raw_delivery(envelope, body, signed), describe_fault(exc), fault=True)
 
 
 def _problem(description: str) -> ResponseSpec:
@@ -104,6 +101,4 @@ class WebhookController(Controller):
             parked=True if parked else None,
             reason=receipt.reason if parked else None,
         )
-        if parked:
-            log.warning("delivery %s parked: %s", receipt.event_id, receipt.reason)
         return Response(answer.model_dump(exclude_none=True), status_code=202)  # type: ignore[arg-type]

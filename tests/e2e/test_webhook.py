@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 from datetime import timedelta
 
@@ -189,17 +190,21 @@ def test_an_authentic_delivery_that_cannot_be_applied_is_parked_and_answered_202
     assert post_signed(client, payload).status_code == 200
 
 
-def test_a_fault_in_our_own_code_parks_the_delivery_and_answers_202(client, monkeypatch):
+def test_a_fault_in_our_own_code_parks_the_delivery_and_answers_202(client, monkeypatch, caplog):
     import interfaces.http.webhooks
 
     def broken(*args, **kwargs):
         raise KeyError("a bug")
 
     monkeypatch.setattr(interfaces.http.webhooks, "translate", broken)
+    caplog.set_level(logging.INFO)
     response = post_signed(client, load_example("sent"))
     assert response.status_code == 202
     assert response.json()["reason"].startswith("internal error: KeyError")
     assert client.get("/deliveries/evt_example_sent").json()["status"] == "parked"
+    # Logged once, as an error, once stored.
+    parked = [r for r in caplog.records if "evt_example_sent parked" in r.getMessage()]
+    assert [r.levelno for r in parked] == [logging.ERROR]
 
 
 def test_the_stored_delivery_keeps_the_exact_bytes_and_signature_headers(client):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -105,11 +106,14 @@ def test_an_unreadable_delivery_is_kept_parked_with_its_reason(prescriptions):
 
 
 def test_a_fault_in_our_code_parks_the_delivery_the_rest_flow_and_replay_works(
-    prescriptions, monkeypatch
+    prescriptions, monkeypatch, caplog
 ):
     real = poison("evt_example_shipped", monkeypatch)
     assert deliver(prescriptions, load_example("received")) is Outcome.ACCEPTED
+    caplog.set_level(logging.INFO)
     assert deliver(prescriptions, load_example("shipped")) is Outcome.PARKED
+    logged = [r for r in caplog.records if "evt_example_shipped parked" in r.getMessage()]
+    assert [r.levelno for r in logged] == [logging.ERROR]  # once, when stored
     assert deliver(prescriptions, load_example("sent")) is Outcome.ACCEPTED
     parked = prescriptions.delivery("evt_example_shipped")
     assert parked.is_parked

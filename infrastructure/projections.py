@@ -242,8 +242,8 @@ def read_positions(db: ReadDatabase) -> dict[str, int]:
 
 
 def read_position(db: ReadDatabase, name: str) -> int:
-    rows = db.query(f"SELECT position FROM {TRACKING_TABLE} WHERE name = %s", (name,))
-    return int(rows[0][0]) if rows else 0
+    """One projection's position (0 before its first event): a row among a handful."""
+    return read_positions(db).get(name, 0)
 
 
 def advance(cursor: Cursor, name: str, old: int, new: int) -> None:

@@ -17,11 +17,21 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import descendants, machine, niceness, postgres_cpu_s, scratch_database
+from bench.common import (
+    activity,
+    descendants,
+    describe_activity,
+    machine,
+    niceness,
+    postgres_cpu_s,
+    scratch_database,
+)
 from bench.webhook import KEY, PORT, SECRET, deliveries, load, server, wait_for_projections
 from infrastructure.migrations import migrate
 from infrastructure.settings import Settings
@@ -56,8 +66,10 @@ def measure(root: Path, workers: int, count: int, rate: float | None) -> str:
             projector = {p for p in pids if niceness(p) > 0}
             before = {p: process_cpu_s(p) for p in pids}
             pg, (busy, stolen) = postgres_cpu_s(), machine_cpu_s()
+            counters, started = activity(url), time.monotonic()
             result = load(bodies, 64, rate)
             after_busy, after_stolen = machine_cpu_s()
+            meanwhile = describe_activity(counters, activity(url), time.monotonic() - started)
             per = {p: (process_cpu_s(p) - before[p]) * 1000 / result.ok for p in pids}
             pg_ms = (postgres_cpu_s() - pg) * 1000 / result.ok
             wait_for_projections()
@@ -69,7 +81,9 @@ def measure(root: Path, workers: int, count: int, rate: float | None) -> str:
     return (
         f"{result.describe()}\n    ms CPU per delivery: {', '.join(roles)}, "
         f"PostgreSQL {pg_ms:.3f}, machine busy {(after_busy - busy) * 1000 / result.ok:.3f} "
-        f"(stolen {(after_stolen - stolen) * 1000 / result.ok:.3f})"
+        f"(stolen {(after_stolen - stolen) * 1000 / result.ok:.3f})\n"
+        + (f"    slow answers: {result.stalls()}; {result.stalls(10)}\n" if rate else "")
+        + textwrap.indent(meanwhile, "    meanwhile: ")
     )
 
 

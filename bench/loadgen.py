@@ -31,6 +31,7 @@ class LoadResult:
     elapsed_s: float = 0.0
     statuses: Counter[int] = field(default_factory=Counter)
     latencies_s: list[float] = field(default_factory=list)
+    due_s: list[float] = field(default_factory=list)  # each request's due time, from the start
     errors: int = 0
 
     @property
@@ -56,6 +57,28 @@ class LoadResult:
             + (f"; refused {refused}" if refused else "")
             + (f"; connection errors {self.errors}" if self.errors else "")
         )
+
+    def stalls(self, over_ms: float = 25.0, gap_s: float = 0.25) -> str:
+        """The requests slower than `over_ms`, grouped into stalls (slow requests due within
+        `gap_s` of each other): whether a tail is a few stalls or slowness throughout."""
+        slow = sorted(
+            (due, latency)
+            for due, latency in zip(self.due_s, self.latencies_s, strict=True)
+            if latency * 1000 > over_ms
+        )
+        if not slow:
+            return f"none over {over_ms:.0f} ms"
+        groups: list[list[tuple[float, float]]] = [[slow[0]]]
+        for item in slow[1:]:
+            if item[0] - groups[-1][-1][0] > gap_s:
+                groups.append([])
+            groups[-1].append(item)
+        worst = sorted(groups, key=lambda g: -max(latency for _, latency in g))[:3]
+        described = ", ".join(
+            f"{len(g)} at {g[0][0]:.1f} s (max {max(lat for _, lat in g) * 1000:.0f} ms)"
+            for g in worst
+        )
+        return f"{len(slow)} over {over_ms:.0f} ms in {len(groups)} stalls; worst: {described}"
 
 
 def signed_requests(
@@ -117,6 +140,7 @@ async def _drive(
                 result.sent += 1
                 result.statuses[status] += 1
                 result.latencies_s.append(time.perf_counter() - due)
+                result.due_s.append(due - start)
         finally:
             writer.close()
 

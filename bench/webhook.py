@@ -171,6 +171,7 @@ def measure_service(
             steady = load(bodies, connections, 300)
         after, seconds = activity(env["DRX_DATABASE_URL"]), time.monotonic() - started
         print(f"    open loop at 300/s:             {steady.describe()}")
+        print(f"      slow answers: {steady.stalls()}")
         print(textwrap.indent(describe_activity(before, after, seconds), "      meanwhile: "))
         p50, p99, worst = commit_ms(commits)
         print(

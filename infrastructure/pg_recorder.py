@@ -6,7 +6,8 @@
   to ride over a dropped connection, and then the error surfaces.
 - Both answer a webhook batch's lookups in one query (`select_batch`): every event of its
   prescriptions, and which of its deliveries are already stored (without reading them), where
-  the library would take two queries per delivery.
+  the library would take two queries per delivery. PostgreSQL's is `drx_select_batch`
+  (migration 0004), which plans it without parallel workers whatever the statistics say.
 - PostgreSQL saves in one round trip, by calling `drx_insert_events` (migration 0003): the
   library's statements (the table lock that keeps notification ids in commit order, the NOTIFY,
   the INSERT) in one prepared call, where the library pipelines them in an explicit transaction
@@ -41,6 +42,7 @@ from infrastructure.pg_arrays import columns
 
 EVENTS_TABLE = "drx_events"
 INSERT_FUNCTION = "drx_insert_events"
+SELECT_BATCH_FUNCTION = "drx_select_batch"
 
 _fail_fast = retry((InterfaceError, OperationalError), max_attempts=2, wait=0.1)
 
@@ -57,11 +59,10 @@ class FailFastPostgresApplicationRecorder(PostgresApplicationRecorder):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if self.events_table_name != EVENTS_TABLE:
-            msg = f"{INSERT_FUNCTION} (migration 0003) writes {EVENTS_TABLE} only"
+            msg = f"migrations 0003 and 0004 read and write {EVENTS_TABLE} only"
             raise ValueError(msg)
         # Rendered once: psycopg renders a composed statement again at every call.
         schema = Identifier(self.datastore.schema)
-        table = SQL("{}.{}").format(schema, Identifier(self.events_table_name))
         self._insert_statement = (
             SQL("SELECT * FROM {}.{}(%s::uuid[], %s::bigint[], %s::text[], %s::bytea[], %s)")
             .format(schema, Identifier(INSERT_FUNCTION))
@@ -69,13 +70,8 @@ class FailFastPostgresApplicationRecorder(PostgresApplicationRecorder):
         )
         self._lock_wait = f"{self.datastore.lock_timeout}s"
         self._select_batch_statement = (
-            SQL(
-                "SELECT originator_id, originator_version, topic, state FROM {0}"
-                " WHERE originator_id = ANY(%s)"
-                " UNION ALL SELECT DISTINCT originator_id, NULL::bigint, NULL::text, NULL::bytea"
-                " FROM {0} WHERE originator_id = ANY(%s) ORDER BY 1, 2"
-            )
-            .format(table)
+            SQL("SELECT * FROM {}.{}(%s::uuid[], %s::uuid[])")
+            .format(schema, Identifier(SELECT_BATCH_FUNCTION))
             .as_bytes(None)
         )
 

@@ -295,3 +295,55 @@ def test_stored_rows_never_appear_in_a_statement_postgres_would_log(postgres_url
         assert "Marker" not in text
         assert secret_state.hex() not in text
     assert any("drx_insert_events" in text for text in texts), texts  # the save's own session
+
+
+@pytest.mark.postgres
+def test_a_batch_lookup_never_starts_parallel_workers(postgres_url):
+    """The lookups of a webhook batch are by key: with stale statistics the planner could gather
+    them through parallel workers, a process started per query (migration 0004). Here the
+    session invites parallel plans outright, and auto_explain sends each plan back as a notice:
+    the same query run directly is gathered, `drx_select_batch` is not."""
+    import uuid
+
+    import psycopg
+
+    from tests.conftest import migrated_postgres
+
+    with (
+        migrated_postgres(postgres_url) as settings,
+        psycopg.connect(settings.database_url) as conn,
+    ):
+        conn.autocommit = True
+        schema = settings.postgres_schema
+        conn.execute(
+            f'INSERT INTO "{schema}".drx_events (originator_id, originator_version, topic, state)'
+            " SELECT gen_random_uuid(), 1, 't', '\\x00' FROM generate_series(1, 2000)"
+        )
+        plans: list[str] = []
+        conn.add_notice_handler(lambda notice: plans.append(notice.message_primary or ""))
+        conn.execute("LOAD 'auto_explain'")
+        for setting in (
+            "parallel_setup_cost = 0",
+            "parallel_tuple_cost = 0",
+            "min_parallel_table_scan_size = 0",
+            "min_parallel_index_scan_size = 0",
+            "max_parallel_workers_per_gather = 2",
+            "enable_bitmapscan = off",
+            "enable_indexscan = off",
+            "auto_explain.log_min_duration = 0",
+            "auto_explain.log_nested_statements = on",
+            "auto_explain.log_level = notice",
+        ):
+            conn.execute(f"SET {setting}")
+        ids = [uuid.uuid4(), uuid.uuid4()]
+        conn.execute(
+            f'SELECT originator_id FROM "{schema}".drx_events WHERE originator_id = ANY(%s)',
+            (ids,),
+        )
+        direct = "\n".join(plans)
+        plans.clear()
+        conn.execute(f'SELECT * FROM "{schema}".drx_select_batch(%s, %s)', (ids, ids))
+        batch = "\n".join(plans)
+    assert "Gather" in direct, direct  # the session does invite parallel plans
+    assert "drx_events" in batch, batch  # the function's own statement was explained
+    assert "Gather" not in batch, batch

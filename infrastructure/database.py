@@ -6,10 +6,27 @@ import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import psycopg
+import psycopg_pool
 
 from infrastructure.settings import Settings
+
+# How long a pool keeps trying to replace one lost connection before it gives the slot up, to
+# be tried afresh by the next request that waits. psycopg_pool's default, 5 minutes, with a
+# back-off that doubles from 1 s without a cap, left a pool whose connections died in a long
+# outage waiting up to a minute before its next attempt once the database was back.
+RECONNECT_TIMEOUT_S = 2.0
+
+
+def tune_pool(pool: psycopg_pool.ConnectionPool[Any], connect_timeout_s: float) -> None:
+    """Make a pool recover within seconds of the database coming back: short reconnection
+    attempts, and a connect timeout for each (an unreachable host, not only a refused port,
+    fails the attempt instead of hanging for the kernel's TCP timeout)."""
+    pool.reconnect_timeout = RECONNECT_TIMEOUT_S
+    if isinstance(pool.kwargs, dict):
+        pool.kwargs.setdefault("connect_timeout", max(1, round(connect_timeout_s)))
 
 
 def postgres_conninfo(settings: Settings) -> str:

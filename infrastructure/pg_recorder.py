@@ -2,8 +2,10 @@
 
 - PostgreSQL fails fast when the database is unreachable. The library retries a failed statement
   10 times, each waiting up to the pool's timeout: about 20 s before a webhook could answer 503
-  and DRx's own retry take over. Here a statement gets one more try after a short pause, enough
-  to ride over a dropped connection, and then the error surfaces.
+  and DRx's own retry take over. Here a statement gets one more try, after the pool has dropped
+  every idle connection that no longer works (a restart or pg_terminate_backend breaks them
+  all at once; without the check each would fail one batch in turn), and then the error
+  surfaces. The pool reconnects promptly once the database is back (`database.tune_pool`).
 - Both answer a webhook batch's lookups in one query (`select_batch`): every event of its
   prescriptions, and which of its deliveries are already stored (without reading them), where
   the library would take two queries per delivery. PostgreSQL's is `drx_select_batch`
@@ -23,8 +25,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import functools
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 from uuid import UUID
 
 from eventsourcing.persistence import (
@@ -34,17 +38,33 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
-from eventsourcing.utils import retry
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
 
+from infrastructure.database import tune_pool
 from infrastructure.pg_arrays import columns
 
 EVENTS_TABLE = "drx_events"
 INSERT_FUNCTION = "drx_insert_events"
 SELECT_BATCH_FUNCTION = "drx_select_batch"
 
-_fail_fast = retry((InterfaceError, OperationalError), max_attempts=2, wait=0.1)
+F = TypeVar("F", bound=Callable[..., Any])
+_RETRY_PAUSE_S = 0.05
+
+
+def _fail_fast(method: F) -> F:
+    """One more try after a connection failure, once the pool has dropped its broken ones."""
+
+    @functools.wraps(method)
+    def once_more(self: FailFastPostgresApplicationRecorder, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except (InterfaceError, OperationalError):
+            self.datastore.pool.check()
+            time.sleep(_RETRY_PAUSE_S)
+            return method(self, *args, **kwargs)
+
+    return once_more  # type: ignore[return-value]
 
 
 def _undecorated(name: str) -> Any:
@@ -58,6 +78,7 @@ class FailFastPostgresApplicationRecorder(PostgresApplicationRecorder):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        tune_pool(self.datastore.pool, connect_timeout_s=self.datastore.pool.timeout)
         if self.events_table_name != EVENTS_TABLE:
             msg = f"migrations 0003 and 0004 read and write {EVENTS_TABLE} only"
             raise ValueError(msg)

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import psycopg
 import psycopg_pool
 
-from infrastructure.database import postgres_conninfo
+from infrastructure.database import postgres_conninfo, tune_pool
 from infrastructure.pg_arrays import columns
 from infrastructure.settings import Settings
 
@@ -158,6 +158,7 @@ class PostgresReadDatabase:
             open=False,
             name="drx-read",
         )
+        tune_pool(self._pool, settings.postgres_connect_timeout_s)
         self._pool.open(wait=False)
 
     @contextmanager

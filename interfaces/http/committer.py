@@ -113,13 +113,19 @@ class GroupCommitter:
         return time.monotonic() < self._refuse_until
 
     def _commit(self, batch: list[tuple[RecordDelivery, Answer]]) -> None:
+        if self.store_recently_failed:
+            # Refused without trying, and without re-arming the pause: only a real failure of
+            # the store does. A pause re-armed by the refusals it causes would never end while
+            # DRx keeps sending, and the first batch after it is the probe of the store.
+            refusal = OperationalError("the store failed a moment ago; not tried again yet")
+            for _, answer in batch:
+                answer(None, refusal)
+            return
         try:
-            if self.store_recently_failed:
-                raise OperationalError("the store failed a moment ago; not tried again yet")
             receipts = self.prescriptions.record_deliveries([command for command, _ in batch])
         except BaseException as exc:  # every request of the batch gets the error (a 503, say)
             if isinstance(exc, self.unavailable) and not isinstance(exc, IntegrityError):
-                self._refuse_until = max(self._refuse_until, time.monotonic() + COOLDOWN_S)
+                self._refuse_until = time.monotonic() + COOLDOWN_S
             for _, answer in batch:
                 answer(None, exc)
             return

@@ -10,7 +10,7 @@ from eventsourcing.persistence import OperationalError
 
 from domain.commands import RecordDelivery
 from domain.service import Outcome
-from interfaces.http.committer import GroupCommitter
+from interfaces.http.committer import COOLDOWN_S, GroupCommitter
 from interfaces.http.errors import STORE_UNAVAILABLE
 from tests.helpers import LIFECYCLES, load_lifecycle
 from tests.integration.test_service import command_for
@@ -73,3 +73,36 @@ def test_an_await_gives_up_after_its_timeout_and_the_late_answer_is_dropped(
     asyncio.run(impatient())
     # Stored all the same: a sender that gave up gets 200 duplicate on its retry.
     assert prescriptions.has_delivery(command.delivery.event_id)
+
+
+def test_the_pause_after_a_failure_ends_while_deliveries_keep_coming(
+    prescriptions, committer, monkeypatch
+):
+    """The store fails once; deliveries keep arriving without a pause (DRx flushing a backlog)
+    and are refused meanwhile. The refusals must not prolong the pause: the first batch after
+    it is tried, and lands."""
+    real, failures = prescriptions.record_deliveries, []
+
+    def fails_once(commands):
+        if not failures:
+            failures.append(time.monotonic())
+            raise OperationalError("the store is down")
+        return real(commands)
+
+    monkeypatch.setattr(prescriptions, "record_deliveries", fails_once)
+    commands = lifecycle_commands()
+
+    async def keep_sending():
+        deadline = time.monotonic() + COOLDOWN_S * 4
+        while time.monotonic() < deadline:
+            try:
+                return await committer.submit_async(commands[0]), time.monotonic()
+            except OperationalError:
+                await asyncio.sleep(0.005)
+        return None, time.monotonic()
+
+    receipt, landed_at = asyncio.run(keep_sending())
+    assert receipt is not None
+    assert receipt.outcome is Outcome.ACCEPTED
+    assert landed_at - failures[0] < COOLDOWN_S + 0.5
+    assert not committer.store_recently_failed

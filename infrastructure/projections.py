@@ -26,6 +26,7 @@ from domain.facts import Fact, FactKind
 from domain.prescription import Prescription
 from domain.service import Prescriptions
 from domain.state import derive_state
+from infrastructure import dead_letters
 from infrastructure.leadership import Leadership, leadership_for
 from infrastructure.readstore import Cursor, ReadDatabase, insert_rows
 from infrastructure.settings import Settings
@@ -33,6 +34,8 @@ from infrastructure.settings import Settings
 log = logging.getLogger(__name__)
 
 TRACKING_TABLE = "drx_projection_tracking"
+# The longest pause between attempts while the projections keep failing.
+MAX_PAUSE_S = 5.0
 
 
 def sortable_instant(moment: datetime) -> str:
@@ -83,6 +86,7 @@ def encode_facts(facts: Iterable[tuple[Fact, datetime]]) -> str:
             for f, recorded_at in facts
         ],
         separators=(",", ":"),
+        allow_nan=False,
     )
 
 
@@ -167,7 +171,9 @@ class PrescriptionsProjection:
             (state.pharmacy or {}).get("ncpdp_id"),
             state.needs_review,
             sortable_instant(updated),
-            json.dumps(state.as_dict(), separators=(",", ":")),
+            # RFC 8259 JSON only: a state that would hold NaN or Infinity fails here, and its
+            # event is set aside, instead of making every list page that holds it unparseable.
+            json.dumps(state.as_dict(), separators=(",", ":"), allow_nan=False),
             encode_facts(entry.facts),
         )
 
@@ -228,6 +234,7 @@ class ProjectionStatus:
     name: str
     position: int
     head: int
+    dead_letters: int = 0
 
     @property
     def lag(self) -> int:
@@ -257,8 +264,34 @@ def advance(cursor: Cursor, name: str, old: int, new: int) -> None:
         raise TrackingConflictError(name)
 
 
+@dataclass
+class RetryResult:
+    """What retrying one projection's dead letters did."""
+
+    name: str
+    applied: int = 0
+    still_dead: int = 0
+
+
+def _lock_positions(cursor: Cursor, dialect: str, names: Sequence[str]) -> None:
+    """Take the projections' tracking rows for this transaction (PostgreSQL; SQLite's BEGIN
+    IMMEDIATE already holds the whole database), so that a batch and a retry of dead letters
+    never interleave: each sees the dead letters the other left."""
+    if dialect == "postgresql":
+        cursor.execute(
+            f"SELECT position FROM {TRACKING_TABLE} WHERE name = ANY(%s) FOR UPDATE", (list(names),)
+        )
+
+
 class ProjectionRunner:
-    """Runs the projections while it holds the leadership; sleeps between polls or until woken."""
+    """Runs the projections while it holds the leadership; sleeps between polls or until woken.
+
+    A batch that fails because of one of its events (`dead_letters.is_poison`) is done again
+    one event at a time, each in a savepoint, and the events that fail are set aside as dead
+    letters with the reason, while the rest of the batch, and the projection, go on. Any other
+    failure (the store unreachable, say) leaves the batch to be tried again, whole, after a
+    pause that grows while the failures last.
+    """
 
     def __init__(
         self,
@@ -284,7 +317,11 @@ class ProjectionRunner:
 
     def status(self) -> list[ProjectionStatus]:
         head, positions = self.head(), read_positions(self.db)
-        return [ProjectionStatus(p.name, positions.get(p.name, 0), head) for p in self.projections]
+        dead = dead_letters.counts(self.db)
+        return [
+            ProjectionStatus(p.name, positions.get(p.name, 0), head, dead.get(p.name, 0))
+            for p in self.projections
+        ]
 
     def catch_up(self) -> int:
         """Process what is there now, if this runner leads; the number of events handled."""
@@ -317,22 +354,125 @@ class ProjectionRunner:
         )
         # Fewer than a full batch means nothing of interest up to the head we read first.
         last = notifications[-1].id if len(notifications) == self.batch_size else head
-        events = [(n.id, n.topic, self.app.mapper.to_domain_event(n)) for n in notifications]
-        with self.db.transaction(durable=False) as cursor:  # done again after a crash
-            for projection in self.projections:
-                position = behind[projection.name]
-                if position >= last:
-                    continue
+        try:
+            events = [(n, self.app.mapper.to_domain_event(n)) for n in notifications]
+            with self.db.transaction(durable=False) as cursor:  # done again after a crash
+                self._apply(cursor, behind, last, events, one_by_one=False)
+        except Exception as exc:
+            if not dead_letters.is_poison(exc):
+                raise
+            log.warning(
+                "a projection batch failed (%s): applying it one event at a time",
+                dead_letters.describe_failure(exc),
+            )
+            with self.db.transaction(durable=False) as cursor:
+                self._apply(cursor, behind, last, [(n, None) for n in notifications], True)
+        return len(notifications)
+
+    def _apply(
+        self,
+        cursor: Cursor,
+        behind: dict[str, int],
+        last: int,
+        events: Sequence[tuple[Any, DomainEventProtocol[Any] | None]],
+        one_by_one: bool,
+    ) -> None:
+        names = [p.name for p in self.projections if behind[p.name] < last]
+        _lock_positions(cursor, self.db.dialect, names)
+        waiting = dead_letters.aggregates_set_aside(cursor, names)
+        for projection in self.projections:
+            position = behind[projection.name]
+            if position >= last:
+                continue
+            mine = [
+                (n, event)
+                for n, event in events
+                if n.id > position and n.topic in projection.topics
+            ]
+            held = waiting[projection.name]
+            if one_by_one:
+                self._apply_one_by_one(cursor, projection, mine, held)
+            else:
+                for n, _ in mine:
+                    if n.originator_id in held:
+                        self._set_aside(cursor, projection.name, n, dead_letters.HELD_REASON, True)
                 projection.apply(
                     cursor,
-                    [
-                        (number, event)
-                        for number, topic, event in events
-                        if number > position and topic in projection.topics
-                    ],
+                    [(n.id, event) for n, event in mine if n.originator_id not in held],  # type: ignore[misc]
                 )
-                advance(cursor, projection.name, position, last)
-        return len(events)
+            advance(cursor, projection.name, position, last)
+
+    def _apply_one_by_one(
+        self,
+        cursor: Cursor,
+        projection: Projection,
+        events: Sequence[tuple[Any, DomainEventProtocol[Any] | None]],
+        held: set[UUID],
+        *,
+        retrying: bool = False,
+    ) -> int:
+        """Apply each event in a savepoint; set aside those that fail (and their aggregates'
+        later ones); `retrying`, take those that apply off the dead letters. The number
+        applied."""
+        applied = 0
+        for notification, decoded in events:
+            if notification.originator_id in held:
+                self._set_aside(
+                    cursor, projection.name, notification, dead_letters.HELD_REASON, True
+                )
+                continue
+            cursor.execute("SAVEPOINT drx_event")
+            try:
+                event = decoded or self.app.mapper.to_domain_event(notification)
+                projection.apply(cursor, [(notification.id, event)])
+            except Exception as exc:
+                if not dead_letters.is_poison(exc):
+                    raise
+                cursor.execute("ROLLBACK TO SAVEPOINT drx_event")
+                reason = dead_letters.describe_failure(exc)
+                self._set_aside(cursor, projection.name, notification, reason, False)
+                held.add(notification.originator_id)
+                log.error(
+                    "projection %s set event %d aside: %s",
+                    projection.name,
+                    notification.id,
+                    reason,
+                )
+            else:
+                applied += 1
+                if retrying:
+                    dead_letters.remove(cursor, projection.name, notification.id)
+            cursor.execute("RELEASE SAVEPOINT drx_event")
+        return applied
+
+    def _set_aside(
+        self, cursor: Cursor, projection: str, notification: Any, reason: str, held: bool
+    ) -> None:
+        dead_letters.set_aside(cursor, self.db.dialect, projection, notification, reason, held=held)
+
+    def retry_dead_letters(self, name: str | None = None) -> list[RetryResult]:
+        """Apply each projection's dead letters again (after a fix), in their order, as one
+        transaction; those that still fail stay, with the new reason and one attempt more."""
+        chosen = [p for p in self.projections if name is None or p.name == name]
+        results = []
+        with self._lock, self.db.transaction() as cursor:
+            _lock_positions(cursor, self.db.dialect, [p.name for p in chosen])
+            for projection in chosen:
+                letters = dead_letters.dead_letters(self.db, projection.name)
+                result = RetryResult(projection.name)
+                events = []
+                for letter in letters:
+                    found = self.app.recorder.select_notifications(
+                        start=letter.position, limit=1, stop=letter.position
+                    )
+                    if found:  # else the event is gone from the store: the audit says so
+                        events.append((found[0], None))
+                result.applied = self._apply_one_by_one(
+                    cursor, projection, events, set(), retrying=True
+                )
+                result.still_dead = len(events) - result.applied
+                results.append(result)
+        return results
 
     def wake(self) -> None:
         self._wake.set()
@@ -350,12 +490,20 @@ class ProjectionRunner:
         self.leadership.release()
 
     def _run(self) -> None:
+        failures = 0
         while not self._stop.is_set():
             try:
                 self.catch_up()
+                failures = 0
             except Exception as exc:  # a store outage or a conflict: log, wait, try again
-                log.warning("projections paused: %s", type(exc).__name__)
-            self._wake.wait(self.poll_interval_s)
+                failures += 1
+                level = (
+                    logging.WARNING if isinstance(exc, dead_letters.TRANSIENT) else logging.ERROR
+                )
+                if failures == 1 or failures % 20 == 0:
+                    log.log(level, "projections paused: %s", dead_letters.describe_failure(exc))
+            pause = min(self.poll_interval_s * 2 ** min(failures, 10), MAX_PAUSE_S)
+            self._wake.wait(pause if failures else self.poll_interval_s)
             self._wake.clear()
 
 

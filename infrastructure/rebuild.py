@@ -11,9 +11,10 @@ service keeps running, then compare it with the live one or swap it in atomicall
    they never see a half-built table.
 
 PostgreSQL: to compare, the final transaction is REPEATABLE READ (one snapshot of both tables);
-to swap, it first locks the live table, then the tracking row, in the order the live runner
-takes them. SQLite: it holds
-the database's write lock, so webhook writes wait for it (a few seconds at most at 100k rows).
+to swap, it first locks the tracking row, then the live table, in the order the live runner
+takes them. SQLite: it holds the database's write lock, so webhook writes wait for it (a few
+seconds at most at 100k rows). Events the live projection set aside as dead letters are left
+out of the rebuilt model too.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from domain.service import Prescriptions
+from infrastructure import dead_letters
 from infrastructure.projections import (
     TRACKING_TABLE,
     DeliveriesProjection,
@@ -39,6 +41,10 @@ from infrastructure.readstore import Cursor, ReadDatabase
 BATCH = 10_000
 PROJECTION_NAMES = ("prescriptions", "deliveries")
 Progress = Callable[[int, int], None]
+
+
+class RebuildError(RuntimeError):
+    """The rebuild cannot go on; the message says why and what to do."""
 
 
 @dataclass(frozen=True)
@@ -109,16 +115,15 @@ class Rebuilder:
         indexes = self._create_fresh(target.table, fresh)
         try:
             goal = read_position(self.db, name)
-            position = self._bulk(target.projection, 0, goal, result, progress)
-            with self._final_transaction(target.table, swap=not verify) as cursor:
-                lock = " FOR UPDATE" if not verify and self.db.dialect == "postgresql" else ""
-                cursor.execute(
-                    f"SELECT position FROM {TRACKING_TABLE} WHERE name = %s{lock}", (name,)
-                )
-                row = cursor.fetchone()
-                live_position = int(row[0]) if row else 0
-                for events in self._batches(position, live_position, target.projection):
-                    target.projection.apply(cursor, events)
+            skip = self._set_aside(name)
+            position = self._bulk(target.projection, 0, goal, skip, result, progress)
+            with self._final_transaction(target.table, name, swap=not verify) as (
+                cursor,
+                live_position,
+            ):
+                skip = self._set_aside(name)
+                for events in self._batches(position, live_position, target.projection, skip):
+                    self._apply(cursor, target.projection, events)
                     result.events += len(events)
                 result.position = live_position
                 cursor.execute(f"SELECT COUNT(*) FROM {fresh}")
@@ -157,27 +162,49 @@ class Rebuilder:
             # it takes the live table's place.
             return [sql for kind, sql in rows if kind == "index"]
 
-    def _batches(self, start: int, stop: int, projection: Projection) -> Iterator[list[Any]]:
+    def _set_aside(self, name: str) -> set[int]:
+        """The positions the live projection set aside as dead letters: left out here too, so
+        that the rebuilt model is what the live one would be."""
+        return {letter.position for letter in dead_letters.dead_letters(self.db, name)}
+
+    def _batches(
+        self, start: int, stop: int, projection: Projection, skip: set[int]
+    ) -> Iterator[list[Any]]:
         position = start
         while position < stop:
             notifications = self.app.recorder.select_notifications(
                 start=position + 1, limit=BATCH, stop=stop, topics=projection.topics
             )
             position = notifications[-1].id if len(notifications) == BATCH else stop
-            if notifications:
-                yield [(n.id, self.app.mapper.to_domain_event(n)) for n in notifications]
+            kept = [n for n in notifications if n.id not in skip]
+            if kept:
+                yield [(n.id, self.app.mapper.to_domain_event(n)) for n in kept]
+
+    @staticmethod
+    def _apply(cursor: Cursor, projection: Projection, events: list[Any]) -> None:
+        try:
+            projection.apply(cursor, events)
+        except Exception as exc:
+            if not dead_letters.is_poison(exc):
+                raise
+            raise RebuildError(
+                f"events {events[0][0]}-{events[-1][0]} cannot be projected "
+                f"({dead_letters.describe_failure(exc)}); the live projection sets such events "
+                "aside as dead letters (drx projections status): let it reach them, then rebuild"
+            ) from None
 
     def _bulk(
         self,
         projection: Projection,
         start: int,
         stop: int,
+        skip: set[int],
         result: RebuildResult,
         progress: Progress | None,
     ) -> int:
-        for events in self._batches(start, stop, projection):
+        for events in self._batches(start, stop, projection, skip):
             with self.db.transaction() as cursor:
-                projection.apply(cursor, events)
+                self._apply(cursor, projection, events)
             result.events += len(events)
             if progress:
                 progress(events[-1][0], stop)
@@ -188,16 +215,23 @@ class Rebuilder:
     # The final transaction
 
     @contextmanager
-    def _final_transaction(self, live: str, *, swap: bool) -> Iterator[Cursor]:
+    def _final_transaction(
+        self, live: str, name: str, *, swap: bool
+    ) -> Iterator[tuple[Cursor, int]]:
+        """The last transaction, and the live projection's position in it."""
         with self.db.transaction() as cursor:
-            if self.db.dialect == "postgresql" and swap:
-                # Lock the live table, then (by the caller) the tracking row, in the order the
-                # live runner takes them, so that the two cannot deadlock.
-                cursor.execute(f"LOCK TABLE {live} IN ACCESS EXCLUSIVE MODE")
-            elif self.db.dialect == "postgresql":
+            postgres = self.db.dialect == "postgresql"
+            if postgres and not swap:
                 # Compare both tables as of one instant, while the live runner carries on.
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            yield cursor
+            # To swap: the tracking row, then the live table, in the order the live runner
+            # takes them (its batch locks the row first), so that the two cannot deadlock.
+            lock = " FOR UPDATE" if swap and postgres else ""
+            cursor.execute(f"SELECT position FROM {TRACKING_TABLE} WHERE name = %s{lock}", (name,))
+            row = cursor.fetchone()
+            if swap and postgres:
+                cursor.execute(f"LOCK TABLE {live} IN ACCESS EXCLUSIVE MODE")
+            yield cursor, int(row[0]) if row else 0
 
     def _swap(self, cursor: Cursor, live: str, fresh: str, indexes: list[str]) -> None:
         cursor.execute(f"DROP TABLE {live}")

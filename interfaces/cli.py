@@ -19,11 +19,13 @@ import uvicorn
 from standardwebhooks.webhooks import Webhook
 
 from domain.errors import PrescriptionNotFoundError
+from infrastructure import dead_letters
 from infrastructure.audit import Auditor, export_prescription
 from infrastructure.database import postgres_warnings
 from infrastructure.dev_credentials import read_dev_credentials, with_credentials
 from infrastructure.eventstore import StoreKeyError, check_store_readable, open_prescriptions
 from infrastructure.migrations import MigrationError, migrate
+from infrastructure.projections import projection_runner
 from infrastructure.readstore import open_read_database
 from infrastructure.rebuild import PROJECTION_NAMES, Rebuilder
 from infrastructure.settings import Settings, SettingsError
@@ -101,10 +103,44 @@ def cmd_projections_status(settings: Settings, _: argparse.Namespace) -> int:
         rows = services.projections.status()
     finally:
         services.close()
-    print(f"{'projection':<16}{'position':>12}{'head':>12}{'lag':>12}")
+    print(f"{'projection':<16}{'position':>12}{'head':>12}{'lag':>12}{'dead letters':>14}")
     for row in rows:
-        print(f"{row.name:<16}{row.position:>12}{row.head:>12}{row.lag:>12}")
+        print(f"{row.name:<16}{row.position:>12}{row.head:>12}{row.lag:>12}{row.dead_letters:>14}")
+    if any(row.dead_letters for row in rows):
+        print(
+            "events were set aside: see drx projections dead-letters; once fixed, "
+            "drx projections retry"
+        )
     return 0
+
+
+def cmd_projections_dead_letters(settings: Settings, args: argparse.Namespace) -> int:
+    db = open_read_database(settings)
+    try:
+        letters = dead_letters.dead_letters(db, args.name)
+    finally:
+        db.close()
+    for letter in letters:
+        print(
+            f"{letter.projection} event {letter.position} ({letter.topic.rsplit('.', 1)[-1]} of "
+            f"{letter.originator_id} v{letter.originator_version}), {letter.attempts} attempt(s), "
+            f"since {letter.failed_at}: {letter.reason}"
+        )
+    print(f"{len(letters)} dead letter(s)")
+    return 0
+
+
+def cmd_projections_retry(settings: Settings, args: argparse.Namespace) -> int:
+    """Apply the dead letters again, after a fix; exit 1 when some still fail."""
+    app, db = open_prescriptions(settings), open_read_database(settings)
+    try:
+        results = projection_runner(app, db, settings).retry_dead_letters(args.name)
+    finally:
+        db.close()
+        app.close()
+    for result in results:
+        print(f"{result.name}: {result.applied} applied, {result.still_dead} still set aside")
+    return 1 if any(result.still_dead for result in results) else 0
 
 
 def cmd_projections_rebuild(settings: Settings, args: argparse.Namespace) -> int:
@@ -271,6 +307,16 @@ def build_parser() -> argparse.ArgumentParser:
     projections.add_parser(
         "run", help="run the projections in the foreground (drx serve runs them itself)"
     ).set_defaults(handler=cmd_projections_run)
+    letters = projections.add_parser(
+        "dead-letters", help="the events a projection set aside, with why"
+    )
+    letters.add_argument("name", nargs="?", choices=PROJECTION_NAMES)
+    letters.set_defaults(handler=cmd_projections_dead_letters)
+    retry = projections.add_parser(
+        "retry", help="apply the dead letters again after a fix; exit 1 if some still fail"
+    )
+    retry.add_argument("name", nargs="?", choices=PROJECTION_NAMES)
+    retry.set_defaults(handler=cmd_projections_retry)
     rebuild = projections.add_parser(
         "rebuild", help="rebuild read models from the start of the event store, then swap them in"
     )

@@ -19,6 +19,7 @@ import pytest
 from domain.service import Prescriptions
 from infrastructure.eventstore import open_prescriptions
 from infrastructure.migrations import migrate
+from infrastructure.readstore import ReadDatabase, open_read_database
 from infrastructure.settings import Settings
 from tests.helpers import API_KEY, new_secret
 
@@ -98,6 +99,13 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setting
     yield chosen
     if chosen.dialect == "postgresql":
         drop_schema(chosen)
+
+
+@pytest.fixture
+def read_db(settings: Settings) -> Iterator[ReadDatabase]:
+    db = open_read_database(settings)
+    yield db
+    db.close()
 
 
 @pytest.fixture

@@ -24,6 +24,7 @@ from interfaces.http.deliveries import DeliveryController
 from interfaces.http.errors import STORE_UNAVAILABLE, handle_exception
 from interfaces.http.health import HealthController, ProjectionController
 from interfaces.http.metrics import WebhookMetrics, webhook_timing
+from interfaces.http.paths import RawRequestGuard
 from interfaces.http.prescriptions import PrescriptionController
 from interfaces.http.services import Services
 
@@ -52,7 +53,7 @@ def create_app(settings: Settings, *, run_projections: bool = True) -> Litestar:
     """
     services = build_services(settings)
     on_startup = [services.projections.start] if run_projections else []
-    app = Litestar(
+    app = RawRequestGuard(
         route_handlers=[
             webhooks.WebhookController,
             PrescriptionController,

@@ -5,14 +5,17 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from litestar import Controller, Response, get
+from litestar import Controller, Response, get, post
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromPath
 
+from infrastructure import dead_letters
 from infrastructure.migrations import pending
 from interfaces.http.auth import BEARER, require_api_key
-from interfaces.http.errors import STORE_UNAVAILABLE, problem
-from interfaces.http.schemas import Problem, ProjectionState
+from interfaces.http.errors import STORE_UNAVAILABLE, ProblemError, problem
+from interfaces.http.paths import path_id
+from interfaces.http.schemas import DeadLetter, DeadLetterRetry, Problem, ProjectionState
 from interfaces.http.services import Services
 
 log = logging.getLogger(__name__)
@@ -45,6 +48,22 @@ class HealthController(Controller):
         if todo:
             names = ", ".join(f"{m.version:04d}_{m.name}" for m in todo)
             return problem(503, "not_migrated", f"pending migrations: {names}; run drx migrate")
+        try:
+            dead = dead_letters.counts(services.read_db)
+        except STORE_UNAVAILABLE:
+            dead = {}
+        if dead:
+            # Ready to take deliveries, but some read model lacks events: say so, with a 200.
+            listed = ", ".join(f"{name} {count}" for name, count in sorted(dead.items()))
+            return Response(
+                {
+                    "status": "degraded",
+                    "detail": f"events set aside by the projections ({listed}): see "
+                    "GET /projections/{name}/dead-letters, retry once fixed",
+                    "dead_letters": dead,
+                },
+                status_code=200,
+            )
         return Response({"status": "ready"}, status_code=200)
 
     @get(
@@ -56,11 +75,11 @@ class HealthController(Controller):
     )
     def metrics(self, services: NamedDependency[Services]) -> str:
         try:
-            lags = [(s.name, s.lag) for s in services.projections.status()]
+            statuses = services.projections.status()
             parked: int | None = services.read_model.parked_count()
         except STORE_UNAVAILABLE:
-            lags, parked = [], None  # the webhook's own figures are still worth a scrape
-        return services.metrics.render(parked, lags)
+            statuses, parked = [], None  # the webhook's own figures are still worth a scrape
+        return services.metrics.render(parked, statuses)
 
 
 class ProjectionController(Controller):
@@ -77,6 +96,63 @@ class ProjectionController(Controller):
     )
     def projections(self, services: NamedDependency[Services]) -> list[ProjectionState]:
         return [
-            ProjectionState(name=s.name, position=s.position, head=s.head, lag=s.lag)
+            ProjectionState(
+                name=s.name,
+                position=s.position,
+                head=s.head,
+                lag=s.lag,
+                dead_letters=s.dead_letters,
+            )
             for s in services.projections.status()
         ]
+
+    @get(
+        "/projections/{name:str}/dead-letters",
+        operation_id="listDeadLetters",
+        summary="The events a projection set aside, with why",
+        sync_to_thread=True,
+        responses={
+            401: ResponseSpec(Problem, description="no valid API key"),
+            404: ResponseSpec(Problem, description="no projection of that name"),
+        },
+    )
+    def dead_letters(
+        self, name: FromPath[str], services: NamedDependency[Services]
+    ) -> list[DeadLetter]:
+        _known(services, name)
+        return [
+            DeadLetter(
+                position=letter.position,
+                aggregate_id=str(letter.originator_id),
+                aggregate_version=letter.originator_version,
+                topic=letter.topic,
+                reason=letter.reason,
+                held=letter.held,
+                attempts=letter.attempts,
+                failed_at=letter.failed_at,
+            )
+            for letter in dead_letters.dead_letters(services.read_db, name)
+        ]
+
+    @post(
+        "/projections/{name:str}/dead-letters/retry",
+        operation_id="retryDeadLetters",
+        summary="Apply a projection's dead letters again (after a fix), in their order",
+        status_code=200,
+        sync_to_thread=True,
+        responses={
+            401: ResponseSpec(Problem, description="no valid API key"),
+            404: ResponseSpec(Problem, description="no projection of that name"),
+        },
+    )
+    def retry_dead_letters(
+        self, name: FromPath[str], services: NamedDependency[Services]
+    ) -> DeadLetterRetry:
+        _known(services, name)
+        (result,) = services.projections.retry_dead_letters(name)
+        return DeadLetterRetry(name=name, applied=result.applied, still_dead=result.still_dead)
+
+
+def _known(services: Services, name: str) -> None:
+    if path_id(name) not in {p.name for p in services.projections.projections}:
+        raise ProblemError(404, "projection_not_found", f"no projection named {name}")

@@ -12,6 +12,8 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
+from infrastructure.projections import ProjectionStatus
+
 LATENCY_BUCKETS_S = (0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 OUTCOME_KEY = "drx_outcome"
 
@@ -33,7 +35,7 @@ class WebhookMetrics:
             self.latency_sum += seconds
             self.latency_count += 1
 
-    def render(self, parked: int | None, projections: Iterable[tuple[str, int]]) -> str:
+    def render(self, parked: int | None, projections: Iterable[ProjectionStatus]) -> str:
         with self._lock:
             outcomes = dict(self.outcomes)
             buckets, total, count = list(self.bucket_counts), self.latency_sum, self.latency_count
@@ -61,8 +63,17 @@ class WebhookMetrics:
             "# HELP drx_projection_lag_events Events in the store not yet in a read model.",
             "# TYPE drx_projection_lag_events gauge",
         ]
+        projections = list(projections)
         lines += [
-            f'drx_projection_lag_events{{projection="{name}"}} {lag}' for name, lag in projections
+            f'drx_projection_lag_events{{projection="{p.name}"}} {p.lag}' for p in projections
+        ]
+        lines += [
+            "# HELP drx_projection_dead_letters Events a projection set aside (GET /projections).",
+            "# TYPE drx_projection_dead_letters gauge",
+        ]
+        lines += [
+            f'drx_projection_dead_letters{{projection="{p.name}"}} {p.dead_letters}'
+            for p in projections
         ]
         if parked is not None:
             lines += [

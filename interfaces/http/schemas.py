@@ -115,6 +115,26 @@ class ProjectionState(Out):
     position: int
     head: int
     lag: int
+    dead_letters: int
+
+
+class DeadLetter(Out):
+    """An event the projection set aside: which stored event, why, since when."""
+
+    position: int
+    aggregate_id: str
+    aggregate_version: int
+    topic: str
+    reason: str
+    held: bool
+    attempts: int
+    failed_at: str
+
+
+class DeadLetterRetry(Out):
+    name: str
+    applied: int
+    still_dead: int
 
 
 class WebhookAnswer(Out):

@@ -1,0 +1,205 @@
+"""An event a projection cannot apply is set aside as a dead letter with its reason, and the
+projection goes on; the aggregate's later events wait behind it; a retry after the fix applies
+them in their order."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import psycopg
+import pytest
+
+import infrastructure.projections
+from domain.prescription import Prescription
+from infrastructure import dead_letters
+from infrastructure.projections import DeliveriesProjection, projection_runner, read_position
+from infrastructure.readmodel import PrescriptionFilter, ReadModel
+from infrastructure.rebuild import Rebuilder
+from tests.helpers import LIFECYCLES, load_lifecycle, relabelled
+from tests.integration.test_projections import assert_read_model_equals_store
+from tests.integration.test_service import deliver
+
+
+def lifecycle(tag: str) -> list[dict]:
+    return relabelled(load_lifecycle(LIFECYCLES[0]), tag)
+
+
+def bug_in_the_state_code_for(event_id: str, monkeypatch):
+    """A bug of ours that only this fact sets off, in the projection's state code; undone by
+    the returned function (the fix)."""
+    real = infrastructure.projections.derive_state
+
+    def buggy(subject, facts):
+        facts = list(facts)
+        if any(f.event_id == event_id for f in facts):
+            raise KeyError("a bug that only this fact sets off")
+        return real(subject, facts)
+
+    monkeypatch.setattr(infrastructure.projections, "derive_state", buggy)
+    return lambda: monkeypatch.setattr(infrastructure.projections, "derive_state", real)
+
+
+@pytest.fixture
+def runner(prescriptions, read_db, settings):
+    runner = projection_runner(prescriptions, read_db, settings, batch_size=1000)
+    yield runner
+    runner.stop()
+
+
+def test_a_fact_the_projection_fails_on_is_set_aside_and_the_others_go_on(
+    prescriptions,
+    read_db,
+    runner,
+    monkeypatch,
+):
+    before, victim, after = lifecycle("before"), lifecycle("victim"), lifecycle("after")
+    fix = bug_in_the_state_code_for(victim[2]["id"], monkeypatch)
+    for event in before + victim + after:
+        deliver(prescriptions, event)
+    runner.catch_up()
+
+    listed = {
+        item.split('"prescription_id":"', 1)[1].split('"', 1)[0]
+        for item in ReadModel(read_db).prescriptions_json(PrescriptionFilter(), 50, None).items
+    }
+    assert {before[0]["subject"], after[0]["subject"]} <= listed
+    letters = dead_letters.dead_letters(read_db, "prescriptions")
+    failed = [letter for letter in letters if not letter.held]
+    assert len(failed) == 1
+    assert "KeyError at test_dead_letters.py" in failed[0].reason
+    # The victim's facts after the failing one wait behind it; none of another prescription.
+    assert {letter.originator_id for letter in letters} == {failed[0].originator_id}
+    assert len(letters) == len(victim) - 2
+    assert [s.dead_letters for s in runner.status()] == [len(letters), 0]
+    head = runner.head()
+    assert read_position(read_db, "prescriptions") == head  # not stuck behind it
+
+    fix()
+    (result, other) = runner.retry_dead_letters()
+    assert (result.name, result.applied, result.still_dead) == ("prescriptions", len(letters), 0)
+    assert (other.applied, other.still_dead) == (0, 0)
+    assert dead_letters.dead_letters(read_db) == []
+    assert_read_model_equals_store(prescriptions, read_db)
+
+
+def test_a_retry_that_still_fails_keeps_the_dead_letter_with_one_attempt_more(
+    prescriptions,
+    read_db,
+    runner,
+    monkeypatch,
+):
+    victim = lifecycle("again")
+    bug_in_the_state_code_for(victim[1]["id"], monkeypatch)
+    for event in victim:
+        deliver(prescriptions, event)
+    runner.catch_up()
+    count = len(dead_letters.dead_letters(read_db))
+    (result, _) = runner.retry_dead_letters()
+    assert (result.applied, result.still_dead) == (0, count)
+    letters = dead_letters.dead_letters(read_db)
+    assert len(letters) == count
+    # Tried twice: the one that fails; those waiting behind it were not tried.
+    assert [(letter.held, letter.attempts) for letter in letters] == [(False, 2)] + [(True, 1)] * (
+        count - 1
+    )
+
+
+def test_a_delivery_set_aside_keeps_its_later_outcome_waiting_behind_it(
+    prescriptions,
+    read_db,
+    runner,
+    monkeypatch,
+):
+    events = lifecycle("order")
+    victim = events[1]["id"]
+    real = DeliveriesProjection.apply
+
+    def buggy(self, cursor, batch):
+        if any(getattr(event, "event_id", None) == victim for _, event in batch):
+            raise ValueError("a bug that only this delivery sets off")
+        real(self, cursor, batch)
+
+    monkeypatch.setattr(DeliveriesProjection, "apply", buggy)
+    for event in events:
+        deliver(prescriptions, event)
+    runner.catch_up()
+    letters = dead_letters.dead_letters(read_db, "deliveries")
+    assert [letter.held for letter in letters] == [False, True]  # Received, then Processed
+    monkeypatch.setattr(DeliveriesProjection, "apply", real)
+    runner.retry_dead_letters("deliveries")
+    row = read_db.query("SELECT status, seq FROM rx_deliveries WHERE event_id = %s", (victim,))
+    assert row == [("processed", letters[0].position)]
+
+
+def test_a_store_that_fails_sets_nothing_aside_and_the_batch_is_tried_again(
+    prescriptions,
+    read_db,
+    runner,
+    settings,
+    monkeypatch,
+):
+    for event in lifecycle("outage"):
+        deliver(prescriptions, event)
+    down = (
+        psycopg.OperationalError if settings.dialect == "postgresql" else sqlite3.OperationalError
+    )
+    real = DeliveriesProjection.apply
+
+    def unreachable(self, cursor, batch):
+        raise down("the server closed the connection")
+
+    monkeypatch.setattr(DeliveriesProjection, "apply", unreachable)
+    with pytest.raises(down):
+        runner.catch_up()
+    assert dead_letters.dead_letters(read_db) == []
+    assert read_position(read_db, "deliveries") == 0
+    monkeypatch.setattr(DeliveriesProjection, "apply", real)
+    runner.catch_up()
+    assert read_position(read_db, "deliveries") == runner.head()
+
+
+def test_a_rebuild_leaves_out_what_the_live_projection_set_aside_and_verifies_equal(
+    prescriptions,
+    read_db,
+    runner,
+    monkeypatch,
+):
+    victim = lifecycle("rebuilt")
+    bug_in_the_state_code_for(victim[0]["id"], monkeypatch)
+    for event in lifecycle("fine") + victim:
+        deliver(prescriptions, event)
+    runner.catch_up()
+    assert dead_letters.dead_letters(read_db, "prescriptions")
+    result = Rebuilder(prescriptions, read_db).rebuild("prescriptions", verify=True)
+    assert result.differences == []
+
+
+@pytest.mark.postgres
+def test_on_postgresql_a_stored_nul_character_is_set_aside_not_a_stuck_projection(
+    postgres_url, monkeypatch
+):
+    """Stored before the webhook refused it (an older version, or straight into the store):
+    PostgreSQL's text columns cannot hold U+0000."""
+    from infrastructure.eventstore import open_prescriptions
+    from infrastructure.migrations import migrate
+    from infrastructure.readstore import open_read_database
+    from tests.conftest import drop_schema, postgres_settings
+
+    settings = postgres_settings(postgres_url)
+    migrate(settings)
+    app, db = open_prescriptions(settings), open_read_database(settings)
+    runner = projection_runner(app, db, settings)
+    try:
+        app.save(Prescription("drx_rx_\x00nul"))
+        for event in lifecycle("beside"):
+            deliver(app, event)
+        runner.catch_up()
+        (letter,) = dead_letters.dead_letters(db, "prescriptions")
+        assert "DataError" in letter.reason
+        assert read_position(db, "prescriptions") == runner.head()
+        assert ReadModel(db).prescription_json(lifecycle("beside")[0]["subject"]) is not None
+    finally:
+        runner.stop()
+        db.close()
+        app.close()
+        drop_schema(settings)

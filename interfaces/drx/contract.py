@@ -6,13 +6,26 @@ an offset, breaks the contract. Unknown extra fields are tolerated everywhere.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 from pydantic import create_model as _create_model
 
 from domain.facts import FactKind
 
+
+def _in_utc(moment: datetime) -> datetime:
+    """An instant that exists in UTC too: `0001-01-01T00:00:00+01:00` does not (it is in year
+    0 there), and every instant is compared and shown in UTC."""
+    try:
+        moment.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("the instant falls outside the years 1-9999 in UTC") from None
+    return moment
+
+
+Instant = Annotated[AwareDatetime, AfterValidator(_in_utc)]
 Text = Annotated[str, Field(min_length=1)]
 Key = Annotated[str, Field(min_length=1, max_length=200)]
 Count = Annotated[int, Field(ge=0)]
@@ -44,8 +57,8 @@ class Envelope(Model):
     type: Text
     schema_version: Annotated[str, Field(pattern=r"^\d+(\.\d+)*$")]
     source: Text
-    occurred_at: AwareDatetime
-    sent_at: AwareDatetime | None = None
+    occurred_at: Instant
+    sent_at: Instant | None = None
     attempt: Positive | None = None
     subject: Key
     sequence: Positive | None = None
@@ -227,14 +240,14 @@ class Dispensed(Model):
     dispense_status: Literal["dispensed", "partially_dispensed"]
     quantity_dispensed: Number
     refills_remaining: Count
-    dispensed_at: AwareDatetime
+    dispensed_at: Instant
     ndc: str | None = None
     lot_number: str | None = None
 
 
 class ReadyForPickup(Model):
     fill_number: Positive
-    ready_at: AwareDatetime
+    ready_at: Instant
     pickup_location: str | None = None
 
 
@@ -242,7 +255,7 @@ class Shipped(Model):
     fill_number: Positive
     carrier: Text
     tracking_number: Text
-    shipped_at: AwareDatetime
+    shipped_at: Instant
     tracking_url: str | None = None
     eta: str | None = None
 
@@ -250,12 +263,12 @@ class Shipped(Model):
 class Delivered(Model):
     fill_number: Positive
     handover: Literal["delivery", "pickup"]
-    delivered_at: AwareDatetime
+    delivered_at: Instant
 
 
 class Transferred(Model):
     to_pharmacy: Pharmacy
-    transferred_at: AwareDatetime
+    transferred_at: Instant
     from_pharmacy: Pharmacy | None = None
     new_prescription_id: str | None = None
 

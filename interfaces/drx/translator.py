@@ -6,6 +6,9 @@ place that changes.
 
 from __future__ import annotations
 
+import json
+import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +25,7 @@ SUPPORTED_SCHEMA_MAJOR = 1
 
 
 class NotAJsonObjectError(ValueError):
-    """The body is not a JSON object at all: a 400."""
+    """The body is not a JSON object at all (RFC 8259: no NaN, no Infinity): a 400."""
 
 
 class EnvelopeError(ValueError):
@@ -51,14 +54,72 @@ def describe_errors(error: ValidationError, prefix: str = "") -> list[dict[str, 
     ]
 
 
+# JSON can only carry U+0000 as this escape: a body without it holds none.
+_NUL_ESCAPE = b"\\u0000"
+# What a number that is not finite could look like: NaN and Infinity (which Python's and
+# pydantic's parsers take, RFC 8259 does not), or an exponent or a run of digits large enough
+# to overflow a float. A body without any of these has none; one with them is parsed again.
+_MAYBE_NOT_FINITE = re.compile(rb"NaN|Infinity|[eE]\+?\d{3}|\d{309}")
+
+
+def _refuse(_: str) -> float:
+    raise ValueError
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError
+    return number
+
+
+def _has_a_number_that_is_not_finite(body: bytes) -> bool:
+    try:
+        json.loads(body, parse_constant=_refuse, parse_float=_finite)
+    except ValueError:
+        return True
+    return False
+
+
+def nul_paths(value: Any, path: str) -> list[str]:
+    """Where U+0000 occurs in a parsed JSON value (in a key or a string), as dotted paths.
+
+    PostgreSQL's text columns cannot hold it (SQLite's can, but the stores must agree), so it is
+    refused or parked at the boundary rather than found by a projection that cannot write it.
+    """
+    if isinstance(value, str):
+        return [path] if "\x00" in value else []
+    if isinstance(value, dict):
+        found: list[str] = []
+        for key, item in value.items():
+            where = (f"{path}.{key}" if path else key).replace("\x00", "?")
+            found += [where] if "\x00" in key else nul_paths(item, where)
+        return found
+    if isinstance(value, list):
+        return [p for index, item in enumerate(value) for p in nul_paths(item, f"{path}.{index}")]
+    return []
+
+
 def parse_envelope(body: bytes) -> Envelope:
     try:
-        return Envelope.model_validate_json(body)
+        envelope = Envelope.model_validate_json(body)
     except ValidationError as error:
         kinds = {e["type"] for e in error.errors() if not e["loc"]}
         if kinds & {"json_invalid", "model_type", "json_type"}:
             raise NotAJsonObjectError("the body is not a JSON object") from None
         raise EnvelopeError(describe_errors(error)) from None
+    if _MAYBE_NOT_FINITE.search(body) and _has_a_number_that_is_not_finite(body):
+        raise NotAJsonObjectError(
+            "the body holds a number that is not finite (NaN, Infinity, or out of range), "
+            "which JSON (RFC 8259) does not allow"
+        )
+    if _NUL_ESCAPE in body:
+        fields = envelope.model_dump(include=set(Envelope.model_fields) - {"data"})
+        if found := nul_paths(fields, ""):
+            raise EnvelopeError(
+                [{"field": where, "problem": "must not contain U+0000"} for where in found]
+            )
+    return envelope
 
 
 def read_fact(envelope: Envelope, body: bytes) -> Fact | Unreadable:
@@ -78,6 +139,10 @@ def read_fact(envelope: Envelope, body: bytes) -> Fact | Unreadable:
         return Unreadable(
             "data breaks the contract: "
             + "; ".join(f"{p['field']}: {p['problem']}" for p in problems)
+        )
+    if _NUL_ESCAPE in body and (found := nul_paths(envelope.data, "data")):
+        return Unreadable(
+            "data holds U+0000, which the read models cannot store, at " + ", ".join(found)
         )
     correlation: dict[str, Any] = (
         envelope.correlation.model_dump(exclude_none=True) if envelope.correlation else {}

@@ -19,6 +19,7 @@ from domain.state import format_instant
 from interfaces.drx.translator import read_stored
 from interfaces.http.auth import BEARER, require_api_key
 from interfaces.http.pagination import Cursor, decode_cursor, encode_cursor
+from interfaces.http.paths import path_id
 from interfaces.http.schemas import Delivery, DeliveryDetail, DeliveryPage, Problem, Replay
 from interfaces.http.services import Services
 
@@ -82,7 +83,7 @@ class DeliveryController(Controller):
     def get_delivery(
         self, event_id: FromPath[str], services: NamedDependency[Services]
     ) -> DeliveryDetail:
-        return _detail(services.prescriptions.delivery(event_id))
+        return _detail(services.prescriptions.delivery(path_id(event_id)))
 
     @post(
         "/{event_id:str}/replay",
@@ -98,6 +99,7 @@ class DeliveryController(Controller):
         },
     )
     def replay(self, event_id: FromPath[str], services: NamedDependency[Services]) -> Replay:
+        event_id = path_id(event_id)
         delivery = services.prescriptions.delivery(event_id)
         read = read_stored(delivery.body)
         fact = read if isinstance(read, Fact) else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from litestar.params import QueryParameter
@@ -29,14 +29,24 @@ def encode_cursor(key: Any) -> str | None:
     return base64.urlsafe_b64encode(json.dumps({"after": key}).encode()).decode().rstrip("=")
 
 
+# Keys are positions in the store (PostgreSQL bigint, SQLite INTEGER) or ids (1-200 chars).
+_LARGEST_KEY = 2**63 - 1
+
+
 def decode_cursor(cursor: str | None, kind: type) -> Any:
-    if cursor is None:
+    """The key a cursor of this API holds, or a 400. An empty `cursor=` is the first page."""
+    if not cursor:
         return None
     try:
         key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))["after"]
     except (ValueError, KeyError, TypeError):
         key = None
-    if not isinstance(key, kind) or isinstance(key, bool):
+    if (
+        not isinstance(key, kind)
+        or isinstance(key, bool)
+        or (isinstance(key, int) and not 0 <= key <= _LARGEST_KEY)
+        or (isinstance(key, str) and (not 0 < len(key) <= 200 or "\x00" in key))
+    ):
         raise ProblemError(400, "invalid_parameter", "cursor is not one this API issued")
     return key
 
@@ -44,8 +54,10 @@ def decode_cursor(cursor: str | None, kind: type) -> Any:
 def parse_instant(name: str, value: str) -> datetime:
     """An RFC 3339 timestamp with its offset, or a 400 that names the parameter."""
     try:
-        moment = datetime.fromisoformat(value.upper())  # RFC 3339 allows a lower-case t and z
-    except ValueError:
+        moment: datetime | None = datetime.fromisoformat(value.upper())  # RFC 3339: t, z too
+        if moment is not None and moment.tzinfo is not None:
+            moment.astimezone(UTC)  # 0001-01-01T00:00:00+01:00 has no UTC instant
+    except (ValueError, OverflowError):
         moment = None
     if moment is None or moment.tzinfo is None:
         raise ProblemError(

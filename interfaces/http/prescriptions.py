@@ -16,6 +16,7 @@ from infrastructure.audit import history_document
 from infrastructure.readmodel import PrescriptionFilter
 from interfaces.http.auth import BEARER, require_api_key
 from interfaces.http.pagination import Cursor, Instant, decode_cursor, encode_cursor, parse_instant
+from interfaces.http.paths import path_id
 from interfaces.http.schemas import (
     History,
     Prescription,
@@ -88,6 +89,7 @@ class PrescriptionController(Controller):
         services: NamedDependency[Services],
         as_of: Instant = None,
     ) -> Response[Prescription]:
+        prescription_id = path_id(prescription_id)
         if as_of is not None:
             moment = parse_instant("as_of", as_of)
             then = services.prescriptions.state(prescription_id, as_of=moment).as_dict()
@@ -107,5 +109,6 @@ class PrescriptionController(Controller):
     def get_history(
         self, prescription_id: FromPath[str], services: NamedDependency[Services]
     ) -> History:
+        prescription_id = path_id(prescription_id)
         recorded = services.prescriptions.history(prescription_id)
         return History.model_validate(history_document(prescription_id, recorded))

@@ -1,18 +1,25 @@
-"""Hostile input on the webhook and the read API: no 500, nothing unsigned stored, and no secret,
-key, signature or patient name in the logs."""
+"""Hostile input on the webhook and the read API, on SQLite and on PostgreSQL: no 500, nothing
+unsigned stored, only RFC 8259 JSON out, and no secret, key, signature or patient name in the
+logs."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
+import json
 import logging
 import os
+import time
+import urllib.parse
 from datetime import timedelta
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import sqlite_settings
+from infrastructure.migrations import migrate
+from tests.conftest import migrated_postgres, sqlite_settings
 from tests.helpers import (
     API_KEY,
     body_of,
@@ -29,14 +36,31 @@ HEADER_VALUES = st.one_of(
 )
 
 
-@pytest.fixture(scope="module")
-def client(tmp_path_factory):
-    chosen = sqlite_settings(tmp_path_factory.mktemp("hostile"))
-    from infrastructure.migrations import migrate
-
-    migrate(chosen)
-    with serving(chosen, run_projections=False) as test_client:
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def client(request, tmp_path_factory):
+    """One service per store for the module (the fuzzing shares it)."""
+    if request.param == "sqlite":
+        chosen = sqlite_settings(tmp_path_factory.mktemp("hostile"))
+        migrate(chosen)
+        with serving(chosen, run_projections=False) as test_client:
+            yield test_client
+        return
+    with (
+        migrated_postgres(request.getfixturevalue("postgres_url")) as chosen,
+        serving(chosen, run_projections=False) as test_client,
+    ):
         yield test_client
+
+
+def strict_json(text: str):
+    """Parse as RFC 8259 JSON: NaN, Infinity and -Infinity are not JSON."""
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} in a response body")
+
+    return json.loads(text, parse_constant=refuse)
 
 
 def stored_events(client) -> int:
@@ -93,6 +117,7 @@ def test_signed_garbage_gets_a_4xx_or_is_parked_never_a_500(client, payload, bas
         mutated["sequence"] = payload
     response = post_signed(client, mutated)
     assert response.status_code in (200, 202, 400, 422), response.text
+    strict_json(response.text)
 
 
 @pytest.mark.parametrize("skew", [timedelta(minutes=-10), timedelta(hours=-2)])
@@ -114,22 +139,26 @@ def test_a_truncated_body_is_refused(client):
 
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 @given(
-    path=st.text(
-        alphabet=st.characters(min_codepoint=33, max_codepoint=126, exclude_characters="#?/%"),
-        max_size=30,
-    ),
+    path=st.text(max_size=30).map(lambda text: urllib.parse.quote(text, safe="")),
     query=st.dictionaries(
         st.sampled_from(
             ["status", "limit", "cursor", "as_of", "needs_review", "updated_since", "patient_id"]
         ),
-        st.text(max_size=20),
+        st.text(max_size=20) | st.sampled_from(["\x00", "0001-01-01T00:00:00+01:00", "9" * 30]),
         max_size=4,
     ),
 )
 def test_the_read_api_answers_any_path_and_query_without_a_500(client, path, query):
-    for url in (f"/prescriptions/{path}", "/prescriptions", f"/deliveries/{path}", "/deliveries"):
+    for url in (
+        f"/prescriptions/{path}",
+        f"/prescriptions/{path}/history",
+        "/prescriptions",
+        f"/deliveries/{path}",
+        "/deliveries",
+    ):
         response = client.get(url, params=query)
         assert response.status_code < 500, (url, query, response.text)
+        strict_json(response.text)
 
 
 def test_no_secret_key_signature_or_patient_name_reaches_the_logs(tmp_path, caplog):
@@ -173,3 +202,166 @@ def test_no_secret_key_signature_or_patient_name_reaches_the_logs(tmp_path, capl
         "123 Example St",
     ):
         assert secret not in text, f"{secret[:8]}... reached the logs"
+
+
+def stored_deliveries(client) -> int:
+    return len(client.get("/deliveries", params={"limit": 500}).json()["items"])
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("subject", "drx_rx_\u0000"),
+        ("id", "evt_\u0000"),
+        ("type", "drx.prescription.shipped\u0000"),
+    ],
+)
+def test_a_nul_character_in_an_envelope_field_is_a_422_and_stores_nothing(client, field, value):
+    before = stored_events(client)
+    response = post_signed(
+        client, {**load_example("shipped"), "id": f"evt_nul_{field}", field: value}
+    )
+    assert response.status_code == 422, response.text
+    assert [p["field"] for p in response.json()["problems"]] == [field]
+    assert stored_events(client) == before
+
+
+def test_a_nul_character_in_data_is_parked_and_later_deliveries_still_reach_the_read_models(
+    client,
+):
+    received = load_example("received")
+    poisoned = {
+        **received,
+        "id": "evt_nul_data",
+        "subject": "drx_rx_nul_data",
+        "data": {
+            **received["data"],
+            "patient": {**received["data"]["patient"], "drx_patient_id": "drx_pt_\u0000"},
+        },
+    }
+    answer = post_signed(client, poisoned)
+    assert (answer.status_code, answer.json()["parked"]) == (202, True)
+    assert "U+0000" in answer.json()["reason"]
+    after = {**received, "id": "evt_after_nul", "subject": "drx_rx_after_nul"}
+    assert post_signed(client, after).status_code == 202
+    settle(client)
+    assert client.get("/prescriptions/drx_rx_after_nul").status_code == 200
+    assert client.get("/deliveries/evt_nul_data").json()["status"] == "parked"
+    assert {row["lag"] for row in client.get("/projections").json()} == {0}
+    assert client.get("/ready").json() == {"status": "ready"}
+
+
+@pytest.mark.parametrize(
+    "number", [b"1e999999", b"NaN", b"Infinity", b"-Infinity", b"1" + b"0" * 400 + b".0"]
+)
+def test_a_number_that_is_not_finite_is_refused_at_intake(client, number):
+    before = stored_events(client)
+    body = body_of({**load_example("dispensed"), "id": "evt_not_finite"}).replace(
+        b'"quantity_dispensed": 30', b'"quantity_dispensed": ' + number
+    )
+    assert b'quantity_dispensed": ' + number in body
+    secrets = client.app.state.services.settings.webhook_secrets
+    response = client.post("/webhooks/drx", content=body, headers=signed_headers(body, *secrets))
+    assert response.status_code == 400, response.text
+    assert "finite" in response.json()["detail"]
+    assert stored_events(client) == before
+
+
+def test_a_validly_signed_body_that_is_not_utf8_is_a_400_not_a_401(client):
+    before = stored_events(client)
+    body = body_of(load_example("received")).replace(b"Testy", b"T\xffsty")
+    secret = client.app.state.services.settings.webhook_secrets[0]
+    signature = base64.b64encode(
+        hmac.new(
+            base64.b64decode(secret.removeprefix("whsec_")),
+            b"msg_raw." + str(int(time.time())).encode() + b"." + body,
+            hashlib.sha256,
+        ).digest()
+    )
+    headers = {
+        "content-type": "application/json",
+        "webhook-id": "msg_raw",
+        "webhook-timestamp": str(int(time.time())),
+        "webhook-signature": "v1," + signature.decode(),
+    }
+    response = client.post("/webhooks/drx", content=body, headers=headers)
+    assert response.status_code == 400, response.text
+    assert stored_events(client) == before
+
+
+def test_an_occurred_at_that_overflows_in_utc_is_a_422_naming_it(client):
+    before = stored_events(client)
+    payload = {
+        **load_example("shipped"),
+        "id": "evt_overflow",
+        "occurred_at": "0001-01-01T00:00:00+01:00",
+    }
+    response = post_signed(client, payload)
+    assert response.status_code == 422, response.text
+    assert [p["field"] for p in response.json()["problems"]] == ["occurred_at"]
+    assert stored_events(client) == before
+
+
+def test_a_data_instant_that_overflows_in_utc_parks_the_delivery_as_drx_data_not_our_fault(client):
+    payload = load_example("shipped")
+    payload = {
+        **payload,
+        "id": "evt_data_overflow",
+        "data": {**payload["data"], "shipped_at": "9999-12-31T23:59:59-01:00"},
+    }
+    answer = post_signed(client, payload).json()
+    assert answer["parked"] is True
+    assert answer["reason"].startswith("data breaks the contract: data.shipped_at")
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("/prescriptions", {"updated_since": "0001-01-01T00:00:00+01:00"}),
+        ("/prescriptions/drx_rx_7Q2M9K", {"as_of": "0001-01-01T00:00:00+01:00"}),
+        (
+            "/deliveries",
+            {"cursor": base64.urlsafe_b64encode(json.dumps({"after": 2**70}).encode()).decode()},
+        ),
+        (
+            "/deliveries",
+            {"cursor": base64.urlsafe_b64encode(json.dumps({"after": -1}).encode()).decode()},
+        ),
+        (
+            "/prescriptions",
+            {
+                "cursor": base64.urlsafe_b64encode(
+                    json.dumps({"after": "a\u0000"}).encode()
+                ).decode()
+            },
+        ),
+        ("/prescriptions", {"patient_id": "drx_pt_\u0000"}),
+        ("/prescriptions/drx_rx_%00", {}),
+        ("/deliveries/evt_%00", {}),
+    ],
+)
+def test_a_parameter_no_store_can_answer_is_a_400(client, path, params):
+    response = client.get(path, params=params)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"] == "invalid_parameter"
+
+
+def test_an_empty_cursor_is_the_first_page(client):
+    assert client.get("/prescriptions", params={"cursor": ""}).status_code == 200
+
+
+@pytest.mark.parametrize("subject", ["drx_rx_a/b", "drx_rx_100%", "drx_rx_a%2Fb", "drx_rx_ä b"])
+def test_every_stored_prescription_is_readable_by_its_id(client, subject):
+    event_id = f"evt_readable_{urllib.parse.quote(subject, safe='')}"
+    payload = {**load_example("received"), "id": event_id, "subject": subject}
+    assert post_signed(client, payload).status_code == 202
+    settle(client)
+    quoted = urllib.parse.quote(subject, safe="")
+    detail = client.get(f"/prescriptions/{quoted}")
+    assert (detail.status_code, detail.json()["prescription_id"]) == (200, subject)
+    history = client.get(f"/prescriptions/{quoted}/history")
+    assert history.json()["prescription_id"] == subject
+    as_of = client.get(f"/prescriptions/{quoted}", params={"as_of": "2999-01-01T00:00:00Z"})
+    assert as_of.json()["prescription_id"] == subject
+    delivery = client.get(f"/deliveries/{urllib.parse.quote(event_id, safe='')}")
+    assert delivery.json()["subject"] == subject

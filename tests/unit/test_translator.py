@@ -193,3 +193,37 @@ def test_any_json_object_is_a_fact_an_unreadable_delivery_or_an_envelope_error(
     assert isinstance(result, Fact | Unreadable)
     if isinstance(result, Fact):  # whatever the contract lets through, the state function takes
         assert derive_state(envelope.subject, [result]).version == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"subject": "drx_rx_\u0000"}, "subject"),
+        ({"id": "evt_\u0000"}, "id"),
+        ({"type": "drx.prescription.shipped\u0000"}, "type"),
+        ({"source": "\u0000"}, "source"),
+        ({"correlation": {"request_id": "r\u0000"}}, "correlation.request_id"),
+    ],
+)
+def test_a_nul_character_in_an_envelope_field_is_refused_and_named(change, field):
+    payload = {**load_example("shipped"), **change}
+    with pytest.raises(EnvelopeError) as raised:
+        parse_envelope(json.dumps(payload).encode())
+    assert [p["field"] for p in raised.value.problems] == [field]
+
+
+def test_a_nul_character_in_data_parks_the_delivery_naming_where():
+    payload = load_example("received")
+    payload["data"]["patient"]["drx_patient_id"] = "drx_pt_\u0000"
+    payload["data"]["notes\u0000"] = "x"
+    result = read(payload)
+    assert isinstance(result, Unreadable)
+    assert "U+0000" in result.reason
+    assert "data.patient.drx_patient_id" in result.reason
+    assert "data.notes?" in result.reason
+
+
+def test_an_escaped_backslash_before_u0000_is_not_a_nul_character():
+    payload = load_example("received")
+    payload["data"]["patient"]["last_name"] = "back\\u0000slash"
+    assert isinstance(read(payload), Fact)

@@ -1,9 +1,19 @@
-"""The Delivery aggregate: the audit record of one webhook DRx sent, and what became of it."""
+"""The Delivery aggregate: the audit record of one webhook DRx sent, and what became of it.
+
+One Delivery per envelope `id` (contract section 4, rule 2). A second delivery with that id is
+one of three things, decided by `Delivery.repeat`:
+- the same report (a retry: only the attempt's own fields differ): a duplicate, nothing kept;
+- another body for a delivery that was parked: a correction, kept and processed as that event;
+- another body for one that was processed: a conflict, kept (never silently dropped) and
+  flagged, its fact unchanged.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from enum import Enum
+from typing import Any, ClassVar
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
@@ -12,11 +22,20 @@ from domain.ids import delivery_id
 
 PROCESSED = "processed"
 PARKED = "parked"
+CONFLICT = "conflict"
+
+
+def shown_status(outcome: str | None, conflicts: int) -> str | None:
+    """The status a delivery is listed with: `conflict` once a processed one's id came again
+    with another body (it stays processed: its fact is the first body's)."""
+    return CONFLICT if conflicts and outcome == PROCESSED else outcome
 
 
 @dataclass(frozen=True)
 class RawDelivery:
-    """What arrived: the exact body and the Standard Webhooks headers needed to re-verify it."""
+    """What arrived: the exact body, the Standard Webhooks headers needed to re-verify it, and
+    a digest of what it reports (the anti-corruption layer leaves out the fields that differ
+    between DRx's attempts of one event), which tells a retry from another body."""
 
     event_id: str
     drx_type: str
@@ -25,6 +44,24 @@ class RawDelivery:
     webhook_id: str
     webhook_timestamp: str
     webhook_signature: str
+    content_digest: str
+
+
+@dataclass(frozen=True)
+class ConflictingCopy:
+    """A body that repeated the delivery's id with other content, as it arrived."""
+
+    received_at: datetime
+    body: str
+    webhook_id: str
+    webhook_timestamp: str
+    webhook_signature: str
+
+
+class Repeat(Enum):
+    SAME = "same"
+    CORRECTION = "correction"
+    CONFLICT = "conflict"
 
 
 class Delivery(Aggregate):
@@ -39,6 +76,8 @@ class Delivery(Aggregate):
         return cls(**vars(raw))  # its fields are flat strings: no deep copy needed
 
     class Received(Aggregate.Created):
+        # v2 added `content_digest` (deliveries are compared since).
+        class_version: ClassVar[int] = 2
         event_id: str
         drx_type: str
         subject: str
@@ -46,12 +85,56 @@ class Delivery(Aggregate):
         webhook_id: str
         webhook_timestamp: str
         webhook_signature: str
+        content_digest: str
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            # Stored before deliveries were compared: a repeat of it is taken for a retry.
+            state["content_digest"] = ""
 
     class Processed(Aggregate.Event):
         fact_recorded: bool
 
     class Parked(Aggregate.Event):
         reason: str
+
+    class Corrected(Aggregate.Event):
+        """A parked delivery's id came again with another body: that body replaces it."""
+
+        drx_type: str
+        subject: str
+        body: str
+        webhook_id: str
+        webhook_timestamp: str
+        webhook_signature: str
+        content_digest: str
+
+        def apply(self, aggregate: Aggregate) -> None:
+            assert isinstance(aggregate, Delivery)
+            aggregate._take_body(self)
+            aggregate.status, aggregate.reason = None, None
+
+    class ConflictReceived(Aggregate.Event):
+        """A processed delivery's id came again with another body: kept, the fact unchanged."""
+
+        body: str
+        webhook_id: str
+        webhook_timestamp: str
+        webhook_signature: str
+        content_digest: str
+
+        def apply(self, aggregate: Aggregate) -> None:
+            assert isinstance(aggregate, Delivery)
+            aggregate.conflicts.append(
+                ConflictingCopy(
+                    self.timestamp,
+                    self.body,
+                    self.webhook_id,
+                    self.webhook_timestamp,
+                    self.webhook_signature,
+                )
+            )
+            aggregate._digests.add(self.content_digest)
 
     @event(Received)
     def __init__(
@@ -64,20 +147,62 @@ class Delivery(Aggregate):
         webhook_id: str,
         webhook_timestamp: str,
         webhook_signature: str,
+        content_digest: str,
     ) -> None:
         self.event_id = event_id
-        self.drx_type = drx_type
-        self.subject = subject
-        self.body = body
-        self.webhook_id = webhook_id
-        self.webhook_timestamp = webhook_timestamp
-        self.webhook_signature = webhook_signature
         self.status: str | None = None
         self.reason: str | None = None
+        self.conflicts: list[ConflictingCopy] = []
+        self._digests: set[str] = set()
+        self._take_body(
+            RawDelivery(
+                event_id,
+                drx_type,
+                subject,
+                body,
+                webhook_id,
+                webhook_timestamp,
+                webhook_signature,
+                content_digest,
+            )
+        )
+
+    def _take_body(self, raw: RawDelivery | Delivery.Corrected) -> None:
+        self.drx_type = raw.drx_type
+        self.subject = raw.subject
+        self.body = raw.body
+        self.webhook_id = raw.webhook_id
+        self.webhook_timestamp = raw.webhook_timestamp
+        self.webhook_signature = raw.webhook_signature
+        self.content_digest = raw.content_digest
+        self._digests.add(raw.content_digest)
 
     @property
     def received_at(self) -> datetime:
         return self.created_on
+
+    def repeat(self, raw: RawDelivery) -> Repeat:
+        """What a second delivery with this id is (see the module's docstring). A body seen
+        before for this id (the first, a correction, a conflicting copy) is the same report."""
+        if not self.content_digest or raw.content_digest in self._digests:
+            return Repeat.SAME
+        return Repeat.CORRECTION if self.is_parked else Repeat.CONFLICT
+
+    def correct(self, raw: RawDelivery) -> None:
+        """Take the corrected body; processing it (or parking it again) follows."""
+        fields = vars(raw).copy()
+        del fields["event_id"]
+        self.trigger_event(Delivery.Corrected, **fields)
+
+    def record_conflict(self, raw: RawDelivery) -> None:
+        self.trigger_event(
+            Delivery.ConflictReceived,
+            body=raw.body,
+            webhook_id=raw.webhook_id,
+            webhook_timestamp=raw.webhook_timestamp,
+            webhook_signature=raw.webhook_signature,
+            content_digest=raw.content_digest,
+        )
 
     @event(Processed)
     def mark_processed(self, fact_recorded: bool) -> None:
@@ -93,3 +218,7 @@ class Delivery(Aggregate):
     @property
     def is_parked(self) -> bool:
         return self.status == PARKED
+
+    @property
+    def shown_status(self) -> str | None:
+        return shown_status(self.status, len(self.conflicts))

@@ -23,7 +23,7 @@ from eventsourcing.persistence import IntegrityError, PersistenceError, Recordin
 from eventsourcing.utils import Environment
 
 from domain.commands import ParkDelivery, RecordDelivery, ReplayDelivery
-from domain.delivery import Delivery
+from domain.delivery import Delivery, RawDelivery, Repeat
 from domain.errors import (
     ConcurrencyConflictError,
     DeliveryNotFoundError,
@@ -54,6 +54,9 @@ class Outcome(StrEnum):
     ACCEPTED = "accepted"
     DUPLICATE = "duplicate"
     PARKED = "parked"
+    # A repeated id with another body, for a delivery already processed: kept and flagged,
+    # answered as a duplicate (contract section 4, rule 2).
+    CONFLICT = "conflict"
 
 
 @dataclass(frozen=True)
@@ -136,17 +139,24 @@ class Prescriptions(Application[Any]):
             {prescription_id(c.delivery.subject) for c in commands},
             {delivery_id(c.delivery.event_id) for c in commands},
         )
+        # Deliveries already stored are read, to tell a retry from a correction or a conflict.
+        earlier = self._load_stored(stored) if stored else {}
         seen: set[str] = set()
         for command in commands:
             event_id, subject = command.delivery.event_id, command.delivery.subject
-            if event_id in seen or delivery_id(event_id) in stored:
+            if event_id in seen:
                 receipts.append(Receipt(Outcome.DUPLICATE, event_id))
                 continue
             seen.add(event_id)
+            delivery, repeat = self._arrival(earlier.get(delivery_id(event_id)), command.delivery)
+            if repeat is not None:
+                receipts.append(repeat)
+                if repeat.outcome is Outcome.CONFLICT:
+                    deliveries.append(delivery)
+                continue
             prescription = prescriptions.get(prescription_id(subject))
             if prescription is None:
                 prescription = prescriptions[prescription_id(subject)] = Prescription(subject)
-            delivery = Delivery.receive(command.delivery)
             recorded = self._record_fact(prescription, command.fact)
             delivery.mark_processed(fact_recorded=recorded)
             deliveries.append(delivery)
@@ -154,27 +164,60 @@ class Prescriptions(Application[Any]):
         self.save(*deliveries, *prescriptions.values())
         return receipts
 
+    @staticmethod
+    def _arrival(stored: Delivery | None, raw: RawDelivery) -> tuple[Delivery, Receipt | None]:
+        """The delivery to go on with, and the receipt when there is nothing more to do: a new
+        delivery, or a correction of a parked one, goes on (to its fact, or to be parked); a
+        retry is a duplicate; another body for a processed one is kept as a conflict."""
+        if stored is None:
+            return Delivery.receive(raw), None
+        repeat = stored.repeat(raw)
+        if repeat is Repeat.SAME:
+            return stored, Receipt(Outcome.DUPLICATE, raw.event_id)
+        if repeat is Repeat.CONFLICT:
+            stored.record_conflict(raw)
+            log.warning("delivery %s repeated with another body: kept as a conflict", raw.event_id)
+            return stored, Receipt(Outcome.CONFLICT, raw.event_id)
+        stored.correct(raw)
+        log.info("delivery %s (parked) came again with another body: processing it", raw.event_id)
+        return stored, None
+
     def _load_batch(
         self, load_ids: Iterable[UUID], check_ids: Iterable[UUID]
     ) -> tuple[dict[UUID, Any], set[UUID]]:
         """The stored aggregates among `load_ids`, and those of `check_ids` that are stored: in
         one query when the recorder can (infrastructure/pg_recorder.py), else one per id."""
-        load, check = sorted(set(load_ids)), sorted(set(check_ids))
+        found, existing = self._select(sorted(set(load_ids)), sorted(set(check_ids)))
+        return self._fold(found), existing
+
+    def _load_stored(self, ids: Iterable[UUID]) -> dict[UUID, Any]:
+        """The stored aggregates among `ids`, in one query (the deliveries a batch repeats)."""
+        return self._fold(self._select(sorted(set(ids)), [])[0])
+
+    def _select(self, load: list[UUID], check: list[UUID]) -> tuple[list[Any], set[UUID]]:
         select_batch = getattr(self.recorder, "select_batch", None)
         if select_batch is not None:
             found, existing = select_batch(load, check)
-        else:
-            found = [e for i in load for e in self.recorder.select_events(i)]
-            existing = {i for i in check if self.recorder.select_events(i, limit=1)}
+            return found, existing
+        found = [e for i in load for e in self.recorder.select_events(i)]
+        return found, {i for i in check if self.recorder.select_events(i, limit=1)}
+
+    def _fold(self, found: Iterable[Any]) -> dict[UUID, Any]:
         loaded: dict[UUID, Any] = {}
         for stored_event in found:  # by aggregate and version
             event: Any = self.mapper.to_domain_event(stored_event)
             loaded[event.originator_id] = event.mutate(loaded.get(event.originator_id))
-        return loaded, existing
+        return loaded
 
     def park_delivery(self, command: ParkDelivery) -> Receipt:
         def attempt() -> Receipt:
-            delivery = Delivery.receive(command.delivery)
+            delivery, repeat = self._arrival(
+                self._stored_delivery(command.delivery.event_id), command.delivery
+            )
+            if repeat is not None:
+                if repeat.outcome is Outcome.CONFLICT:
+                    self.save(delivery)
+                return repeat
             return self._park(delivery, command.reason, fault=command.fault)
 
         return self._save_with_retry(command.delivery.event_id, attempt)
@@ -191,7 +234,19 @@ class Prescriptions(Application[Any]):
         return self._save_with_retry(None, attempt)
 
     def _receive(self, command: RecordDelivery) -> Receipt:
-        return self._apply(Delivery.receive(command.delivery), command.fact)
+        stored = self._stored_delivery(command.delivery.event_id)
+        delivery, repeat = self._arrival(stored, command.delivery)
+        if repeat is not None:
+            if repeat.outcome is Outcome.CONFLICT:
+                self.save(delivery)
+            return repeat
+        return self._apply(delivery, command.fact)
+
+    def _stored_delivery(self, event_id: str) -> Delivery | None:
+        try:
+            return self.delivery(event_id)
+        except DeliveryNotFoundError:
+            return None
 
     def _apply(self, delivery: Delivery, fact: Fact) -> Receipt:
         prescription = self._get_or_open(delivery.subject)
@@ -237,10 +292,8 @@ class Prescriptions(Application[Any]):
             try:
                 receipt: Receipt = attempt()
             except IntegrityError:
-                # Either this delivery was stored before (a retry by DRx: answer duplicate), or a
-                # concurrent writer moved the prescription on: reload and apply again.
-                if event_id is not None and self.has_delivery(event_id):
-                    return Receipt(Outcome.DUPLICATE, event_id)
+                # A concurrent writer stored this delivery, or moved the prescription on: the
+                # next attempt reloads both, and tells a retry from another body itself.
                 continue
             return receipt
         raise ConcurrencyConflictError(event_id or "replay")

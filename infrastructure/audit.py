@@ -115,7 +115,22 @@ class _Walk:
     def received(self, event: Delivery.Received) -> None:
         self.report.deliveries += 1
         self.delivery_event_ids[event.originator_id] = event.event_id
-        where = f"delivery {event.event_id}"
+        self._body(event.event_id, event, "", applies=True)
+
+    def body_again(self, event: Delivery.Corrected | Delivery.ConflictReceived) -> None:
+        """A later body of a stored delivery: a correction (what its fact must now match), or
+        a conflicting copy (kept; its signature is checked all the same)."""
+        event_id = self.delivery_event_ids.get(event.originator_id, str(event.originator_id))
+        corrected = isinstance(event, Delivery.Corrected)
+        self._body(
+            event_id,
+            event,
+            " (its correction)" if corrected else " (a conflicting copy)",
+            applies=corrected,
+        )
+
+    def _body(self, event_id: str, event: Any, which: str, *, applies: bool) -> None:
+        where = f"delivery {event_id}{which}"
         if not signature_verifies(
             self.secrets,
             event.webhook_id,
@@ -129,9 +144,12 @@ class _Walk:
                 "stored body or headers were altered, or the secret is not configured",
             )
         try:
-            self.delivered[event.event_id] = _digest(json.loads(event.body).get("data"))
+            data = _digest(json.loads(event.body).get("data"))
         except (ValueError, AttributeError):
             self.found(where, "the stored body is not a JSON object any more")
+            return
+        if applies:
+            self.delivered[event_id] = data
 
     def processed(self, event: Delivery.Processed) -> None:
         if event.fact_recorded:
@@ -186,6 +204,8 @@ class Auditor:
                 walk.received(event)
             elif isinstance(event, Delivery.Processed):
                 walk.processed(event)
+            elif isinstance(event, Delivery.Corrected | Delivery.ConflictReceived):
+                walk.body_again(event)
         if progress:
             progress(head, head)
         return walk.finish()
@@ -239,9 +259,13 @@ def export_prescription(
                 "stored": True,
                 "type": delivery.drx_type,
                 "received_at": format_instant(delivery.received_at),
-                "status": delivery.status,
+                "status": delivery.shown_status,
                 "reason": delivery.reason,
                 "raw_body": delivery.body,
+                "conflicting_copies": [
+                    {"received_at": format_instant(copy.received_at), "raw_body": copy.body}
+                    for copy in delivery.conflicts
+                ],
                 "webhook_id": delivery.webhook_id,
                 "webhook_timestamp": delivery.webhook_timestamp,
                 "webhook_signature": delivery.webhook_signature,

@@ -21,7 +21,7 @@ from uuid import UUID
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.utils import get_topic
 
-from domain.delivery import Delivery
+from domain.delivery import CONFLICT, PARKED, PROCESSED, Delivery, shown_status
 from domain.facts import Fact, FactKind
 from domain.prescription import Prescription
 from domain.service import Prescriptions
@@ -179,54 +179,100 @@ class PrescriptionsProjection:
 
 
 class DeliveriesProjection:
-    """`rx_deliveries`: one row per stored delivery, in arrival order, with its outcome."""
+    """`rx_deliveries`: one row per stored delivery, in arrival order, with its outcome and how
+    many conflicting copies came since."""
 
     name = "deliveries"
-    topics = _topics(Delivery.Received, Delivery.Processed, Delivery.Parked)
+    topics = _topics(
+        Delivery.Received,
+        Delivery.Processed,
+        Delivery.Parked,
+        Delivery.Corrected,
+        Delivery.ConflictReceived,
+    )
+    _COLUMNS = (
+        "aggregate_id",
+        "event_id",
+        "seq",
+        "type",
+        "subject",
+        "received_at",
+        "status",
+        "reason",
+        "conflicts",
+    )
 
     def __init__(self, dialect: str, table: str = "rx_deliveries") -> None:
         self.dialect, self.table = dialect, table
 
     def apply(self, cursor: Cursor, events: Sequence[Event]) -> None:
-        """Folded in memory first: a delivery received and processed in one batch is one row of
-        one multi-row insert (most are), and the outcomes of deliveries from earlier batches one
-        update each."""
-        new: dict[Any, list[Any]] = {}
-        outcomes: dict[Any, tuple[str, str | None]] = {}
+        """Folded in memory into whole rows, then written in one upsert: a delivery received
+        and processed in one batch (most are) is one row of it; a delivery from an earlier
+        batch (a replay, a correction, a conflicting copy) is read first."""
+        rows: dict[Any, dict[str, Any]] = {}
+        later = {
+            _key(self.dialect, e.originator_id)
+            for _, e in events
+            if not isinstance(e, Delivery.Received)
+        }
+        rows.update(self._load(cursor, later))
         for notification_id, event in events:
             key = _key(self.dialect, event.originator_id)
             if isinstance(event, Delivery.Received):
-                received_at = sortable_instant(event.timestamp)
-                new[key] = [key, event.event_id, notification_id, event.drx_type, event.subject]
-                new[key] += [received_at, "received", None]
+                rows[key] = {
+                    "aggregate_id": key,
+                    "event_id": event.event_id,
+                    "seq": notification_id,
+                    "type": event.drx_type,
+                    "subject": event.subject,
+                    "received_at": sortable_instant(event.timestamp),
+                    "outcome": None,
+                    "reason": None,
+                    "conflicts": 0,
+                }
                 continue
-            outcome: tuple[str, str | None] = (
-                ("parked", event.reason)
-                if isinstance(event, Delivery.Parked)
-                else ("processed", None)
-            )
-            if key in new:
-                new[key][6:8] = outcome
-            else:
-                outcomes[key] = outcome
-        if new:
-            # A row already there (never, with the tracking row's guard) keeps its place and
-            # takes the newer outcome, as an insert followed by updates would leave it.
-            insert_rows(
-                cursor,
-                self.dialect,
-                f"INSERT INTO {self.table} (aggregate_id, event_id, seq, type, subject,"
-                " received_at, status, reason)",
-                ("uuid", "text", "bigint", "text", "text", "text", "text", "text"),
-                list(new.values()),
-                "ON CONFLICT (aggregate_id) DO UPDATE SET status = excluded.status,"
-                " reason = excluded.reason WHERE excluded.status <> 'received'",
-            )
-        if outcomes:
-            cursor.executemany(
-                f"UPDATE {self.table} SET status = %s, reason = %s WHERE aggregate_id = %s",
-                [(status, reason, key) for key, (status, reason) in outcomes.items()],
-            )
+            row = rows[key]  # its Received came first, in this batch or an earlier one
+            if isinstance(event, Delivery.Parked):
+                row["outcome"], row["reason"] = PARKED, event.reason
+            elif isinstance(event, Delivery.Processed):
+                row["outcome"], row["reason"] = PROCESSED, None
+            elif isinstance(event, Delivery.Corrected):
+                row["type"], row["subject"], row["outcome"] = event.drx_type, event.subject, None
+            elif isinstance(event, Delivery.ConflictReceived):
+                row["conflicts"] += 1
+        written = [
+            [
+                *(row[name] for name in self._COLUMNS[:6]),
+                shown_status(row["outcome"], row["conflicts"]) or "received",
+                row["reason"],
+                row["conflicts"],
+            ]
+            for row in rows.values()
+        ]
+        insert_rows(
+            cursor,
+            self.dialect,
+            f"INSERT INTO {self.table} ({', '.join(self._COLUMNS)})",
+            ("uuid", "text", "bigint", "text", "text", "text", "text", "text", "integer"),
+            written,
+            "ON CONFLICT (aggregate_id) DO UPDATE SET type = excluded.type,"
+            " subject = excluded.subject, status = excluded.status, reason = excluded.reason,"
+            " conflicts = excluded.conflicts",
+        )
+
+    def _load(self, cursor: Cursor, keys: set[Any]) -> dict[Any, dict[str, Any]]:
+        if not keys:
+            return {}
+        where, params = _in_list(self.dialect, "aggregate_id", list(keys))
+        cursor.execute(f"SELECT {', '.join(self._COLUMNS)} FROM {self.table} WHERE {where}", params)
+        loaded = {}
+        for values in cursor.fetchall():
+            row = dict(zip(self._COLUMNS, values, strict=True))
+            status = row.pop("status")
+            row["outcome"] = {"received": None, CONFLICT: PROCESSED}.get(status, status)
+            row["aggregate_id"] = _key(self.dialect, UUID(str(row["aggregate_id"])))
+            loaded[row["aggregate_id"]] = row
+        return loaded
 
 
 @dataclass(frozen=True)

@@ -74,7 +74,8 @@ class ReadModel:
             clauses.append("seq > %s")
             params.append(after)
         rows, last_key = self._page(
-            "SELECT seq, event_id, type, subject, received_at, status, reason FROM rx_deliveries",
+            "SELECT seq, event_id, type, subject, received_at, status, reason, conflicts"
+            " FROM rx_deliveries",
             clauses,
             params,
             "seq",
@@ -88,8 +89,9 @@ class ReadModel:
                 "received_at": received_at,
                 "status": status_,
                 "reason": reason,
+                "conflicts": conflicts,
             }
-            for _, event_id, type_, subject, received_at, status_, reason in rows
+            for _, event_id, type_, subject, received_at, status_, reason, conflicts in rows
         ]
         return Page(items, last_key)
 
@@ -102,6 +104,12 @@ class ReadModel:
         rows = self.db.query(f"{select}{where} ORDER BY {key} LIMIT %s", (*params, limit + 1))
         return rows[:limit], rows[limit - 1][0] if len(rows) > limit else None
 
-    def parked_count(self) -> int:
-        rows = self.db.query("SELECT COUNT(*) FROM rx_deliveries WHERE status = 'parked'")
-        return int(rows[0][0])
+    def waiting_counts(self) -> dict[str, int]:
+        """How many stored deliveries are parked and how many in conflict: a person's to look
+        at (counted on the status index; processed ones, nearly all, are not read)."""
+        rows = self.db.query(
+            "SELECT status, COUNT(*) FROM rx_deliveries"
+            " WHERE status IN ('parked', 'conflict') GROUP BY status"
+        )
+        counted = {str(status): int(count) for status, count in rows}
+        return {"parked": counted.get("parked", 0), "conflict": counted.get("conflict", 0)}

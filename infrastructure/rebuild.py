@@ -95,7 +95,7 @@ def targets(dialect: str, fresh: bool) -> dict[str, Target]:
             DeliveriesProjection(dialect, "rx_deliveries" + suffix),
             "rx_deliveries",
             "event_id",
-            ("seq", "type", "subject", "received_at", "status", "reason"),
+            ("seq", "type", "subject", "received_at", "status", "reason", "conflicts"),
             None,
         ),
     }

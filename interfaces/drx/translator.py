@@ -6,6 +6,7 @@ place that changes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -168,6 +169,21 @@ def read_stored(body: str) -> Fact | Unreadable:
         return Unreadable(describe_fault(exc))
 
 
+# Envelope fields that differ between DRx's attempts of one event (contract section 2): a
+# retry is the same report however these differ.
+ATTEMPT_FIELDS = ("sent_at", "attempt")
+
+
+def content_digest(body: bytes) -> str:
+    """What a delivery reports, as a digest: its JSON without the attempt's own fields, in one
+    canonical form (so key order and spacing do not count either)."""
+    report = json.loads(body)
+    for name in ATTEMPT_FIELDS:
+        report.pop(name, None)
+    canonical = json.dumps(report, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 def raw_delivery(envelope: Envelope, body: bytes, signed: SignedHeaders) -> RawDelivery:
     return RawDelivery(
         event_id=envelope.id,
@@ -177,6 +193,7 @@ def raw_delivery(envelope: Envelope, body: bytes, signed: SignedHeaders) -> RawD
         webhook_id=signed.webhook_id,
         webhook_timestamp=signed.webhook_timestamp,
         webhook_signature=signed.webhook_signature,
+        content_digest=content_digest(body),
     )
 
 

@@ -20,7 +20,14 @@ from interfaces.drx.translator import read_stored
 from interfaces.http.auth import BEARER, require_api_key
 from interfaces.http.pagination import Cursor, decode_cursor, encode_cursor
 from interfaces.http.paths import path_id
-from interfaces.http.schemas import Delivery, DeliveryDetail, DeliveryPage, Problem, Replay
+from interfaces.http.schemas import (
+    ConflictingCopy,
+    Delivery,
+    DeliveryDetail,
+    DeliveryPage,
+    Problem,
+    Replay,
+)
 from interfaces.http.services import Services
 
 UNAUTHORIZED = {401: ResponseSpec(Problem, description="no valid API key")}
@@ -38,10 +45,15 @@ def _detail(delivery: StoredDelivery) -> DeliveryDetail:
         type=delivery.drx_type,
         subject=delivery.subject,
         received_at=format_instant(delivery.received_at),
-        status=delivery.status,  # type: ignore[arg-type]
+        status=delivery.shown_status,  # type: ignore[arg-type]
         reason=delivery.reason,
+        conflicts=len(delivery.conflicts),
         payload=json.loads(delivery.body),
         raw_body=delivery.body,
+        conflicting_copies=[
+            ConflictingCopy(received_at=format_instant(copy.received_at), raw_body=copy.body)
+            for copy in delivery.conflicts
+        ],
     )
 
 
@@ -54,7 +66,7 @@ class DeliveryController(Controller):
     @get(
         "/",
         operation_id="listDeliveries",
-        summary="Stored deliveries in arrival order, optionally only processed or parked ones",
+        summary="Stored deliveries in arrival order, optionally by status",
         sync_to_thread=True,
         responses={
             400: ResponseSpec(Problem, description="a parameter is invalid"),
@@ -64,7 +76,7 @@ class DeliveryController(Controller):
     def list_deliveries(
         self,
         services: NamedDependency[Services],
-        status: FromQuery[Literal["processed", "parked"] | None] = None,
+        status: FromQuery[Literal["processed", "parked", "conflict"] | None] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
         cursor: Cursor = None,
     ) -> DeliveryPage:

@@ -76,10 +76,10 @@ class HealthController(Controller):
     def metrics(self, services: NamedDependency[Services]) -> str:
         try:
             statuses = services.projections.status()
-            parked: int | None = services.read_model.parked_count()
+            waiting: dict[str, int] | None = services.read_model.waiting_counts()
         except STORE_UNAVAILABLE:
-            statuses, parked = [], None  # the webhook's own figures are still worth a scrape
-        return services.metrics.render(parked, statuses)
+            statuses, waiting = [], None  # the webhook's own figures are still worth a scrape
+        return services.metrics.render(waiting, statuses)
 
 
 class ProjectionController(Controller):

@@ -35,7 +35,9 @@ class WebhookMetrics:
             self.latency_sum += seconds
             self.latency_count += 1
 
-    def render(self, parked: int | None, projections: Iterable[ProjectionStatus]) -> str:
+    def render(
+        self, waiting: dict[str, int] | None, projections: Iterable[ProjectionStatus]
+    ) -> str:
         with self._lock:
             outcomes = dict(self.outcomes)
             buckets, total, count = list(self.bucket_counts), self.latency_sum, self.latency_count
@@ -75,11 +77,15 @@ class WebhookMetrics:
             f'drx_projection_dead_letters{{projection="{p.name}"}} {p.dead_letters}'
             for p in projections
         ]
-        if parked is not None:
+        if waiting is not None:
             lines += [
                 "# HELP drx_deliveries_parked Stored deliveries waiting to be replayed.",
                 "# TYPE drx_deliveries_parked gauge",
-                f"drx_deliveries_parked {parked}",
+                f"drx_deliveries_parked {waiting['parked']}",
+                "# HELP drx_deliveries_conflicting Processed deliveries whose id came again with"
+                " another body (kept, flagged: GET /deliveries?status=conflict).",
+                "# TYPE drx_deliveries_conflicting gauge",
+                f"drx_deliveries_conflicting {waiting['conflict']}",
             ]
         return "\n".join(lines) + "\n"
 

@@ -90,13 +90,23 @@ class Delivery(Out):
     type: str
     subject: str
     received_at: str
-    status: Literal["received", "processed", "parked"] | None
+    # `conflict`: processed, and the id came again with another body since (kept, flagged).
+    status: Literal["received", "processed", "parked", "conflict"] | None
     reason: str | None
+    conflicts: int
+
+
+class ConflictingCopy(Out):
+    """A body that repeated the delivery's id with other content, as it arrived."""
+
+    received_at: str
+    raw_body: str
 
 
 class DeliveryDetail(Delivery):
     payload: dict[str, Any]
     raw_body: str
+    conflicting_copies: list[ConflictingCopy]
 
 
 class DeliveryPage(Out):
@@ -142,6 +152,7 @@ class WebhookAnswer(Out):
     event_id: str
     parked: bool | None = None
     reason: str | None = None
+    conflict: bool | None = None
 
 
 class Problem(Out):

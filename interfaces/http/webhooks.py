@@ -74,7 +74,10 @@ class WebhookController(Controller):
         responses={
             200: ResponseSpec(
                 WebhookAnswer,
-                description="an event id already stored",
+                description=(
+                    "an event id already stored; `conflict: true` when this body differs from "
+                    "the stored one (kept and flagged: GET /deliveries?status=conflict)"
+                ),
                 examples=[Example(value={"status": "duplicate", "event_id": "evt_1"})],
             ),
             400: _problem("the body is not a JSON object"),
@@ -91,8 +94,12 @@ class WebhookController(Controller):
         command = read_command(body, request.headers, services.verifier)
         receipt = await services.handle_delivery(command)
         request.scope.setdefault("state", {})[OUTCOME_KEY] = receipt.outcome.value
-        if receipt.outcome is Outcome.DUPLICATE:
-            answer = WebhookAnswer(status="duplicate", event_id=receipt.event_id)
+        if receipt.outcome in (Outcome.DUPLICATE, Outcome.CONFLICT):
+            answer = WebhookAnswer(
+                status="duplicate",
+                event_id=receipt.event_id,
+                conflict=True if receipt.outcome is Outcome.CONFLICT else None,
+            )
             return Response(answer.model_dump(exclude_none=True), status_code=200)  # type: ignore[arg-type]
         parked = receipt.outcome is Outcome.PARKED
         answer = WebhookAnswer(

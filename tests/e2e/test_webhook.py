@@ -231,3 +231,49 @@ def test_the_stored_delivery_keeps_the_exact_bytes_and_signature_headers(client)
         },
         json_parse=False,
     )
+
+
+def test_a_repeated_id_with_another_body_is_answered_duplicate_and_listed_as_a_conflict(client):
+    payload = load_example("shipped")
+    assert post_signed(client, payload).status_code == 202
+    other = {**payload, "data": {**payload["data"], "carrier": "UPS"}}
+    answer = post_signed(client, other)
+    assert (answer.status_code, answer.json()) == (
+        200,
+        {"status": "duplicate", "event_id": payload["id"], "conflict": True},
+    )
+    settle(client)
+    (listed,) = client.get("/deliveries", params={"status": "conflict"}).json()["items"]
+    assert (listed["event_id"], listed["status"], listed["conflicts"]) == (
+        payload["id"],
+        "conflict",
+        1,
+    )
+    detail = client.get(f"/deliveries/{payload['id']}").json()
+    assert detail["payload"] == payload
+    assert [json.loads(c["raw_body"]) for c in detail["conflicting_copies"]] == [other]
+    assert client.get("/prescriptions/drx_rx_7Q2M9K").json()["shipment"]["carrier"] == "USPS"
+    metrics = client.get("/metrics").text
+    assert "drx_deliveries_conflicting 1" in metrics
+    assert 'drx_webhook_deliveries_total{outcome="conflict"} 1' in metrics
+
+
+def test_a_parked_deliverys_corrected_resend_is_applied_and_replay_no_longer_needed(client):
+    payload = load_example("shipped")
+    broken = {**payload, "data": {**payload["data"], "tracking_number": 12345}}
+    first = post_signed(client, broken).json()
+    assert first["parked"] is True
+    corrected = post_signed(client, payload)
+    assert (corrected.status_code, corrected.json()) == (
+        202,
+        {"status": "accepted", "event_id": payload["id"]},
+    )
+    settle(client)
+    state = client.get("/prescriptions/drx_rx_7Q2M9K").json()
+    assert (state["version"], state["shipment"]["tracking_number"]) == (
+        1,
+        payload["data"]["tracking_number"],
+    )
+    detail = client.get(f"/deliveries/{payload['id']}").json()
+    assert (detail["status"], detail["payload"]) == ("processed", payload)
+    assert client.post(f"/deliveries/{payload['id']}/replay").status_code == 409

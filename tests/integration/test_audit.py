@@ -8,6 +8,7 @@ import threading
 
 import pytest
 
+from domain.commands import ParkDelivery
 from domain.ids import prescription_id
 from infrastructure.audit import Auditor, export_prescription
 from infrastructure.projections import projection_runner
@@ -34,6 +35,8 @@ def deliver_signed(app, payload, secret):
     body = body_of(payload)
     signed = SignatureVerifier([secret]).verify(body, signed_headers(body, secret))
     command = translate(parse_envelope(body), body, signed)
+    if isinstance(command, ParkDelivery):
+        return app.park_delivery(command)
     return app.record_delivery(command)
 
 
@@ -321,3 +324,26 @@ def test_a_fact_stored_before_the_chain_existed_is_upcast_and_reported_not_cover
         f"prescription {SUBJECT}: fact {version - 1} (evt_drx_rx_LC0001_002, "
         "drx.prescription.sent): recorded before hash chaining: not covered by the chain"
     )
+
+
+def test_corrections_and_conflicting_copies_are_verified_and_a_corrected_fact_matches(
+    stored, settings
+):
+    """A corrected delivery's fact must match the correction (not the parked body), and every
+    body kept (conflicting copies too) must carry DRx's signature."""
+    secret = settings.webhook_secrets[0]
+    base = relabelled(load_lifecycle(LIFECYCLES[0]), "audit")[0]
+    broken = {**base, "data": {**base["data"], "written_on": 20250101}}
+    assert deliver_signed(stored, broken, secret).outcome.value == "parked"
+    assert deliver_signed(stored, base, secret).outcome.value == "accepted"
+    other = {**base, "data": {**base["data"], "notes": "a different body"}}
+    assert deliver_signed(stored, other, secret).outcome.value == "conflict"
+    assert findings(audit(stored, settings)) == []
+    ((state,),) = fetch(settings, "SELECT state FROM {events} WHERE topic LIKE %s", ("%Conflict%",))
+    tampered = bytes(state).replace(b"a different body", b"a tampered body")
+    edit(settings, "UPDATE {events} SET state = %s WHERE topic LIKE %s", (tampered, "%Conflict%"))
+    assert [line for line in findings(audit(stored, settings)) if "signature" in line] == [
+        f"delivery {base['id']} (a conflicting copy): DRx's signature does not verify with any "
+        "configured secret: the stored body or headers were altered, or the secret is not "
+        "configured"
+    ]

@@ -63,7 +63,7 @@ def test_the_store_holds_nothing_readable_and_everything_reads_back(app, encrypt
             listed = model.prescription_json(subject)
             assert listed is not None
             assert json.loads(listed) == app.state(subject).as_dict()
-        assert model.parked_count() == 1
+        assert model.waiting_counts()["parked"] == 1
     finally:
         runner.stop()
         db.close()

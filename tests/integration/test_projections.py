@@ -160,7 +160,7 @@ def test_deliveries_are_listed_in_arrival_order_with_their_outcome(
     ]
     parked = model.deliveries("parked", 10, None).items
     assert [d["reason"] for d in parked] == ["unknown type 'drx.prescription.teleported'"]
-    assert model.parked_count() == 1
+    assert model.waiting_counts()["parked"] == 1
     first_page = model.deliveries(None, 2, None)
     assert len(first_page.items) == 2
     rest = model.deliveries(None, 2, first_page.last_key)

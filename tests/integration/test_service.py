@@ -361,3 +361,73 @@ def test_a_batch_lookup_never_starts_parallel_workers(postgres_url):
     assert "Gather" not in batch, batch
     assert "drx_events" in one, one
     assert "Gather" not in one, one
+
+
+def _resend(app, payload):
+    command = command_for(payload)
+    if isinstance(command, RecordDelivery):
+        return app.record_deliveries([command])[0]
+    return app.park_delivery(command)
+
+
+def test_a_retry_whose_attempt_fields_differ_is_a_plain_duplicate(prescriptions):
+    payload = load_example("shipped")
+    assert deliver(prescriptions, payload) is Outcome.ACCEPTED
+    retry = {**payload, "attempt": 3, "sent_at": "2025-03-07T00:00:00Z"}
+    assert _resend(prescriptions, retry).outcome is Outcome.DUPLICATE
+    assert prescriptions.delivery(payload["id"]).conflicts == []
+
+
+def test_a_repeated_id_with_another_body_is_kept_as_a_conflict_and_the_fact_is_unchanged(
+    prescriptions,
+):
+    payload = load_example("shipped")
+    assert deliver(prescriptions, payload) is Outcome.ACCEPTED
+    other = {**payload, "data": {**payload["data"], "tracking_number": "OTHER"}}
+    assert _resend(prescriptions, other).outcome is Outcome.CONFLICT
+    assert (
+        command_for(other).delivery.content_digest != command_for(payload).delivery.content_digest
+    )
+    # The same other body again is a retry of it: kept once.
+    assert _resend(prescriptions, other).outcome is Outcome.DUPLICATE
+    delivery = prescriptions.delivery(payload["id"])
+    assert [json.loads(c.body)["data"]["tracking_number"] for c in delivery.conflicts] == ["OTHER"]
+    assert (delivery.status, delivery.shown_status) == ("processed", "conflict")
+    assert json.loads(delivery.body) == payload
+    (fact,) = [r.fact for r in prescriptions.history(payload["subject"])]
+    assert fact.data["tracking_number"] == payload["data"]["tracking_number"]
+
+
+@pytest.mark.parametrize("path", ["batch", "one_at_a_time"])
+def test_a_parked_deliverys_corrected_resend_is_processed_once_as_that_event(prescriptions, path):
+    payload = load_example("shipped")
+    broken = {**payload, "data": {**payload["data"], "fill_number": "one"}}
+    assert deliver(prescriptions, broken) is Outcome.PARKED
+    corrected = command_for(payload)
+    if path == "batch":
+        receipt = prescriptions.record_deliveries([corrected])[0]
+    else:
+        receipt = prescriptions.record_delivery(corrected)
+    assert receipt.outcome is Outcome.ACCEPTED
+    delivery = prescriptions.delivery(payload["id"])
+    assert (delivery.status, delivery.reason, delivery.conflicts) == ("processed", None, [])
+    assert json.loads(delivery.body) == payload
+    assert prescriptions.state(payload["subject"]).version == 1
+    # Neither the correction again, nor a late retry of the broken body, does anything more.
+    assert _resend(prescriptions, payload).outcome is Outcome.DUPLICATE
+    assert _resend(prescriptions, broken).outcome is Outcome.DUPLICATE
+    assert prescriptions.state(payload["subject"]).version == 1
+
+
+def test_a_correction_that_still_cannot_be_read_is_parked_with_its_own_body_and_reason(
+    prescriptions,
+):
+    payload = load_example("shipped")
+    assert deliver(prescriptions, {**payload, "type": "drx.prescription.nope"}) is Outcome.PARKED
+    still_broken = {**payload, "data": {**payload["data"], "carrier": 7}}
+    receipt = _resend(prescriptions, still_broken)
+    assert receipt.outcome is Outcome.PARKED
+    delivery = prescriptions.delivery(payload["id"])
+    assert json.loads(delivery.body) == still_broken
+    assert "data.carrier" in delivery.reason
+    assert delivery.drx_type == "drx.prescription.shipped"

@@ -189,6 +189,9 @@ def test_any_json_object_is_a_fact_an_unreadable_delivery_or_an_envelope_error(
         envelope = parse_envelope(body)
     except EnvelopeError:
         return
+    except NotAJsonObjectError:  # json.dumps wrote an infinite float as Infinity
+        assert b"Infinity" in body
+        return
     result = read_fact(envelope, body)
     assert isinstance(result, Fact | Unreadable)
     if isinstance(result, Fact):  # whatever the contract lets through, the state function takes

@@ -13,9 +13,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-import uvicorn
 from standardwebhooks.webhooks import Webhook
 
 from domain.errors import PrescriptionNotFoundError
@@ -31,6 +29,7 @@ from infrastructure.rebuild import PROJECTION_NAMES, Rebuilder
 from infrastructure.settings import Settings, SettingsError
 from interfaces import projector as projector_process
 from interfaces.drx.signature import SecretError
+from interfaces.http import server
 from interfaces.http.app import build_services, create_app
 from interfaces.logs import configure_logging
 from interfaces.progress import Progress
@@ -54,14 +53,6 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     check_store_readable(settings)
     for warning in postgres_warnings(settings):
         log.warning(warning)
-    # No access log: request lines carry query strings (a patient id, say) into the logs.
-    options: dict[str, Any] = {
-        "host": args.host,
-        "port": args.port,
-        "log_level": "info",
-        "server_header": False,
-        "access_log": False,
-    }
     # The projections run in a process of their own (interfaces/projector.py), so that the web
     # workers' time goes to the webhook; both end together.
     projector = projector_process.start(settings)
@@ -75,7 +66,13 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
                 args.workers,
                 settings.describe_database(),
             )
-            uvicorn.run("interfaces.http.asgi:app", factory=True, workers=args.workers, **options)
+            server.run(
+                "interfaces.http.asgi:app",
+                args.host,
+                args.port,
+                factory=True,
+                workers=args.workers,
+            )
             return 0
         app = create_app(settings, run_projections=False)
         tune_for_serving()
@@ -85,7 +82,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             args.port,
             settings.describe_database(),
         )
-        uvicorn.run(app, **options)
+        server.run(app, args.host, args.port)
         return 0
     finally:
         projector_process.stop(projector)

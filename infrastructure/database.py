@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -50,11 +52,23 @@ def connect_postgres(settings: Settings) -> Iterator[psycopg.Connection[tuple[ob
         yield conn
 
 
+PRIVATE = 0o600
+
+
+def create_private(path: Path) -> None:
+    """Create the file readable and writable by its owner only, unless it exists. SQLite gives
+    the database's WAL and shared-memory files the database file's permissions, so creating the
+    database this way keeps all three private (they hold patient data)."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE))
+
+
 @contextmanager
 def connect_sqlite(settings: Settings) -> Iterator[sqlite3.Connection]:
     path = Path(settings.sqlite_path)
     if path.parent and not path.parent.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
+    create_private(path)
     conn = sqlite3.connect(
         settings.sqlite_path, isolation_level=None, timeout=settings.sqlite_lock_timeout_s
     )

@@ -16,7 +16,7 @@ from typing import IO, Any, Protocol
 
 import psycopg
 
-from infrastructure.database import postgres_conninfo
+from infrastructure.database import PRIVATE, postgres_conninfo
 from infrastructure.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,8 @@ class FileLeadership:
     def acquire(self) -> bool:
         if self._file is not None:
             return True
-        file = open(self._path, "a")  # noqa: SIM115 - held open for as long as we lead
+        # Held open for as long as we lead; private, as every file beside the database is.
+        file = os.fdopen(os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PRIVATE), "a")
         try:
             fcntl.flock(file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

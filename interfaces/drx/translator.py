@@ -37,18 +37,33 @@ class EnvelopeError(ValueError):
         self.problems = problems
 
 
+# A park reason is for a person to read: it quotes a few hundred characters of the input at
+# most, whatever the input holds.
+MAX_REASON = 400
+MAX_QUOTED = 80
+
+
 @dataclass(frozen=True)
 class Unreadable:
     """Why an authentic delivery cannot become a fact (contract 4.9): it is parked."""
 
     reason: str
 
+    def __post_init__(self) -> None:
+        if len(self.reason) > MAX_REASON:
+            object.__setattr__(self, "reason", self.reason[: MAX_REASON - 1] + "…")
+
+
+def quoted(value: str) -> str:
+    """A value of the input inside a reason: quoted, and cut short past `MAX_QUOTED`."""
+    return repr(value if len(value) <= MAX_QUOTED else value[:MAX_QUOTED] + "…")
+
 
 def describe_errors(error: ValidationError, prefix: str = "") -> list[dict[str, str]]:
     """Where and what, never the offending value: it may be patient data."""
     return [
         {
-            "field": prefix + ".".join(str(part) for part in e["loc"]) or "(body)",
+            "field": (prefix + ".".join(str(part) for part in e["loc"]))[:MAX_QUOTED] or "(body)",
             "problem": e["msg"],
         }
         for e in error.errors(include_input=False, include_url=False)
@@ -127,10 +142,10 @@ def read_fact(envelope: Envelope, body: bytes) -> Fact | Unreadable:
     """The fact the delivery reports, or why it cannot be read under this contract."""
     kind = FactKind.from_drx_type(envelope.type)
     if kind is None:
-        return Unreadable(f"unknown type {envelope.type!r}")
+        return Unreadable(f"unknown type {quoted(envelope.type)}")
     if envelope.schema_major != SUPPORTED_SCHEMA_MAJOR:
         return Unreadable(
-            f"schema_version {envelope.schema_version!r}: only major version "
+            f"schema_version {quoted(envelope.schema_version)}: only major version "
             f"{SUPPORTED_SCHEMA_MAJOR} is understood"
         )
     try:

@@ -113,6 +113,8 @@ def server_options(host: str, port: int) -> dict[str, Any]:
         "loop": "auto",  # uvloop where it is installed
         "timeout_keep_alive": KEEP_ALIVE_TIMEOUT_S,
         "log_level": "info",
+        # uvicorn's loggers reach the service's handler (interfaces/logs.py), not its own.
+        "log_config": None,
         "server_header": False,
         # No access log: request lines carry query strings (a patient id, say) into the logs.
         "access_log": False,

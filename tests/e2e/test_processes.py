@@ -303,3 +303,28 @@ def test_the_simulator_sends_shuffled_duplicated_lifecycles_and_every_state_chec
     assert code == 0, out
     assert "state check: 40 of 40 prescriptions equal what their facts imply" in out
     assert "'duplicate': " in out
+
+
+def test_the_sqlite_files_beside_a_new_store_are_readable_by_their_owner_only(tmp_path):
+    """A first `drx serve` in an empty directory, on the defaults, as a new user runs it: the
+    database, its WAL and shared memory, the projections' lock and the development secrets
+    are created 0600 (they hold patient data, and the keys to the API)."""
+    previous = os.umask(0o022)
+    try:
+        env = {"DRX_DATABASE_URL": "", "DRX_WEBHOOK_SECRETS": "", "DRX_API_KEYS": ""}
+        server = Server(env, tmp_path)
+    finally:
+        os.umask(previous)
+    try:
+        secret = (tmp_path / "drx.sqlite3.secrets").read_text().split("DRX_WEBHOOK_SECRETS=")[1]
+        assert server.deliver(load_example("received"), secret.split()[0]) == 202
+        deadline = time.monotonic() + 20  # the projector takes its lock once it has started
+        while not (tmp_path / "drx.sqlite3.projections.lock").exists():
+            assert time.monotonic() < deadline, "the projector never took its lock"
+            time.sleep(0.05)
+        names = ["drx.sqlite3", "drx.sqlite3-wal", "drx.sqlite3-shm"]
+        names += ["drx.sqlite3.projections.lock", "drx.sqlite3.secrets"]
+        modes = {name: (tmp_path / name).stat().st_mode & 0o777 for name in names}
+        assert modes == dict.fromkeys(names, 0o600)
+    finally:
+        server.kill()

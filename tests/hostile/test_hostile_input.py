@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import io
 import json
 import logging
 import os
@@ -19,7 +20,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from infrastructure.migrations import migrate
-from tests.conftest import migrated_postgres, sqlite_settings
+from interfaces.logs import configure_logging
+from tests.conftest import drop_schema, migrated_postgres, postgres_settings, sqlite_settings
 from tests.helpers import (
     API_KEY,
     body_of,
@@ -161,12 +163,24 @@ def test_the_read_api_answers_any_path_and_query_without_a_500(client, path, que
         strict_json(response.text)
 
 
-def test_no_secret_key_signature_or_patient_name_reaches_the_logs(tmp_path, caplog):
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def encrypted(request, tmp_path):
+    """A new encrypted store on each database: its key, and its settings."""
     encryption_key = base64.b64encode(os.urandom(32)).decode()
-    chosen = sqlite_settings(tmp_path, encryption_key=encryption_key)
-    from infrastructure.migrations import migrate
-
+    if request.param == "sqlite":
+        chosen = sqlite_settings(tmp_path, encryption_key=encryption_key)
+    else:
+        chosen = postgres_settings(
+            request.getfixturevalue("postgres_url"), encryption_key=encryption_key
+        )
     migrate(chosen)
+    yield encryption_key, chosen
+    if chosen.dialect == "postgresql":
+        drop_schema(chosen)
+
+
+def test_no_secret_key_signature_or_patient_name_reaches_the_logs(encrypted, caplog):
+    encryption_key, chosen = encrypted
     caplog.set_level(logging.DEBUG)
     with serving(chosen) as client:
         received = load_example("received")
@@ -365,3 +379,27 @@ def test_every_stored_prescription_is_readable_by_its_id(client, subject):
     assert as_of.json()["prescription_id"] == subject
     delivery = client.get(f"/deliveries/{urllib.parse.quote(event_id, safe='')}")
     assert delivery.json()["subject"] == subject
+
+
+def test_a_control_character_in_a_logged_path_cannot_forge_a_log_line(client, monkeypatch):
+    """A `%0a` in a request path reaches a log line (here: a fault while answering it); the
+    line stays one line, and no forged record starts a line of its own."""
+    stream = io.StringIO()
+    configure_logging(stream)
+    try:
+
+        def fault(_prescription_id):
+            raise RuntimeError("a fault while answering")
+
+        monkeypatch.setattr(client.app.state.services.read_model, "prescription_json", fault)
+        forged = "x\n2026-01-01 00:00:00,000 CRITICAL drx: forged\r\u2028also forged"
+        response = client.get("/prescriptions/" + urllib.parse.quote(forged, safe=""))
+        assert response.status_code == 500
+    finally:
+        root = logging.getLogger()
+        for handler in [h for h in root.handlers if getattr(h, "drx", False)]:
+            root.removeHandler(handler)
+    lines = stream.getvalue().splitlines()
+    (logged,) = [line for line in lines if "unhandled fault" in line]
+    assert "x\\n2026-01-01 00:00:00,000 CRITICAL drx: forged\\r\\u2028also forged" in logged
+    assert not [line for line in lines if line.startswith("2026-01-01")]

@@ -230,3 +230,14 @@ def test_an_escaped_backslash_before_u0000_is_not_a_nul_character():
     payload = load_example("received")
     payload["data"]["patient"]["last_name"] = "back\\u0000slash"
     assert isinstance(read(payload), Fact)
+
+
+def test_a_park_reason_quotes_a_few_hundred_characters_of_the_input_at_most():
+    long_type = {**load_example("shipped"), "type": "drx.prescription." + "x" * 5000}
+    many_fields = load_example("received")
+    many_fields["data"] = {f"field_{'k' * 300}_{n}": n for n in range(200)}
+    for payload in (long_type, many_fields):
+        result = read(payload)
+        assert isinstance(result, Unreadable)
+        assert len(result.reason) <= 400
+    assert "x" * 81 not in read(long_type).reason

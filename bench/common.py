@@ -24,10 +24,8 @@ import psycopg
 
 from domain.facts import Fact, FactKind
 from domain.prescription import Prescription
-from infrastructure.eventstore import open_prescriptions
-from infrastructure.projections import projection_runner
-from infrastructure.readstore import open_read_database
 from infrastructure.settings import Settings
+from interfaces.bootstrap import bootstrap
 
 ADMIN_URL = os.environ.get(
     "DRX_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -91,7 +89,7 @@ def synthetic_prescription(index: int, rng: random.Random) -> Prescription:
     ]
     for step, (kind, fact_data) in enumerate(steps[: rng.randint(2, len(steps))]):
         prescription.record(
-            Fact(
+            Fact.read(
                 f"evt_bench_{index}_{step}",
                 kind,
                 start + timedelta(hours=step),
@@ -108,36 +106,31 @@ def seed_store(
     """Synthetic prescriptions saved straight into the event store, 1,000 per `save`, until at
     least `facts` facts and `prescriptions` prescriptions are stored; the index of the next
     unused synthetic prescription."""
-    app = open_prescriptions(settings)
     rng = random.Random(first_index + 1)
     started, seeded, events, index = time.perf_counter(), 0, 0, first_index
-    while seeded < facts or index - first_index < prescriptions:
-        size = min(1000, prescriptions - (index - first_index)) if not facts else 1000
-        batch = [synthetic_prescription(index + i, rng) for i in range(size)]
-        index += len(batch)
-        seeded += sum(p.fact_count for p in batch)
-        events += sum(p.version for p in batch)
-        app.save(*batch)
+    with bootstrap(settings) as parts:
+        while seeded < facts or index - first_index < prescriptions:
+            size = min(1000, prescriptions - (index - first_index)) if not facts else 1000
+            batch = [synthetic_prescription(index + i, rng) for i in range(size)]
+            index += len(batch)
+            seeded += sum(p.fact_count for p in batch)
+            events += sum(p.version for p in batch)
+            parts.prescriptions.save(*batch)
     elapsed = time.perf_counter() - started
     print(
         f"seeded {index - first_index:,} prescriptions, {seeded:,} facts ({events:,} events) "
         f"in {elapsed:.0f} s: {events / elapsed:,.0f} events/s"
     )
-    app.close()
     return index
 
 
 def project(settings: Settings) -> None:
     """Bring the read models up to the store's last event, as the service's runner would."""
-    app, db = open_prescriptions(settings), open_read_database(settings)
-    runner = projection_runner(app, db, settings, batch_size=2000)
-    started = time.perf_counter()
-    handled = runner.catch_up()
-    elapsed = time.perf_counter() - started
+    with bootstrap(settings, batch_size=2000) as parts:
+        started = time.perf_counter()
+        handled = parts.projector.catch_up()
+        elapsed = time.perf_counter() - started
     print(f"projected {handled:,} events in {elapsed:.1f} s: {handled / elapsed:,.0f} events/s")
-    runner.stop()
-    db.close()
-    app.close()
 
 
 def percentiles(samples_s: list[float]) -> str:

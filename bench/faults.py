@@ -34,13 +34,11 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import uvicorn
-from standardwebhooks.webhooks import Webhook
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -50,6 +48,7 @@ from bench.pgcluster import private_cluster
 from domain.ids import delivery_id
 from infrastructure.migrations import migrate
 from infrastructure.settings import Settings
+from interfaces.drx.signature import signed_headers
 from interfaces.http.app import create_app
 from interfaces.simulator import RateLimiter, Sender, Tally, check_states, plan
 
@@ -174,7 +173,6 @@ class ConstantLoad:
             return Counter(got for at, got in self.answers if start <= at < end)
 
     def _send(self, sender: int) -> None:
-        hook = Webhook(self.secret)
         conn: http.client.HTTPConnection | None = None
         for n in range(10**9):
             if self._stop.is_set():
@@ -192,14 +190,7 @@ class ConstantLoad:
             body = json.dumps(event).encode()
             while not self._stop.is_set():
                 conn = conn or http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
-                message_id = f"msg_{uuid.uuid4().hex}"
-                moment = datetime.now(UTC)
-                headers = {
-                    "content-type": "application/json",
-                    "webhook-id": message_id,
-                    "webhook-timestamp": str(int(moment.timestamp())),
-                    "webhook-signature": hook.sign(message_id, moment, body.decode()),
-                }
+                headers = signed_headers(self.secret, f"msg_{uuid.uuid4().hex}", body)
                 try:
                     conn.request("POST", "/webhooks/drx", body=body, headers=headers)
                     response = conn.getresponse()

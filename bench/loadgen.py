@@ -20,9 +20,8 @@ import statistics
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
-from standardwebhooks.webhooks import Webhook
+from interfaces.drx.signature import sign
 
 
 @dataclass
@@ -85,12 +84,12 @@ def signed_requests(
     bodies: list[bytes], secret: str, path: str = "/webhooks/drx", host: str = "127.0.0.1"
 ) -> list[bytes]:
     """Whole HTTP requests, signed now (the receiver accepts them for 5 minutes)."""
-    hook, now = Webhook(secret), datetime.now(UTC)
-    timestamp = str(int(now.timestamp()))
+    now = int(time.time())
+    timestamp = str(now)
     requests = []
     for n, body in enumerate(bodies):
         message_id = f"msg_bench_{timestamp}_{n}"
-        signature = hook.sign(message_id, now, body.decode())
+        signature = sign(secret, message_id, now, body)
         head = (
             f"POST {path} HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\n"
             f"content-length: {len(body)}\r\nwebhook-id: {message_id}\r\n"

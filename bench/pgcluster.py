@@ -134,6 +134,13 @@ class PrivateCluster:
         """`fast` (disconnect everyone, clean shut-down) or `immediate` (as a crash)."""
         self._run(_program("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop", check=False)
 
+    def configure(self, **settings: str) -> None:
+        """ALTER SYSTEM each setting and reload the configuration."""
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            for name, value in settings.items():
+                conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")
+            conn.execute("SELECT pg_reload_conf()")
+
     def terminate_backends(self, dbname: str) -> int:
         """pg_terminate_backend on every other session of `dbname`: how many were ended."""
         with psycopg.connect(self.url(), autocommit=True) as conn:

@@ -21,11 +21,9 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import machine, scratch_database, seed_store
-from infrastructure.eventstore import open_prescriptions
 from infrastructure.migrations import migrate
-from infrastructure.readstore import open_read_database
-from infrastructure.rebuild import Rebuilder
 from infrastructure.settings import Settings
+from interfaces.bootstrap import bootstrap
 
 
 def raw_read(url: str) -> tuple[int, float]:
@@ -42,17 +40,17 @@ def raw_read(url: str) -> tuple[int, float]:
 
 
 def library_read(settings: Settings) -> tuple[int, float]:
-    app = open_prescriptions(settings)
-    started, rows, start = time.perf_counter(), 0, 1
-    while True:
-        batch = app.recorder.select_notifications(start=start, limit=10_000)
-        if not batch:
-            break
-        for notification in batch:
-            app.mapper.to_domain_event(notification)
-        rows += len(batch)
-        start = batch[-1].id + 1
-    app.close()
+    with bootstrap(settings) as parts:
+        app = parts.prescriptions
+        started, rows, start = time.perf_counter(), 0, 1
+        while True:
+            batch = app.recorder.select_notifications(start=start, limit=10_000)
+            if not batch:
+                break
+            for notification in batch:
+                app.mapper.to_domain_event(notification)
+            rows += len(batch)
+            start = batch[-1].id + 1
     return rows, time.perf_counter() - started
 
 
@@ -75,20 +73,18 @@ def main() -> None:
         print(
             f"notification log read and decoded:  {rows:>10,} events {seconds:6.1f} s  {rows / seconds:>9,.0f} events/s"
         )
-        app, db = open_prescriptions(settings), open_read_database(settings)
-        # The live model is empty and at position 0 in a fresh store: rebuild it as a live one.
-        with db.transaction() as cursor:
-            cursor.execute(
-                "INSERT INTO drx_projection_tracking VALUES ('prescriptions', %s)",
-                (app.recorder.max_notification_id(),),
-            )
-        result = Rebuilder(app, db).rebuild("prescriptions", verify=False)
+        with bootstrap(settings) as parts:
+            # The live model is empty and at position 0 in a fresh store: rebuild it as a live one.
+            with parts.read_db.transaction() as cursor:
+                cursor.execute(
+                    "INSERT INTO drx_projection_tracking VALUES ('prescriptions', %s)",
+                    (parts.prescriptions.recorder.max_notification_id(),),
+                )
+            result = parts.rebuilder.rebuild("prescriptions", verify=False)
         print(
             f"rebuild of the prescriptions model: {result.events:>10,} events {result.seconds:6.1f} s  "
             f"{result.events / result.seconds:>9,.0f} events/s  ({result.rows:,} rows, swapped)"
         )
-        db.close()
-        app.close()
 
 
 if __name__ == "__main__":

@@ -18,38 +18,22 @@ import base64
 import os
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
-
-from standardwebhooks.webhooks import Webhook
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+
 from bench.common import machine, postgres_cpu_s, scratch_database
 from bench.webhook import KEY, SECRET, deliveries
-from infrastructure.eventstore import open_prescriptions
 from infrastructure.migrations import migrate
-from infrastructure.projections import projection_runner
-from infrastructure.readstore import open_read_database
 from infrastructure.settings import Settings
-from interfaces.drx.signature import SignatureVerifier
+from interfaces.bootstrap import bootstrap
+from interfaces.drx.signature import signed_headers
 from interfaces.http.webhooks import read_command
 
 
 def signed(bodies: list[bytes]) -> list[tuple[bytes, dict[str, str]]]:
-    webhook, now = Webhook(SECRET), datetime.now(UTC)
-    return [
-        (
-            body,
-            {
-                "webhook-id": f"msg_{n}",
-                "webhook-timestamp": str(int(now.timestamp())),
-                "webhook-signature": webhook.sign(f"msg_{n}", now, body.decode()),
-                "content-type": "application/json",
-            },
-        )
-        for n, body in enumerate(bodies)
-    ]
+    return [(body, signed_headers(SECRET, f"msg_{n}", body)) for n, body in enumerate(bodies)]
 
 
 def measure(count: int, batch: int, projection_batch: int, key: str) -> str:
@@ -59,25 +43,19 @@ def measure(count: int, batch: int, projection_batch: int, key: str) -> str:
             database_url=url, webhook_secrets=(SECRET,), api_keys=(KEY,), encryption_key=key
         )
         migrate(settings)
-        verifier = SignatureVerifier(settings.webhook_secrets)
-        started = time.process_time()
-        commands = [read_command(body, headers, verifier) for body, headers in requests]
-        translate = time.process_time() - started
+        with bootstrap(settings, batch_size=projection_batch) as parts:
+            started = time.process_time()
+            commands = [read_command(body, headers, parts.verifier) for body, headers in requests]
+            translate = time.process_time() - started
 
-        app = open_prescriptions(settings)
-        started, pg = time.process_time(), postgres_cpu_s()
-        for first in range(0, count, batch):
-            app.record_deliveries(commands[first : first + batch])  # type: ignore[arg-type]
-        record, record_pg = time.process_time() - started, postgres_cpu_s() - pg
+            started, pg = time.process_time(), postgres_cpu_s()
+            for first in range(0, count, batch):
+                parts.intake.take_batch(commands[first : first + batch])  # type: ignore[arg-type]
+            record, record_pg = time.process_time() - started, postgres_cpu_s() - pg
 
-        db = open_read_database(settings)
-        runner = projection_runner(app, db, settings, batch_size=projection_batch)
-        started, pg = time.process_time(), postgres_cpu_s()
-        events = runner.catch_up()
-        project, project_pg = time.process_time() - started, postgres_cpu_s() - pg
-        runner.stop()
-        db.close()
-        app.close()
+            started, pg = time.process_time(), postgres_cpu_s()
+            events = parts.projector.catch_up()
+            project, project_pg = time.process_time() - started, postgres_cpu_s() - pg
 
     def ms(seconds: float) -> str:
         return f"{seconds * 1000 / count:>7.3f}"

@@ -18,7 +18,7 @@ from litestar.logging import LoggingConfig
 from litestar.params import RawBody
 
 from infrastructure.settings import Settings
-from interfaces.drx.signature import SignatureVerifier
+from interfaces.bootstrap import Parts
 from interfaces.http import webhooks
 from interfaces.http.errors import handle_exception
 from interfaces.http.metrics import WebhookMetrics, webhook_timing
@@ -26,7 +26,7 @@ from interfaces.http.schemas import WebhookAnswer
 
 
 def app() -> Litestar:
-    verifier = SignatureVerifier(Settings.from_env().webhook_secrets)
+    verifier = Parts(Settings.from_env()).verifier  # the one part it needs: no store is opened
 
     @post(webhooks.PATH, status_code=202)
     async def receive(request: Request[Any, Any, Any], body: RawBody) -> Response[WebhookAnswer]:

@@ -215,7 +215,7 @@ def main() -> None:
         trivial_command = [sys.executable, "-m", "uvicorn", "--factory", "bench.trivial_app:app"]
         trivial_command += ["--port", str(PORT), "--no-access-log", "--no-server-header"]
         # The same protocol as drx serve's (interfaces/http/server.py).
-        trivial_command += ["--http", "interfaces.http.server:BoundedHttpToolsProtocol"]
+        trivial_command += ["--http", "interfaces.server:BoundedHttpToolsProtocol"]
         with server([*trivial_command, "--workers", str(args.workers)], env):
             load(deliveries(2000, 1), args.connections, None)  # warm-up
             trivial = load(deliveries(args.requests, 2), args.connections, None)

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 from domain.facts import Fact
-from domain.state import format_instant
+from domain.instants import format_instant
 
 GENESIS = ""  # the "previous hash" of a prescription's first fact
 
@@ -30,7 +30,7 @@ def fact_hash(previous: str, subject: str, number: int, fact: Fact, recorded_at:
             "type": fact.drx_type,
             "occurred_at": format_instant(fact.occurred_at),
             "sequence": fact.sequence,
-            "data": dict(fact.data),
+            "data": dict(fact.document),
             "correlation": dict(fact.correlation),
             "recorded_at": recorded_at.isoformat(),
         }

@@ -8,6 +8,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from domain import fact_data
+
 DRX_TYPE_PREFIX = "drx.prescription."
 
 
@@ -92,20 +94,81 @@ STATUS_CHANGING: frozenset[FactKind] = frozenset(
 )
 
 
+DATA_FOR: Mapping[FactKind, type[fact_data.Value]] = {
+    FactKind.RECEIVED: fact_data.Received,
+    FactKind.SENT: fact_data.Sent,
+    FactKind.UPDATED: fact_data.Updated,
+    FactKind.CHANGE_REQUESTED: fact_data.ChangeRequested,
+    FactKind.CHANGE_APPROVED: fact_data.ChangeApproved,
+    FactKind.CHANGE_DENIED: fact_data.Denied,
+    FactKind.CANCEL_REQUESTED: fact_data.CancelRequested,
+    FactKind.CANCELLED: fact_data.Cancelled,
+    FactKind.CANCEL_DENIED: fact_data.Denied,
+    FactKind.RENEWAL_REQUESTED: fact_data.RenewalRequested,
+    FactKind.RENEWAL_APPROVED: fact_data.RenewalApproved,
+    FactKind.RENEWAL_DENIED: fact_data.Denied,
+    FactKind.PROCESSING: fact_data.Processing,
+    FactKind.ON_HOLD: fact_data.OnHold,
+    FactKind.DISPENSED: fact_data.Dispensed,
+    FactKind.READY_FOR_PICKUP: fact_data.ReadyForPickup,
+    FactKind.SHIPPED: fact_data.Shipped,
+    FactKind.DELIVERED: fact_data.Delivered,
+    FactKind.TRANSFERRED: fact_data.Transferred,
+    FactKind.REJECTED: fact_data.Rejected,
+}
+assert set(DATA_FOR) == set(FactKind), "every kind of fact needs its data"
+
+
+def read_data(kind: FactKind, document: Mapping[str, Any]) -> fact_data.FactData:
+    """A fact's data from its stored document (what the document does not name is ignored);
+    ValueError when it lacks what the domain reasons with."""
+    data: fact_data.FactData = DATA_FOR[kind].model_validate(document)  # type: ignore[assignment]
+    return data
+
+
 @dataclass(frozen=True)
 class Fact:
-    """One DRx event as the domain sees it; `data` is the event's `data` object, as DRx sent it."""
+    """One DRx event as the domain sees it: `data` is what it says, typed (`fact_data`).
+
+    `document` is the JSON form the fact is stored, hashed and shown in: made from `data`, or,
+    for a fact read back from the store (`Fact.read`), the stored one as it is.
+    """
 
     event_id: str
     kind: FactKind
     occurred_at: datetime
-    sequence: int = 0
-    data: Mapping[str, Any] = field(default_factory=dict)
+    sequence: int
+    data: fact_data.FactData
     correlation: Mapping[str, Any] = field(default_factory=dict)
+    document: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.occurred_at.tzinfo is None:
             raise ValueError("a fact's occurred_at must carry a UTC offset")
+        if not self.document:
+            object.__setattr__(self, "document", fact_data.to_document(self.data))
+
+    @classmethod
+    def read(
+        cls,
+        event_id: str,
+        kind: FactKind,
+        occurred_at: datetime,
+        sequence: int = 0,
+        document: Mapping[str, Any] | None = None,
+        correlation: Mapping[str, Any] | None = None,
+    ) -> Fact:
+        """A fact from its document (a stored fact's, in the domain's words)."""
+        document = dict(document or {})
+        return cls(
+            event_id,
+            kind,
+            occurred_at,
+            sequence,
+            read_data(kind, document),
+            dict(correlation or {}),
+            document,
+        )
 
     @property
     def drx_type(self) -> str:

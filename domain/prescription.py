@@ -67,13 +67,13 @@ class Prescription(Aggregate):
             state["hash"] = ""  # recorded before the chain existed; the audit says so
 
         def to_fact(self) -> Fact:
-            return Fact(
-                event_id=self.event_id,
-                kind=self.kind,
-                occurred_at=self.occurred_at,
-                sequence=self.sequence,
-                data=json.loads(self.data),
-                correlation=json.loads(self.correlation),
+            return Fact.read(
+                self.event_id,
+                self.kind,
+                self.occurred_at,
+                self.sequence,
+                json.loads(self.data),
+                json.loads(self.correlation),
             )
 
         def apply(self, aggregate: Aggregate) -> None:
@@ -152,6 +152,9 @@ class Prescription(Aggregate):
         """Record the fact unless its id is already recorded (contract 4.2); True when recorded."""
         if self.has_fact(fact.event_id):
             return False
+        # The state with the new fact, derived before the fact is recorded: a fact our code
+        # cannot handle fails here, before it exists, instead of breaking every later read.
+        derive_state(self.subject, [*(r.fact for r in self.recorded), fact])
         event_class = EVENT_CLASS_FOR[fact.kind]
         recorded_at = event_class.create_timestamp()
         previous = self.recorded[-1].hash if self.recorded else GENESIS
@@ -161,7 +164,7 @@ class Prescription(Aggregate):
             event_id=fact.event_id,
             occurred_at=fact.occurred_at,
             sequence=fact.sequence,
-            data=canonical_json(fact.data),
+            data=canonical_json(fact.document),
             correlation=canonical_json(fact.correlation),
             hash=fact_hash(previous, self.subject, self.fact_count + 1, fact, recorded_at),
         )

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from domain import fact_data as said
 from domain.facts import STATUS_CHANGING, Fact, FactKind
+from domain.instants import format_instant
 
 TERMINAL_STATUSES = frozenset({"cancelled", "transferred", "rejected"})
 
@@ -35,13 +37,6 @@ _STATUS_AFTER: Mapping[FactKind, str] = {
     FactKind.CANCELLED: "cancelled",
     FactKind.TRANSFERRED: "transferred",
 }
-_DETAILS = ("patient", "prescriber", "pharmacy", "medication")
-
-
-def format_instant(moment: datetime) -> str:
-    """RFC 3339 in UTC with a `Z`, the form every timestamp leaves the service in."""
-    text = moment.astimezone(UTC).isoformat()
-    return text.replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -59,6 +54,19 @@ class Anomaly:
 
 
 @dataclass(frozen=True)
+class Shipment:
+    """The current fill's shipment."""
+
+    carrier: str | None = None
+    tracking_number: str | None = None
+    tracking_url: str | None = None
+    eta: str | None = None
+
+    def as_dict(self) -> dict[str, str]:
+        return {name: value for name, value in vars(self).items() if value is not None}
+
+
+@dataclass(frozen=True)
 class PrescriptionState:
     """What the facts about one subject say, as the service shows it."""
 
@@ -69,11 +77,11 @@ class PrescriptionState:
     refills_remaining: int | None = None
     anomalies: tuple[Anomaly, ...] = ()
     open_requests: tuple[OpenRequest, ...] = ()
-    patient: Mapping[str, Any] | None = None
-    prescriber: Mapping[str, Any] | None = None
-    pharmacy: Mapping[str, Any] | None = None
-    medication: Mapping[str, Any] | None = None
-    shipment: Mapping[str, Any] | None = None
+    patient: said.Patient | None = None
+    prescriber: said.Prescriber | None = None
+    pharmacy: said.Pharmacy | None = None
+    medication: said.Medication | None = None
+    shipment: Shipment | None = None
     last_event_type: str | None = None
     last_occurred_at: datetime | None = None
     version: int = 0
@@ -102,11 +110,11 @@ class PrescriptionState:
                 }
                 for r in self.open_requests
             ],
-            "patient": _plain(self.patient),
-            "prescriber": _plain(self.prescriber),
-            "pharmacy": _plain(self.pharmacy),
-            "medication": _plain(self.medication),
-            "shipment": _plain(self.shipment),
+            "patient": _document(self.patient),
+            "prescriber": _document(self.prescriber),
+            "pharmacy": _document(self.pharmacy),
+            "medication": _document(self.medication),
+            "shipment": self.shipment.as_dict() if self.shipment else None,
             "last_event_type": self.last_event_type,
             "last_occurred_at": (
                 format_instant(self.last_occurred_at) if self.last_occurred_at else None
@@ -115,8 +123,8 @@ class PrescriptionState:
         }
 
 
-def _plain(value: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    return None if value is None else dict(value)
+def _document(value: said.Value | None) -> dict[str, Any] | None:
+    return None if value is None else said.to_document(value)
 
 
 def ordered(facts: Iterable[Fact]) -> list[Fact]:
@@ -148,8 +156,11 @@ class _Draft:
         self.refills_remaining: int | None = None
         self.anomalies: list[Anomaly] = []
         self.open_requests: list[OpenRequest] = []
-        self.details: dict[str, Mapping[str, Any]] = {}
-        self.shipment: Mapping[str, Any] | None = None
+        self.patient: said.Patient | None = None
+        self.prescriber: said.Prescriber | None = None
+        self.pharmacy: said.Pharmacy | None = None
+        self.medication: said.Medication | None = None
+        self.shipment: Shipment | None = None
         self.last_event_type: str | None = None
         self.last_occurred_at: datetime | None = None
         self.version = 0
@@ -163,10 +174,10 @@ class _Draft:
             refills_remaining=self.refills_remaining,
             anomalies=tuple(self.anomalies),
             open_requests=tuple(self.open_requests),
-            patient=self.details.get("patient"),
-            prescriber=self.details.get("prescriber"),
-            pharmacy=self.details.get("pharmacy"),
-            medication=self.details.get("medication"),
+            patient=self.patient,
+            prescriber=self.prescriber,
+            pharmacy=self.pharmacy,
+            medication=self.medication,
             shipment=self.shipment,
             last_event_type=self.last_event_type,
             last_occurred_at=self.last_occurred_at,
@@ -176,54 +187,60 @@ class _Draft:
     def apply(self, fact: Fact) -> None:
         self.version += 1
         self.last_event_type, self.last_occurred_at = fact.drx_type, fact.occurred_at
-        kind, data = fact.kind, fact.data
-        if kind is FactKind.RECEIVED:
-            self._received(data)
+        if isinstance(fact.data, said.Received):
+            self._received(fact.data)
             return
-        if kind in STATUS_CHANGING and self.status in TERMINAL_STATUSES:
+        if fact.kind in STATUS_CHANGING and self.status in TERMINAL_STATUSES:
             self.anomalies.append(Anomaly("after_terminal", fact.event_id, fact.drx_type))
             return
-        if kind in STATUS_CHANGING:
+        if fact.kind in STATUS_CHANGING:
             self._status_change(fact)
         self._requests_and_details(fact)
 
-    def _received(self, data: Mapping[str, Any]) -> None:
-        if self.refills_remaining is None:
-            self.refills_remaining = (data.get("medication") or {}).get("refills_authorized")
+    def _received(self, data: said.Received) -> None:
+        if self.refills_remaining is None and data.medication is not None:
+            self.refills_remaining = data.medication.refills_authorized
         self.provisional = False
         self.status = self.status or "received"
-        self._replace_details(data, _DETAILS)
+        self._replace_details(data)
 
-    def _replace_details(self, data: Mapping[str, Any], names: Iterable[str]) -> None:
-        for name in names:
-            if data.get(name) is not None:
-                self.details[name] = data[name]
+    def _replace_details(self, data: said.Received | said.Updated) -> None:
+        """Each one the fact gives replaces the one before, whole (contract 4.7)."""
+        if data.patient is not None:
+            self.patient = data.patient
+        if data.prescriber is not None:
+            self.prescriber = data.prescriber
+        if data.pharmacy is not None:
+            self.pharmacy = data.pharmacy
+        if data.medication is not None:
+            self.medication = data.medication
 
     def _status_change(self, fact: Fact) -> None:
         data = fact.data
-        fill = data.get("fill_number")
+        fill = getattr(data, "fill_number", None)
         if isinstance(fill, int) and fill > self.fill_number:
             # A later fill starts: the previous fill's shipment is no longer the current one.
             self.fill_number, self.shipment = fill, None
-        if fact.kind is FactKind.DISPENSED:
-            self.refills_remaining = data["refills_remaining"]
-        if fact.kind is FactKind.SHIPPED:
-            self.shipment = {
-                key: data[key]
-                for key in ("carrier", "tracking_number", "tracking_url", "eta")
-                if data.get(key) is not None
-            }
+        match data:
+            case said.Dispensed():
+                self.refills_remaining = data.refills_remaining
+            case said.Shipped():
+                self.shipment = Shipment(
+                    data.carrier, data.tracking_number, data.tracking_url, data.eta
+                )
         if fact.kind is FactKind.DELIVERED:
             self.status = "completed" if self.refills_remaining == 0 else "delivered"
-        elif fact.kind is FactKind.REJECTED:
-            self.status = "error" if data.get("retryable") else "rejected"
+        elif isinstance(data, said.Rejected):
+            self.status = "error" if data.retryable else "rejected"
         else:
             self.status = _STATUS_AFTER[fact.kind]
 
     def _requests_and_details(self, fact: Fact) -> None:
         kind, data = fact.kind, fact.data
         if kind in _REQUEST_OPENED_BY:
-            opened = OpenRequest(_REQUEST_OPENED_BY[kind], data["request_id"], fact.occurred_at)
+            request_id = getattr(data, "request_id", None)
+            assert isinstance(request_id, str)  # the data of every opening fact requires it
+            opened = OpenRequest(_REQUEST_OPENED_BY[kind], request_id, fact.occurred_at)
             self.open_requests = [
                 r for r in self.open_requests if r.request_id != opened.request_id
             ]
@@ -231,14 +248,14 @@ class _Draft:
         elif kind in _REQUEST_CLOSED_BY:
             # A response closes only an open request of its own kind and id; otherwise it is
             # recorded and closes nothing (section 4.5).
-            closed = (_REQUEST_CLOSED_BY[kind], data.get("request_id"))
+            closed = (_REQUEST_CLOSED_BY[kind], getattr(data, "request_id", None))
             self.open_requests = [r for r in self.open_requests if (r.kind, r.request_id) != closed]
-        if kind is FactKind.UPDATED:
-            self._replace_details(data, _DETAILS)
-        elif kind is FactKind.CHANGE_APPROVED and data.get("approved_medication") is not None:
-            self.details["medication"] = data["approved_medication"]
-        elif kind is FactKind.RENEWAL_APPROVED:
-            refills = data["refills_authorized"]
-            self.refills_remaining = refills
-            if self.status == "completed" and refills > 0:
-                self.status = "delivered"
+        match data:
+            case said.Updated():
+                self._replace_details(data)
+            case said.ChangeApproved(approved_medication=said.Medication() as medication):
+                self.medication = medication
+            case said.RenewalApproved():
+                self.refills_remaining = data.refills_authorized
+                if self.status == "completed" and data.refills_authorized > 0:
+                    self.status = "delivered"

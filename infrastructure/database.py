@@ -1,18 +1,24 @@
-"""Plain connections to the configured database, for migrations and health checks."""
+"""The configured database and the ways to it: where it is (and whether a SQLite store is
+there), plain connections for migrations and health checks, and the read database (one small
+interface over SQLite and PostgreSQL, pooled on PostgreSQL) that the read models and their
+queries use. Its SQL is written once with `%s` placeholders; the SQLite side rewrites them to
+`?`."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import sqlite3
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import psycopg
 import psycopg_pool
 
+from infrastructure.pg_arrays import columns
 from infrastructure.settings import Settings
 
 # How long a pool keeps trying to replace one lost connection before it gives the slot up, to
@@ -31,6 +37,11 @@ def tune_pool(pool: psycopg_pool.ConnectionPool[Any], connect_timeout_s: float) 
         pool.kwargs.setdefault("connect_timeout", max(1, round(connect_timeout_s)))
 
 
+class StoreNotReadyError(RuntimeError):
+    """The configured store is not there, cannot be reached, or is not migrated; the message
+    says which, and what to do."""
+
+
 def postgres_conninfo(settings: Settings) -> str:
     pg = settings.postgres
     return psycopg.conninfo.make_conninfo(
@@ -46,8 +57,17 @@ def postgres_conninfo(settings: Settings) -> str:
 
 @contextmanager
 def connect_postgres(settings: Settings) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
-    """An autocommit connection whose unqualified names resolve in the configured schema."""
-    with psycopg.connect(postgres_conninfo(settings), autocommit=True) as conn:
+    """An autocommit connection whose unqualified names resolve in the configured schema;
+    `StoreNotReadyError` naming why when the server cannot be reached or refuses us."""
+    try:
+        conn = psycopg.connect(postgres_conninfo(settings), autocommit=True)
+    except psycopg.OperationalError as error:
+        lines = str(error).strip().splitlines()
+        raise StoreNotReadyError(
+            f"{settings.describe_database()} cannot be reached: "
+            + (lines[0].strip() if lines else "no answer")
+        ) from None
+    with conn:
         conn.execute(f'SET search_path TO "{settings.postgres_schema}"')
         yield conn
 
@@ -64,11 +84,22 @@ def create_private(path: Path) -> None:
 
 
 @contextmanager
-def connect_sqlite(settings: Settings) -> Iterator[sqlite3.Connection]:
+def connect_sqlite(settings: Settings, *, create: bool = False) -> Iterator[sqlite3.Connection]:
+    """A plain connection to the SQLite store; `create` makes the file (never its directory:
+    a mistyped path is an error, not a new tree of folders)."""
     path = Path(settings.sqlite_path)
-    if path.parent and not path.parent.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-    create_private(path)
+    if create:
+        if not path.parent.is_dir():
+            raise StoreNotReadyError(
+                f"the directory {path.parent.resolve()} of the SQLite store does not exist: "
+                "create it, or fix DRX_DATABASE_URL"
+            )
+        create_private(path)
+    elif not path.is_file():
+        raise StoreNotReadyError(
+            f"there is no store at {path.resolve()}: run `drx migrate` (or `drx serve`) where "
+            "the store should be, or point DRX_DATABASE_URL at it"
+        )
     conn = sqlite3.connect(
         settings.sqlite_path, isolation_level=None, timeout=settings.sqlite_lock_timeout_s
     )
@@ -92,3 +123,167 @@ def postgres_warnings(settings: Settings) -> list[str]:
             "118 deliveries/s at a million facts instead of 900); run VACUUM ANALYZE regularly"
         ]
     return []
+
+
+Row = tuple[Any, ...]
+
+
+class Cursor(Protocol):
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
+    def executemany(self, sql: str, params: Sequence[Sequence[Any]]) -> Any: ...
+    def fetchall(self) -> list[Row]: ...
+    def fetchone(self) -> Row | None: ...
+
+    @property
+    def rowcount(self) -> int: ...
+
+
+def insert_rows(
+    cursor: Cursor,
+    dialect: str,
+    head: str,
+    types: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    tail: str = "",
+) -> None:
+    """`head` (an `INSERT INTO t (columns)`) for every row, then `tail` (an `ON CONFLICT`): on
+    PostgreSQL as one statement, the rows as one array literal per column of the given SQL
+    `types` (`infrastructure/pg_arrays.py`), where executemany would run a statement per row;
+    on SQLite by executemany, which is a loop in C there."""
+    if not rows:
+        return
+    if dialect == "postgresql":
+        arrays = ", ".join(f"%s::{t}[]" for t in types)
+        cursor.execute(f"{head} SELECT * FROM unnest({arrays}) {tail}", columns(rows))  # noqa: S608 (code constants)
+    else:
+        marks = ", ".join(["%s"] * len(types))
+        cursor.executemany(f"{head} VALUES ({marks}) {tail}", rows)
+
+
+class ReadDatabase(Protocol):
+    dialect: str
+
+    def transaction(self, durable: bool = True) -> Any:
+        """A context manager yielding a Cursor; commits on success, rolls back on error.
+
+        `durable=False` (PostgreSQL) answers the commit before its WAL is flushed: a crash may
+        lose the last such commits, never half of one. For projections, whose rows and position
+        commit together and are only done again, that costs nothing, and it keeps their commits
+        from queueing with the webhook's for the disk."""
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
+
+    def close(self) -> None: ...
+
+
+class _SqliteCursor:
+    def __init__(self, cursor: sqlite3.Cursor) -> None:
+        self._cursor = cursor
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self._cursor.execute(sql.replace("%s", "?"), params)
+
+    def executemany(self, sql: str, params: Sequence[Sequence[Any]]) -> Any:
+        return self._cursor.executemany(sql.replace("%s", "?"), params)
+
+    def fetchall(self) -> list[Row]:
+        return list(self._cursor.fetchall())
+
+    def fetchone(self) -> Row | None:
+        row: Row | None = self._cursor.fetchone()
+        return row
+
+    @property
+    def rowcount(self) -> int:
+        return self._cursor.rowcount
+
+
+class SqliteReadDatabase:
+    """One connection per thread; writes take the database lock at BEGIN IMMEDIATE."""
+
+    dialect = "sqlite"
+
+    def __init__(self, settings: Settings) -> None:
+        self._path = settings.sqlite_path
+        self._timeout = settings.sqlite_lock_timeout_s
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._guard = threading.Lock()
+
+    def _connection(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(
+                self._path, isolation_level=None, timeout=self._timeout, check_same_thread=False
+            )
+            conn.execute("PRAGMA journal_mode=WAL")
+            self._local.conn = conn
+            with self._guard:
+                self._all.append(conn)
+        return conn
+
+    @contextmanager
+    def transaction(self, durable: bool = True) -> Iterator[Cursor]:
+        conn = self._connection()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield _SqliteCursor(conn.cursor())
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return list(self._connection().execute(sql.replace("%s", "?"), params).fetchall())
+
+    def close(self) -> None:
+        with self._guard:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+
+
+class PostgresReadDatabase:
+    """A small pool of its own, apart from the event store's, with the configured schema."""
+
+    dialect = "postgresql"
+
+    def __init__(self, settings: Settings, pool_size: int = 2) -> None:
+        schema = settings.postgres_schema
+
+        def configure(conn: psycopg.Connection[Any]) -> None:
+            conn.execute(f'SET search_path TO "{schema}"')
+            conn.commit()
+
+        self._pool = psycopg_pool.ConnectionPool(
+            postgres_conninfo(settings),
+            min_size=1,
+            max_size=pool_size + settings.postgres_max_overflow,
+            configure=configure,
+            check=psycopg_pool.ConnectionPool.check_connection,
+            timeout=settings.postgres_connect_timeout_s,
+            open=False,
+            name="drx-read",
+        )
+        tune_pool(self._pool, settings.postgres_connect_timeout_s)
+        self._pool.open(wait=False)
+
+    @contextmanager
+    def transaction(self, durable: bool = True) -> Iterator[Cursor]:
+        with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cursor:
+            if not durable:
+                cursor.execute("SET LOCAL synchronous_commit TO OFF")
+            yield cursor
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        with self._pool.connection() as conn:
+            return list(conn.execute(sql, params).fetchall())
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+def open_read_database(settings: Settings) -> SqliteReadDatabase | PostgresReadDatabase:
+    if settings.dialect == "postgresql":
+        return PostgresReadDatabase(settings, pool_size=settings.postgres_pool_size)
+    return SqliteReadDatabase(settings)

@@ -24,8 +24,9 @@ from uuid import UUID
 import psycopg
 from eventsourcing import persistence
 
-from domain.service import describe_fault
-from infrastructure.readstore import Cursor, ReadDatabase
+from domain.errors import describe_fault
+from infrastructure.database import Cursor, ReadDatabase
+from infrastructure.read_models import row_key
 
 DEAD_LETTERS_TABLE = "drx_projection_dead_letters"
 HELD_REASON = "held behind an earlier event of the same aggregate that was set aside"
@@ -79,10 +80,6 @@ class DeadLetter:
     failed_at: str
 
 
-def _key(dialect: str, aggregate_id: UUID) -> Any:
-    return aggregate_id if dialect == "postgresql" else str(aggregate_id)
-
-
 def set_aside(
     cursor: Cursor,
     dialect: str,
@@ -95,7 +92,7 @@ def set_aside(
     """Record one event as a dead letter of `projection`; again after a retry, with one attempt
     more when it failed itself (not when it only waited behind another)."""
     cursor.execute(
-        f"INSERT INTO {DEAD_LETTERS_TABLE} (projection, position, originator_id,"  # noqa: S608
+        f"INSERT INTO {DEAD_LETTERS_TABLE} (projection, position, originator_id,"
         " originator_version, topic, reason, held, attempts, failed_at)"
         " VALUES (%s, %s, %s, %s, %s, %s, %s, 1, %s)"
         " ON CONFLICT (projection, position) DO UPDATE SET reason = excluded.reason,"
@@ -105,7 +102,7 @@ def set_aside(
         (
             projection,
             notification.id,
-            _key(dialect, notification.originator_id),
+            row_key(dialect, notification.originator_id),
             notification.originator_version,
             notification.topic,
             reason[:500],
@@ -117,7 +114,7 @@ def set_aside(
 
 def remove(cursor: Cursor, projection: str, position: int) -> None:
     cursor.execute(
-        f"DELETE FROM {DEAD_LETTERS_TABLE} WHERE projection = %s AND position = %s",  # noqa: S608
+        f"DELETE FROM {DEAD_LETTERS_TABLE} WHERE projection = %s AND position = %s",
         (projection, position),
     )
 
@@ -129,7 +126,7 @@ def aggregates_set_aside(cursor: Cursor, projections: Iterable[str]) -> dict[str
     found: dict[str, set[UUID]] = {name: set() for name in names}
     marks = ", ".join(["%s"] * len(names))
     cursor.execute(
-        f"SELECT DISTINCT projection, originator_id FROM {DEAD_LETTERS_TABLE}"  # noqa: S608
+        f"SELECT DISTINCT projection, originator_id FROM {DEAD_LETTERS_TABLE}"
         f" WHERE projection IN ({marks})",
         names,
     )
@@ -141,7 +138,7 @@ def aggregates_set_aside(cursor: Cursor, projections: Iterable[str]) -> dict[str
 def dead_letters(db: ReadDatabase, projection: str | None = None) -> list[DeadLetter]:
     where, params = ("WHERE projection = %s ", (projection,)) if projection else ("", ())
     rows = db.query(
-        "SELECT projection, position, originator_id, originator_version, topic, reason, held,"  # noqa: S608
+        "SELECT projection, position, originator_id, originator_version, topic, reason, held,"
         f" attempts, failed_at FROM {DEAD_LETTERS_TABLE} {where}ORDER BY projection, position",
         params,
     )
@@ -163,7 +160,5 @@ def dead_letters(db: ReadDatabase, projection: str | None = None) -> list[DeadLe
 
 def counts(db: ReadDatabase) -> dict[str, int]:
     """Dead letters per projection (projections without any are absent)."""
-    rows = db.query(
-        f"SELECT projection, COUNT(*) FROM {DEAD_LETTERS_TABLE} GROUP BY projection"  # noqa: S608
-    )
+    rows = db.query(f"SELECT projection, COUNT(*) FROM {DEAD_LETTERS_TABLE} GROUP BY projection")
     return {str(name): int(count) for name, count in rows}

@@ -5,8 +5,8 @@ from __future__ import annotations
 from eventsourcing.persistence import PersistenceError
 from eventsourcing.utils import get_topic
 
-from domain.service import Prescriptions
-from infrastructure.pg_recorder import (
+from domain.application import Prescriptions
+from infrastructure.recorders import (
     BatchSQLiteApplicationRecorder,
     FailFastPostgresApplicationRecorder,
 )
@@ -22,7 +22,7 @@ def eventsourcing_env(settings: Settings) -> dict[str, str]:
     load), a lock timeout so a stuck writer turns into a retryable error instead of a hang, and
     not the library's database functions (its insert function skips the table lock, so with
     concurrent writers a follower could miss events); the recorder saves through its own,
-    `drx_insert_events`, which takes the lock (infrastructure/pg_recorder.py).
+    `drx_insert_events`, which takes the lock (infrastructure/recorders.py).
     """
     env = {"CREATE_TABLE": "y" if settings.create_tables else "n"}
     if settings.encryption_key:
@@ -53,7 +53,7 @@ def eventsourcing_env(settings: Settings) -> dict[str, str]:
         POSTGRES_CONNECT_TIMEOUT=str(settings.postgres_connect_timeout_s),
         # No ping before each use of a pooled connection: it was a round trip on every one (three
         # per webhook batch). A connection broken by a database restart fails its statement
-        # instead, the recorder tries once more on another (pg_recorder.py), and at worst that
+        # instead, the recorder tries once more on another (recorders.py), and at worst that
         # batch answers 503 with Retry-After; the pool drops broken connections as they return.
         POSTGRES_PRE_PING="n",
         POSTGRES_ENABLE_DB_FUNCTIONS="n",

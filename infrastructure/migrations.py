@@ -9,8 +9,10 @@ import sqlite3
 from dataclasses import dataclass, field
 from importlib import resources
 
-from infrastructure.database import connect_postgres, connect_sqlite
+from infrastructure.database import StoreNotReadyError, connect_postgres, connect_sqlite
 from infrastructure.settings import Settings
+
+__all__ = ["MigrationError", "StoreNotReadyError", "check_ready", "migrate", "pending"]
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +59,25 @@ def migrate(settings: Settings) -> list[Migration]:
 
 
 def pending(settings: Settings) -> list[Migration]:
-    """What `migrate` would apply; raises when the database cannot be reached."""
+    """What `migrate` would apply; raises when the database cannot be reached (and, for SQLite,
+    `StoreNotReadyError` when there is no store: asking creates none)."""
     if settings.dialect == "postgresql":
         applied = _applied_postgres(settings)
     else:
         with connect_sqlite(settings) as conn:
             applied = _applied_sqlite(conn)
     return _check(applied, available(settings.dialect))
+
+
+def check_ready(settings: Settings) -> None:
+    """Refuse, in one sentence, a store that is not there, cannot be reached, or is not fully
+    migrated: what a command other than `drx migrate` and `drx serve` must not go on with."""
+    todo = pending(settings)
+    if todo:
+        names = ", ".join(f"{m.version:04d}_{m.name}" for m in todo)
+        raise StoreNotReadyError(
+            f"{settings.describe_database()} is not migrated (pending: {names}): run drx migrate"
+        )
 
 
 def _check(applied: dict[int, str], migrations: list[Migration]) -> list[Migration]:
@@ -143,7 +157,7 @@ def _statements(sql: str) -> list[str]:
 
 def _migrate_sqlite(settings: Settings) -> list[Migration]:
     done: list[Migration] = []
-    with connect_sqlite(settings) as conn:
+    with connect_sqlite(settings, create=True) as conn:
         conn.execute("BEGIN IMMEDIATE")  # one writer at a time; others wait for the lock
         try:
             conn.execute(_CREATE_TABLE)

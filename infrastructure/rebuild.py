@@ -27,19 +27,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from domain.service import Prescriptions
+from domain.application import Prescriptions
 from infrastructure import dead_letters
-from infrastructure.projections import (
-    TRACKING_TABLE,
-    DeliveriesProjection,
-    PrescriptionsProjection,
-    Projection,
-    read_position,
-)
-from infrastructure.readstore import Cursor, ReadDatabase
+from infrastructure.database import Cursor, ReadDatabase
+from infrastructure.projector import read_position
+from infrastructure.read_models import DeliveriesModel, PrescriptionsModel, ReadModel
+from infrastructure.read_tables import TABLES, TRACKING_TABLE, ReadTable
 
 BATCH = 10_000
-PROJECTION_NAMES = ("prescriptions", "deliveries")
+PROJECTION_NAMES = tuple(TABLES)
 Progress = Callable[[int, int], None]
 
 
@@ -68,37 +64,17 @@ class RebuildResult:
 
 @dataclass(frozen=True)
 class Target:
-    """What a projection's rebuild needs to know about its table."""
+    """A read model writing into a fresh copy of its table."""
 
-    projection: Projection
-    table: str
-    key: str  # the column that identifies a row to a person
-    compared: tuple[str, ...]  # the columns compared, besides the JSON state
-    state_column: str | None
-
-    @property
-    def columns(self) -> tuple[str, ...]:
-        return (self.key, *self.compared, *([self.state_column] if self.state_column else []))
+    model: ReadModel
+    table: ReadTable
 
 
-def targets(dialect: str, fresh: bool) -> dict[str, Target]:
-    suffix = "_rebuild" if fresh else ""
-    return {
-        "prescriptions": Target(
-            PrescriptionsProjection(dialect, "rx_prescriptions" + suffix),
-            "rx_prescriptions",
-            "prescription_id",
-            ("status", "patient_id", "pharmacy_ncpdp_id", "needs_review", "updated_at"),
-            "state",
-        ),
-        "deliveries": Target(
-            DeliveriesProjection(dialect, "rx_deliveries" + suffix),
-            "rx_deliveries",
-            "event_id",
-            ("seq", "type", "subject", "received_at", "status", "reason", "conflicts"),
-            None,
-        ),
-    }
+def target(dialect: str, name: str) -> Target:
+    table = TABLES[name]
+    fresh = f"{table.name}_rebuild"
+    model = PrescriptionsModel if name == "prescriptions" else DeliveriesModel
+    return Target(model(dialect, fresh), table)
 
 
 class Rebuilder:
@@ -108,31 +84,31 @@ class Rebuilder:
     def rebuild(
         self, name: str, *, verify: bool, progress: Progress | None = None
     ) -> RebuildResult:
-        target = targets(self.db.dialect, fresh=True)[name]
-        fresh = f"{target.table}_rebuild"
+        chosen = target(self.db.dialect, name)
+        live, fresh = chosen.table.name, f"{chosen.table.name}_rebuild"
         result = RebuildResult(name)
         started = time.perf_counter()
-        indexes = self._create_fresh(target.table, fresh)
+        indexes = self._create_fresh(live, fresh)
         try:
             goal = read_position(self.db, name)
             skip = self._set_aside(name)
-            position = self._bulk(target.projection, 0, goal, skip, result, progress)
-            with self._final_transaction(target.table, name, swap=not verify) as (
+            position = self._bulk(chosen.model, 0, goal, skip, result, progress)
+            with self._final_transaction(live, name, swap=not verify) as (
                 cursor,
                 live_position,
             ):
                 skip = self._set_aside(name)
-                for events in self._batches(position, live_position, target.projection, skip):
-                    self._apply(cursor, target.projection, events)
+                for events in self._batches(position, live_position, chosen.model, skip):
+                    self._apply(cursor, chosen.model, events)
                     result.events += len(events)
                 result.position = live_position
                 cursor.execute(f"SELECT COUNT(*) FROM {fresh}")
                 counted = cursor.fetchone()
                 result.rows = int(counted[0]) if counted else 0
                 if verify:
-                    result.differences = list(self._compare(cursor, target, fresh))
+                    result.differences = list(self._compare(cursor, chosen.table, fresh))
                 else:
-                    self._swap(cursor, target.table, fresh, indexes)
+                    self._swap(cursor, live, fresh, indexes)
                     result.swapped = True
         finally:
             if not result.swapped:
@@ -168,7 +144,7 @@ class Rebuilder:
         return {letter.position for letter in dead_letters.dead_letters(self.db, name)}
 
     def _batches(
-        self, start: int, stop: int, projection: Projection, skip: set[int]
+        self, start: int, stop: int, projection: ReadModel, skip: set[int]
     ) -> Iterator[list[Any]]:
         position = start
         while position < stop:
@@ -181,7 +157,7 @@ class Rebuilder:
                 yield [(n.id, self.app.mapper.to_domain_event(n)) for n in kept]
 
     @staticmethod
-    def _apply(cursor: Cursor, projection: Projection, events: list[Any]) -> None:
+    def _apply(cursor: Cursor, projection: ReadModel, events: list[Any]) -> None:
         try:
             projection.apply(cursor, events)
         except Exception as exc:
@@ -195,7 +171,7 @@ class Rebuilder:
 
     def _bulk(
         self,
-        projection: Projection,
+        projection: ReadModel,
         start: int,
         stop: int,
         skip: set[int],
@@ -239,9 +215,9 @@ class Rebuilder:
         for statement in indexes:
             cursor.execute(statement)
 
-    def _compare(self, cursor: Cursor, target: Target, fresh: str) -> Iterator[Difference]:
+    def _compare(self, cursor: Cursor, table: ReadTable, fresh: str) -> Iterator[Difference]:
         """Merge the two tables in key order, a page at a time, and name every difference."""
-        live, rebuilt = _rows(cursor, target, target.table), _rows(cursor, target, fresh)
+        live, rebuilt = _rows(cursor, table, table.name), _rows(cursor, table, fresh)
         old, new = next(live, None), next(rebuilt, None)
         while old is not None or new is not None:
             if new is None or (old is not None and old[0] < new[0]):
@@ -251,18 +227,18 @@ class Rebuilder:
                 yield Difference(new[0], "(row)", "missing", "present")
                 new = next(rebuilt, None)
             else:
-                yield from _row_differences(target, old, new)
+                yield from _row_differences(table, old, new)
                 old, new = next(live, None), next(rebuilt, None)
 
 
 def _rows(
-    cursor: Cursor, target: Target, table: str, page: int = 5000
+    cursor: Cursor, table: ReadTable, name: str, page: int = 5000
 ) -> Iterator[tuple[Any, ...]]:
-    columns, after = ", ".join(target.columns), None
+    columns, after, key = ", ".join(table.compared), None, table.identity
     while True:
-        where = f"WHERE {target.key} > %s " if after is not None else ""
+        where = f"WHERE {key} > %s " if after is not None else ""
         cursor.execute(
-            f"SELECT {columns} FROM {table} {where}ORDER BY {target.key} LIMIT {page}",
+            f"SELECT {columns} FROM {name} {where}ORDER BY {key} LIMIT {page}",
             (after,) if after is not None else (),
         )
         rows = cursor.fetchall()
@@ -273,10 +249,10 @@ def _rows(
 
 
 def _row_differences(
-    target: Target, old: tuple[Any, ...], new: tuple[Any, ...]
+    table: ReadTable, old: tuple[Any, ...], new: tuple[Any, ...]
 ) -> Iterator[Difference]:
-    for index, name in enumerate(target.columns[1:], start=1):
-        if name == target.state_column:
+    for index, name in enumerate(table.compared[1:], start=1):
+        if name == table.json_column:
             yield from _json_differences(old[0], json.loads(old[index]), json.loads(new[index]))
         elif _normal(name, old[index]) != _normal(name, new[index]):
             yield Difference(old[0], name, _normal(name, old[index]), _normal(name, new[index]))

@@ -1,105 +1,68 @@
-"""The `drx` command line: serve, migrate, and send a signed payload for trying the service out."""
+"""The `drx` command line.
+
+Every command gets the service's parts from the one bootstrap (`interfaces.bootstrap`); only
+`drx serve` and `drx migrate` create a store. A mistake (a setting, a store that is not there,
+a file, a secret, a server that does not answer) is one line on standard error, never a
+traceback, and the exit code says what happened:
+
+    0  done (and, for the checking commands, everything checked holds)
+    1  done, and something checked does not hold: a difference (`rebuild --verify`), a finding
+       (`audit verify`), a dead letter that still fails (`projections retry`), a delivery not
+       acknowledged (`send`, `simulate`), a state that differs (`simulate`)
+    2  not done: the command, a setting or the store is wrong; the line says what to fix
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Sequence
-from datetime import UTC, datetime
+from collections.abc import Callable, Sequence
 from pathlib import Path
-
-from standardwebhooks.webhooks import Webhook
 
 from domain.errors import PrescriptionNotFoundError
 from infrastructure import dead_letters
-from infrastructure.audit import Auditor, export_prescription
-from infrastructure.database import postgres_warnings
-from infrastructure.dev_credentials import read_dev_credentials, with_credentials
-from infrastructure.eventstore import StoreKeyError, check_store_readable, open_prescriptions
-from infrastructure.migrations import MigrationError, migrate
-from infrastructure.projections import projection_runner
-from infrastructure.readstore import open_read_database
-from infrastructure.rebuild import PROJECTION_NAMES, Rebuilder
+from infrastructure.dev_credentials import read_dev_credentials
+from infrastructure.eventstore import StoreKeyError, check_store_readable
+from infrastructure.migrations import MigrationError, StoreNotReadyError, migrate
+from infrastructure.rebuild import PROJECTION_NAMES, RebuildError
 from infrastructure.settings import Settings, SettingsError
-from interfaces import projector as projector_process
-from interfaces.drx.signature import SecretError
-from interfaces.http import server
-from interfaces.http.app import build_services, create_app
+from interfaces import projector_process, server
+from interfaces.bootstrap import bootstrap
+from interfaces.documents import export_prescription
+from interfaces.drx.signature import SecretError, secret_key, signed_headers
 from interfaces.logs import configure_logging
 from interfaces.progress import Progress
-from interfaces.runtime import tune_for_serving
-from interfaces.simulator import simulate
+from interfaces.simulator import SimulationError, simulate
 
 log = logging.getLogger("drx")
+
+DONE, NOT_HOLDING, NOT_DONE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """A mistake in how a command was called: the message is the one line to show."""
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    server.serve(settings, args.host, args.port, args.workers)
+    return DONE
 
 
 def cmd_migrate(settings: Settings, _: argparse.Namespace) -> int:
     applied = migrate(settings)  # logs each migration it applies
     print(f"{settings.describe_database()}: {len(applied)} migration(s) applied, up to date")
-    return 0
-
-
-def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    settings, notes = with_credentials(settings)
-    for note in notes:
-        log.warning(note)
-    migrate(settings)  # logs each migration it applies
-    check_store_readable(settings)
-    for warning in postgres_warnings(settings):
-        log.warning(warning)
-    # The projections run in a process of their own (interfaces/projector.py), so that the web
-    # workers' time goes to the webhook; both end together.
-    projector = projector_process.start(settings)
-    try:
-        if args.workers > 1:
-            # Each worker builds its own app from the environment (interfaces/http/asgi.py).
-            log.info(
-                "serving on http://%s:%d with %d workers, the store in %s",
-                args.host,
-                args.port,
-                args.workers,
-                settings.describe_database(),
-            )
-            server.run(
-                "interfaces.http.asgi:app",
-                args.host,
-                args.port,
-                factory=True,
-                workers=args.workers,
-            )
-            return 0
-        app = create_app(settings, run_projections=False)
-        tune_for_serving()
-        log.info(
-            "serving on http://%s:%d with the store in %s",
-            args.host,
-            args.port,
-            settings.describe_database(),
-        )
-        server.run(app, args.host, args.port)
-        return 0
-    finally:
-        projector_process.stop(projector)
-
-
-def cmd_projections_run(settings: Settings, _: argparse.Namespace) -> int:
-    check_store_readable(settings)
-    projector_process.run(settings)
-    return 0
+    return DONE
 
 
 def cmd_projections_status(settings: Settings, _: argparse.Namespace) -> int:
-    services = build_services(settings)
-    try:
-        rows = services.projections.status()
-    finally:
-        services.close()
+    with bootstrap(settings) as parts:
+        rows = parts.projector.status()
     print(f"{'projection':<16}{'position':>12}{'head':>12}{'lag':>12}{'dead letters':>14}")
     for row in rows:
         print(f"{row.name:<16}{row.position:>12}{row.head:>12}{row.lag:>12}{row.dead_letters:>14}")
@@ -108,15 +71,18 @@ def cmd_projections_status(settings: Settings, _: argparse.Namespace) -> int:
             "events were set aside: see drx projections dead-letters; once fixed, "
             "drx projections retry"
         )
-    return 0
+    return DONE
+
+
+def cmd_projections_run(settings: Settings, _: argparse.Namespace) -> int:
+    check_store_readable(settings)
+    projector_process.run(settings)
+    return DONE
 
 
 def cmd_projections_dead_letters(settings: Settings, args: argparse.Namespace) -> int:
-    db = open_read_database(settings)
-    try:
-        letters = dead_letters.dead_letters(db, args.name)
-    finally:
-        db.close()
+    with bootstrap(settings) as parts:
+        letters = dead_letters.dead_letters(parts.read_db, args.name)
     for letter in letters:
         print(
             f"{letter.projection} event {letter.position} ({letter.topic.rsplit('.', 1)[-1]} of "
@@ -124,30 +90,26 @@ def cmd_projections_dead_letters(settings: Settings, args: argparse.Namespace) -
             f"since {letter.failed_at}: {letter.reason}"
         )
     print(f"{len(letters)} dead letter(s)")
-    return 0
+    return DONE
 
 
 def cmd_projections_retry(settings: Settings, args: argparse.Namespace) -> int:
     """Apply the dead letters again, after a fix; exit 1 when some still fail."""
-    app, db = open_prescriptions(settings), open_read_database(settings)
-    try:
-        results = projection_runner(app, db, settings).retry_dead_letters(args.name)
-    finally:
-        db.close()
-        app.close()
+    with bootstrap(settings) as parts:
+        results = parts.projector.retry_dead_letters(args.name)
     for result in results:
         print(f"{result.name}: {result.applied} applied, {result.still_dead} still set aside")
-    return 1 if any(result.still_dead for result in results) else 0
+    return NOT_HOLDING if any(result.still_dead for result in results) else DONE
 
 
 def cmd_projections_rebuild(settings: Settings, args: argparse.Namespace) -> int:
     """Rebuild each named read model (all by default) and swap it in, or only compare."""
     names = [args.name] if args.name else list(PROJECTION_NAMES)
-    app, db = open_prescriptions(settings), open_read_database(settings)
-    worst = 0
-    try:
+    worst = DONE
+    check_store_readable(settings)
+    with bootstrap(settings) as parts:
         for name in names:
-            result = Rebuilder(app, db).rebuild(
+            result = parts.rebuilder.rebuild(
                 name, verify=args.verify, progress=Progress(f"rebuild {name}")
             )
             rate = result.events / result.seconds if result.seconds else 0
@@ -158,19 +120,16 @@ def cmd_projections_rebuild(settings: Settings, args: argparse.Namespace) -> int
             if result.swapped:
                 print(f"{name}: the rebuilt model replaced the live one")
             elif result.differences:
-                worst = 1
+                worst = NOT_HOLDING
                 print(f"{name}: {len(result.differences)} difference(s) from the live model:")
                 for d in result.differences:
                     print(f"  {d.key}  {d.field}: live={d.live!r} rebuilt={d.rebuilt!r}")
             else:
                 print(f"{name}: the live model equals the rebuilt one, row for row")
-    finally:
-        db.close()
-        app.close()
     return worst
 
 
-def _audit_secrets(settings: Settings) -> tuple[str, ...]:
+def _with_audit_secrets(settings: Settings) -> Settings:
     secrets = settings.webhook_secrets or read_dev_credentials(settings).get(
         "DRX_WEBHOOK_SECRETS", ()
     )
@@ -179,48 +138,57 @@ def _audit_secrets(settings: Settings) -> tuple[str, ...]:
             "DRX_WEBHOOK_SECRETS must hold every secret DRx has signed with (retired ones too) "
             "for the audit to re-verify the stored deliveries"
         )
-    return tuple(secrets)
+    return dataclasses.replace(settings, webhook_secrets=tuple(secrets))
 
 
 def cmd_audit_verify(settings: Settings, _: argparse.Namespace) -> int:
-    app = open_prescriptions(settings)
-    try:
-        report = Auditor(app, _audit_secrets(settings)).verify(Progress("audit"))
-    finally:
-        app.close()
+    settings = _with_audit_secrets(settings)
+    check_store_readable(settings)  # a wrong key is one line, not a finding per event
+    with bootstrap(settings) as parts:
+        report = parts.auditor.verify(Progress("audit"))
     summary = (
         f"{report.events:,} events: {report.prescriptions:,} prescriptions, "
         f"{report.facts:,} facts, {report.deliveries:,} deliveries"
     )
     if report.intact:
         print(f"intact: {summary}; every chain holds and every signature verifies")
-        return 0
+        return DONE
     print(f"NOT INTACT: {len(report.findings)} finding(s) in {summary}")
     for finding in report.findings:
         print(f"  {finding.where}: {finding.what}")
-    return 1
+    return NOT_HOLDING
 
 
 def cmd_audit_export(settings: Settings, args: argparse.Namespace) -> int:
-    app, db = open_prescriptions(settings), open_read_database(settings)
-    try:
-        delivery_ids = [
-            str(row[0])
-            for row in db.query(
-                "SELECT event_id FROM rx_deliveries WHERE subject = %s", (args.prescription_id,)
+    settings = _with_audit_secrets(settings)
+    check_store_readable(settings)
+    with bootstrap(settings) as parts:
+        try:
+            document = export_prescription(
+                parts.prescriptions,
+                parts.verifier,
+                args.prescription_id,
+                parts.queries.delivery_ids_of(args.prescription_id),
             )
-        ]
-        document = export_prescription(
-            app, _audit_secrets(settings), args.prescription_id, delivery_ids
-        )
-    except PrescriptionNotFoundError:
-        print(f"drx: no prescription with id {args.prescription_id}", file=sys.stderr)
-        return 2
-    finally:
-        db.close()
-        app.close()
+        except PrescriptionNotFoundError:
+            raise UsageError(f"no prescription with id {args.prescription_id}") from None
     print(json.dumps(document, indent=2, ensure_ascii=False))
-    return 0
+    return DONE
+
+
+def _secret(settings: Settings, given: str | None) -> str:
+    """--secret, else DRX_WEBHOOK_SECRETS, else the development secret `drx serve` made."""
+    secrets = settings.webhook_secrets or read_dev_credentials(settings).get(
+        "DRX_WEBHOOK_SECRETS", ()
+    )
+    secret = given or (secrets[0] if secrets else None)
+    if not secret:
+        raise UsageError("no secret: pass --secret, set DRX_WEBHOOK_SECRETS, or run drx serve once")
+    try:
+        secret_key(secret)
+    except SecretError:
+        raise UsageError("--secret is not a whsec_<base64> secret") from None
+    return secret
 
 
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
@@ -229,7 +197,7 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     )
     return simulate(
         url=args.url,
-        secret=args.secret,
+        secret=_secret(settings, args.secret),
         api_key=api_key,
         prescriptions=args.prescriptions,
         rate=args.rate,
@@ -242,45 +210,63 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_send(settings: Settings, args: argparse.Namespace) -> int:
     """Sign each payload file as DRx would and POST it; print each answer."""
-    secrets = settings.webhook_secrets or read_dev_credentials(settings).get("DRX_WEBHOOK_SECRETS")
-    secret = args.secret or (secrets[0] if secrets else None)
-    if not secret:
-        print(
-            "no secret: pass --secret, set DRX_WEBHOOK_SECRETS, or run drx serve once",
-            file=sys.stderr,
-        )
-        return 2
-    worst = 0
+    secret = _secret(settings, args.secret)
+    bodies = []
     for path in args.payloads:
-        body = Path(path).read_bytes()
-        message_id = f"msg_{uuid.uuid4().hex}"
-        signature = Webhook(secret).sign(message_id, datetime.now(UTC), body.decode("utf-8"))
+        try:
+            bodies.append((path, Path(path).read_bytes()))
+        except OSError as error:
+            raise UsageError(f"cannot read {path}: {error.strerror}") from None
+    worst = DONE
+    for path, body in bodies:
         request = urllib.request.Request(  # noqa: S310 - the URL is the operator's own
             args.url,
             data=body,
             method="POST",
-            headers={
-                "content-type": "application/json",
-                "webhook-id": message_id,
-                "webhook-timestamp": str(int(time.time())),
-                "webhook-signature": signature,
-            },
+            headers=signed_headers(secret, f"msg_{uuid.uuid4().hex}", body),
         )
         try:
             with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
                 status, text = response.status, response.read().decode()
         except urllib.error.HTTPError as error:
             status, text = error.code, error.read().decode()
+        except (urllib.error.URLError, OSError) as error:
+            reason = getattr(error, "reason", error)
+            raise UsageError(
+                f"nothing answers at {args.url} ({reason}): is drx serve running there?"
+            ) from None
         print(f"{path}: {status} {text}")
-        worst = max(worst, 0 if 200 <= status < 300 else 1)
+        worst = max(worst, DONE if 200 <= status < 300 else NOT_HOLDING)
     return worst
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="drx", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+COMMANDS: list[tuple[str, str]] = [
+    ("serve", "apply pending migrations, then run the web service and the projections"),
+    ("migrate", "apply pending migrations, each once"),
+    ("projections status", "each projection's position, the store's head, lag, dead letters"),
+    ("projections run", "run the projections in the foreground (drx serve runs them itself)"),
+    ("projections rebuild", "rebuild read models from the store, then swap them in (--verify)"),
+    ("projections dead-letters", "the events a projection set aside, with why"),
+    ("projections retry", "apply the dead letters again after a fix"),
+    ("audit verify", "check every fact's chain and every delivery's signature"),
+    ("audit export", "one prescription's audit document, as JSON"),
+    ("send", "sign payload files as DRx would and POST them"),
+    ("simulate", "a DRx stand-in: send signed lifecycles"),
+]
 
-    serve = commands.add_parser("serve", help="apply pending migrations, then run the web service")
+
+def build_parser() -> argparse.ArgumentParser:
+    listed = "\n".join(f"  drx {name:<26}{what}" for name, what in COMMANDS)
+    parser = argparse.ArgumentParser(
+        prog="drx",
+        description="The DRx prescription service: webhook intake, read API, projections, audit.",
+        epilog=f"commands:\n{listed}\n\nexit codes: 0 done; 1 something checked does not hold;"
+        " 2 not done (the line says what to fix)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help=COMMANDS[0][1])
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument(
@@ -290,33 +276,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="web processes on the one port (default 1); the projections run in one more",
     )
     serve.set_defaults(handler=cmd_serve)
-
-    commands.add_parser("migrate", help="apply pending migrations, each once").set_defaults(
-        handler=cmd_migrate
-    )
+    commands.add_parser("migrate", help=COMMANDS[1][1]).set_defaults(handler=cmd_migrate)
 
     projections = commands.add_parser("projections", help="the read models").add_subparsers(
-        dest="projections_command", required=True
+        dest="projections_command", required=True, metavar="SUBCOMMAND"
     )
-    projections.add_parser(
-        "status", help="each projection's position, the store's head, and the lag"
-    ).set_defaults(handler=cmd_projections_status)
-    projections.add_parser(
-        "run", help="run the projections in the foreground (drx serve runs them itself)"
-    ).set_defaults(handler=cmd_projections_run)
-    letters = projections.add_parser(
-        "dead-letters", help="the events a projection set aside, with why"
+    projections.add_parser("status", help=COMMANDS[2][1]).set_defaults(
+        handler=cmd_projections_status
     )
-    letters.add_argument("name", nargs="?", choices=PROJECTION_NAMES)
-    letters.set_defaults(handler=cmd_projections_dead_letters)
-    retry = projections.add_parser(
-        "retry", help="apply the dead letters again after a fix; exit 1 if some still fail"
-    )
-    retry.add_argument("name", nargs="?", choices=PROJECTION_NAMES)
-    retry.set_defaults(handler=cmd_projections_retry)
-    rebuild = projections.add_parser(
-        "rebuild", help="rebuild read models from the start of the event store, then swap them in"
-    )
+    projections.add_parser("run", help=COMMANDS[3][1]).set_defaults(handler=cmd_projections_run)
+    rebuild = projections.add_parser("rebuild", help=COMMANDS[4][1])
     rebuild.add_argument("name", nargs="?", choices=PROJECTION_NAMES)
     rebuild.add_argument(
         "--verify",
@@ -324,23 +293,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="compare with the live model instead of swapping; exit 1 on any difference",
     )
     rebuild.set_defaults(handler=cmd_projections_rebuild)
+    letters = projections.add_parser("dead-letters", help=COMMANDS[5][1])
+    letters.add_argument("name", nargs="?", choices=PROJECTION_NAMES)
+    letters.set_defaults(handler=cmd_projections_dead_letters)
+    retry = projections.add_parser("retry", help=COMMANDS[6][1])
+    retry.add_argument("name", nargs="?", choices=PROJECTION_NAMES)
+    retry.set_defaults(handler=cmd_projections_retry)
 
     audit = commands.add_parser("audit", help="the stored history's integrity").add_subparsers(
-        dest="audit_command", required=True
+        dest="audit_command", required=True, metavar="SUBCOMMAND"
     )
-    audit.add_parser(
-        "verify",
-        help="check every fact's chain and every delivery's signature; exit 1 if not intact",
-    ).set_defaults(handler=cmd_audit_verify)
-    export = audit.add_parser("export", help="one prescription's audit document, as JSON")
+    audit.add_parser("verify", help=COMMANDS[7][1]).set_defaults(handler=cmd_audit_verify)
+    export = audit.add_parser("export", help=COMMANDS[8][1])
     export.add_argument("prescription_id")
     export.set_defaults(handler=cmd_audit_export)
 
-    sim = commands.add_parser("simulate", help="a DRx stand-in: send signed lifecycles")
+    send = commands.add_parser("send", help=COMMANDS[9][1])
+    send.add_argument("payloads", nargs="+", metavar="PAYLOAD.json")
+    send.add_argument("--url", default="http://127.0.0.1:8000/webhooks/drx")
+    send.add_argument("--secret", help="whsec_... (default: DRX_WEBHOOK_SECRETS or the dev secret)")
+    send.set_defaults(handler=cmd_send)
+
+    sim = commands.add_parser("simulate", help=COMMANDS[10][1])
     sim.add_argument(
-        "--url", required=True, help="the webhook, e.g. http://127.0.0.1:8000/webhooks/drx"
+        "--url",
+        default="http://127.0.0.1:8000/webhooks/drx",
+        help="the webhook (default http://127.0.0.1:8000/webhooks/drx)",
     )
-    sim.add_argument("--secret", required=True, help="the whsec_... secret to sign with")
+    sim.add_argument("--secret", help="whsec_... (default: DRX_WEBHOOK_SECRETS or the dev secret)")
     sim.add_argument("--prescriptions", type=int, default=100)
     sim.add_argument(
         "--rate", type=float, default=None, help="deliveries per second (default: flat out)"
@@ -351,24 +331,34 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=None, help="repeat a run exactly")
     sim.add_argument("--api-key", help="to check the final states (default: DRX_API_KEYS)")
     sim.set_defaults(handler=cmd_simulate)
-
-    send = commands.add_parser("send", help="sign payload files as DRx would and POST them")
-    send.add_argument("payloads", nargs="+", metavar="PAYLOAD.json")
-    send.add_argument("--url", default="http://127.0.0.1:8000/webhooks/drx")
-    send.add_argument("--secret", help="whsec_... (default: DRX_WEBHOOK_SECRETS or the dev secret)")
-    send.set_defaults(handler=cmd_send)
     return parser
+
+
+# What a user can get wrong, each answered with its one line (exit 2).
+MISTAKES: tuple[type[Exception], ...] = (
+    UsageError,
+    SettingsError,
+    SecretError,
+    MigrationError,
+    StoreKeyError,
+    StoreNotReadyError,
+    RebuildError,
+    SimulationError,
+    server.PortInUseError,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging()
+    handler: Callable[[Settings, argparse.Namespace], int] = args.handler
     try:
-        settings = Settings.from_env()
-        return int(args.handler(settings, args))
-    except (SettingsError, SecretError, MigrationError, StoreKeyError) as error:
+        return int(handler(Settings.from_env(), args))
+    except MISTAKES as error:
         print(f"drx: {error}", file=sys.stderr)
-        return 2
+        return NOT_DONE
+    except KeyboardInterrupt:
+        return NOT_DONE
 
 
 if __name__ == "__main__":

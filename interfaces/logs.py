@@ -38,9 +38,25 @@ class OneLineFormatter(logging.Formatter):
         return "\n".join("    | " + escape_controls(line) for line in stack_info.splitlines())
 
 
+class _StandardError(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stderr` is when a record comes (as logging's last resort does),
+    not to the one it was at start-up, which a test runner may have closed since."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: TextIO) -> None:
+        pass
+
+
 def configure_logging(stream: TextIO | None = None) -> None:
     """Route every logger to one handler with the one-line format (again: replaces it)."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler: logging.Handler = logging.StreamHandler(stream) if stream else _StandardError()
     handler.setFormatter(OneLineFormatter(FORMAT))
     root = logging.getLogger()
     for existing in [h for h in root.handlers if getattr(h, "drx", False)]:

@@ -20,15 +20,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from standardwebhooks.webhooks import Webhook
-
 from domain.facts import Fact
 from domain.state import derive_state
+from interfaces.drx.signature import sign
 from interfaces.drx.translator import parse_envelope, read_fact
 from interfaces.progress import Progress
 
 MAX_ATTEMPTS = 12
 MAX_BACKOFF_S = 5.0
+# When this many attempts in a row, from the start, were all refused the same way (a wrong
+# secret: 401; a wrong URL: no answer, 404), the run stops and says why instead of retrying.
+HOPELESS_AFTER = 20
+
+
+class SimulationError(RuntimeError):
+    """The run cannot succeed (every attempt refused the same way); the message says why."""
 
 
 # Lifecycles
@@ -206,6 +212,30 @@ class Tally:
     refused: Counter[int] = field(default_factory=Counter)
     latencies: list[float] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    hopeless: str | None = None  # why the run stopped early
+
+    def judge(self, url: str) -> None:
+        """Stop the run when nothing has been acknowledged and every refusal was the same."""
+        if self.sent or self.attempts < HOPELESS_AFTER or len(self.refused) != 1:
+            return
+        (status,) = self.refused
+        self.hopeless = {
+            0: f"nothing answers at {url}: is drx serve running there?",
+            401: "every delivery was refused as unsigned (401): the secret is not one of the "
+            "service's DRX_WEBHOOK_SECRETS (pass --secret, or run in the service's directory)",
+            404: f"{url} is not the webhook (404): it is .../webhooks/drx",
+        }.get(status)
+
+
+def describe_refusals(refused: Counter[int]) -> str:
+    """`3 no answer, 48 503 (store unavailable)`: what refused the attempts, for a person."""
+    names = {0: "no answer", 401: "unsigned", 413: "too large", 422: "bad envelope"}
+    names |= {429: "slow down", 503: "store unavailable"}
+    described = []
+    for status, count in sorted(refused.items()):
+        label = names.get(status, "refused")
+        described.append(f"{count:,} {label}" if not status else f"{count:,} {status} ({label})")
+    return ", ".join(described) or "none"
 
 
 class RateLimiter:
@@ -233,7 +263,7 @@ class Sender:
             parts.port or 80,
             parts.path,
         )
-        self.hook, self.tally, self.limiter = Webhook(secret), tally, limiter
+        self.url, self.secret, self.tally, self.limiter = url, secret, tally, limiter
         self.local = threading.local()
 
     def _connection(self) -> http.client.HTTPConnection:
@@ -243,11 +273,12 @@ class Sender:
         return conn
 
     def post(self, body: bytes, message_id: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+        now = int(time.time())
         headers = {
             "content-type": "application/json",
             "webhook-id": message_id,
-            "webhook-timestamp": str(int(time.time())),
-            "webhook-signature": self.hook.sign(message_id, datetime.now(UTC), body.decode()),
+            "webhook-timestamp": str(now),
+            "webhook-signature": sign(self.secret, message_id, now, body),
         }
         try:
             conn = self._connection()
@@ -264,6 +295,8 @@ class Sender:
         """One event, retried like DRx until a 2xx: each attempt freshly timestamped."""
         body, message_id, backoff = json.dumps(event).encode(), f"msg_{uuid.uuid4().hex}", 0.1
         for attempt in range(1, MAX_ATTEMPTS + 1):
+            if self.tally.hopeless:
+                return
             self.limiter.wait()
             started = time.perf_counter()
             status, answer, headers = self.post(body, message_id)
@@ -277,6 +310,7 @@ class Sender:
                     self.tally.outcomes["parked" if answer.get("parked") else outcome] += 1
                     return
                 self.tally.refused[status] += 1
+                self.tally.judge(self.url)
                 if attempt == 1:
                     self.tally.retried += 1
             retry_after = headers.get("retry-after") or headers.get("Retry-After")
@@ -375,7 +409,7 @@ def simulate(
     done = [0]
 
     def worker() -> None:
-        while (event := work.get()) is not None:
+        while (event := work.get()) is not None and not tally.hopeless:
             sender.deliver(event)
             with tally.lock:
                 done[0] += 1
@@ -390,10 +424,13 @@ def simulate(
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - started
+    if tally.hopeless:
+        raise SimulationError(tally.hopeless)
+    outcomes = ", ".join(f"{n:,} {name}" for name, n in sorted(tally.outcomes.items()))
     print(
-        f"sent {tally.sent} of {total} in {elapsed:.1f} s ({tally.sent / elapsed:,.0f}/s): "
-        f"{dict(sorted(tally.outcomes.items()))}; retried {tally.retried}, "
-        f"gave up {tally.gave_up}; refused by status {dict(sorted(tally.refused.items()))}"
+        f"sent {tally.sent:,} of {total:,} in {elapsed:.1f} s ({tally.sent / elapsed:,.0f}/s): "
+        f"{outcomes or 'none acknowledged'}; {tally.retried:,} retried, {tally.gave_up:,} given "
+        f"up; refusals on the way: {describe_refusals(tally.refused)}"
     )
     print(f"acknowledgement latency over {tally.attempts} attempts: {percentiles(tally.latencies)}")
     if tally.gave_up:

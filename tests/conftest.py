@@ -16,11 +16,13 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from domain.service import Prescriptions
-from infrastructure.eventstore import open_prescriptions
+from bench import pgcluster
+from domain.application import Prescriptions
+from domain.unit_of_work import Intake
+from infrastructure.database import ReadDatabase
 from infrastructure.migrations import migrate
-from infrastructure.readstore import ReadDatabase, open_read_database
 from infrastructure.settings import Settings
+from interfaces.bootstrap import Parts, bootstrap
 from tests.helpers import API_KEY, new_secret
 
 ADMIN_URL = os.environ.get("DRX_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -49,6 +51,18 @@ def postgres_url() -> Iterator[str]:
     yield f"postgresql://{user}{password}@{host}:{port}/{name}"
     with _admin_connect() as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def private_postgres() -> Iterator[pgcluster.PrivateCluster]:
+    """A PostgreSQL cluster of the run's own (initdb and pg_ctl on a free port), for tests that
+    stop it, cut it off or change its settings: the machine's server is never touched."""
+    if not pgcluster.available():
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("CI=true but initdb and pg_ctl are not available for a private cluster")
+        pytest.skip("initdb and pg_ctl are not available")
+    with pgcluster.private_cluster() as cluster:
+        yield cluster
 
 
 def postgres_settings(url: str, **overrides: object) -> Settings:
@@ -102,14 +116,22 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Setting
 
 
 @pytest.fixture
-def read_db(settings: Settings) -> Iterator[ReadDatabase]:
-    db = open_read_database(settings)
-    yield db
-    db.close()
+def parts(settings: Settings) -> Iterator[Parts]:
+    """The service's parts over the test's store, from the one bootstrap."""
+    with bootstrap(settings) as built:
+        yield built
 
 
 @pytest.fixture
-def prescriptions(settings: Settings) -> Iterator[Prescriptions]:
-    app = open_prescriptions(settings)
-    yield app
-    app.close()
+def read_db(parts: Parts) -> ReadDatabase:
+    return parts.read_db
+
+
+@pytest.fixture
+def prescriptions(parts: Parts) -> Prescriptions:
+    return parts.prescriptions
+
+
+@pytest.fixture
+def intake(parts: Parts) -> Intake:
+    return parts.intake

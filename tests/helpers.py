@@ -43,6 +43,29 @@ def relabelled(lifecycle: dict[str, Any], tag: str) -> list[dict[str, Any]]:
     ]
 
 
+def command_for(payload: dict[str, Any]) -> Any:
+    """The command the webhook would make of this payload (a RecordDelivery or ParkDelivery)."""
+    from interfaces.drx.signature import SignedHeaders
+    from interfaces.drx.translator import parse_envelope, translate
+
+    body = json.dumps(payload).encode()
+    return translate(parse_envelope(body), body, SignedHeaders("msg_1", "1700000000", "v1,abc"))
+
+
+def deliver(app: Any, payload: dict[str, Any]) -> Any:
+    """Take one payload into the store as the webhook would (one transaction); its outcome."""
+    from domain.unit_of_work import Intake
+
+    return Intake(app).take(command_for(payload)).outcome
+
+
+def is_stored(app: Any, event_id: str) -> bool:
+    """Whether a delivery with this envelope id is in the store."""
+    from domain.ids import delivery_id
+
+    return bool(app.recorder.select_events(delivery_id(event_id), limit=1))
+
+
 def new_secret() -> str:
     return "whsec_" + base64.b64encode(os.urandom(32)).decode()
 
@@ -73,7 +96,7 @@ def signed_headers(
 def post_signed(client: Any, payload: dict[str, Any] | bytes, *secrets: str, **kwargs: Any) -> Any:
     """POST a payload to the webhook as DRx would, by default with the app's own secrets."""
     body = payload if isinstance(payload, bytes) else body_of(payload)
-    secrets = secrets or client.app.state.services.settings.webhook_secrets
+    secrets = secrets or client.app.state.parts.settings.webhook_secrets
     return client.post(
         "/webhooks/drx", content=body, headers=signed_headers(body, *secrets, **kwargs)
     )
@@ -92,12 +115,12 @@ def serving(settings: Any, **options: Any) -> Iterator[Any]:
             client.headers.update(AUTH)
             yield client
     finally:
-        app.state.services.close()
+        app.state.parts.close()
 
 
 def settle(client: Any) -> None:
     """Let the read models catch up with the store (what the background runner does anyway)."""
-    client.app.state.services.projections.catch_up()
+    client.app.state.parts.projector.catch_up()
 
 
 def state_subset(state: dict[str, Any], expected: dict[str, Any]) -> dict[str, Any]:

@@ -30,7 +30,7 @@ Text = Annotated[str, Field(min_length=1)]
 Key = Annotated[str, Field(min_length=1, max_length=200)]
 Count = Annotated[int, Field(ge=0)]
 Positive = Annotated[int, Field(ge=1)]
-Number = float
+Number = int | float  # as sent: 30 stays 30
 Date = Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$")]
 Party = Literal["prescriber", "pharmacy", "system"]
 

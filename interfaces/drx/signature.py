@@ -105,6 +105,13 @@ class SignatureVerifier:
                 ) from None
         self._keys = tuple(keys)
 
+    def matches(self, webhook_id: str, webhook_timestamp: str, signature: str, body: str) -> bool:
+        """Whether a stored delivery's signature holds under any secret (the audit's question:
+        authenticity, whatever its age)."""
+        return signature_matches(
+            self._keys, webhook_id, webhook_timestamp, signature, body.encode("utf-8")
+        )
+
     def verify(self, body: bytes, headers: Mapping[str, str]) -> SignedHeaders:
         values = {name: headers.get(name, "").strip() for name in HEADERS}
         missing = [name for name, value in values.items() if not value]

@@ -11,48 +11,27 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
-from domain.service import Prescriptions
-from infrastructure.eventstore import open_prescriptions
-from infrastructure.projections import projection_runner
-from infrastructure.readmodel import ReadModel
-from infrastructure.readstore import open_read_database
 from infrastructure.settings import Settings
-from interfaces.drx.signature import SignatureVerifier
+from interfaces.bootstrap import Parts
 from interfaces.http import webhooks
-from interfaces.http.committer import GroupCommitter
 from interfaces.http.deliveries import DeliveryController
-from interfaces.http.errors import STORE_UNAVAILABLE, handle_exception
+from interfaces.http.errors import handle_exception
 from interfaces.http.health import HealthController, ProjectionController
 from interfaces.http.metrics import WebhookMetrics, webhook_timing
 from interfaces.http.paths import RawRequestGuard
 from interfaces.http.prescriptions import PrescriptionController
-from interfaces.http.services import Services
-
-
-def build_services(settings: Settings, prescriptions: Prescriptions | None = None) -> Services:
-    app = prescriptions or open_prescriptions(settings)
-    read_db = open_read_database(settings)
-    runner = projection_runner(app, read_db, settings)
-    return Services(
-        settings=settings,
-        prescriptions=app,
-        verifier=SignatureVerifier(settings.webhook_secrets),
-        read_db=read_db,
-        read_model=ReadModel(read_db),
-        projections=runner,
-        metrics=WebhookMetrics(),
-        committer=GroupCommitter(app, STORE_UNAVAILABLE),
-    )
 
 
 def create_app(settings: Settings, *, run_projections: bool = True) -> Litestar:
-    """The service's HTTP application over an already migrated store.
+    """The service's HTTP application over an already migrated store (`interfaces.bootstrap`
+    builds its parts, which live as long as it: `app.state.parts`).
 
     With `run_projections`, this process competes for the projections' leadership and runs them
-    in a background thread while it leads (every worker does; one leads).
+    in a background thread while it leads; `drx serve` runs them in a process of their own.
     """
-    services = build_services(settings)
-    on_startup = [services.projections.start] if run_projections else []
+    parts = Parts(settings)
+    metrics = WebhookMetrics()
+    on_startup = [parts.projector.start] if run_projections else []
     app = RawRequestGuard(
         route_handlers=[
             webhooks.WebhookController,
@@ -61,13 +40,16 @@ def create_app(settings: Settings, *, run_projections: bool = True) -> Litestar:
             ProjectionController,
             HealthController,
         ],
-        dependencies={"services": Provide(lambda: services, sync_to_thread=False)},
+        dependencies={
+            "parts": Provide(lambda: parts, sync_to_thread=False),
+            "metrics": Provide(lambda: metrics, sync_to_thread=False),
+        },
         exception_handlers={Exception: handle_exception},
-        middleware=[cast(Any, webhook_timing(services.metrics, webhooks.PATH))],
+        middleware=[cast(Any, webhook_timing(metrics, webhooks.PATH))],
         on_startup=on_startup,
-        # Only the runner stops with the app: an ASGI host may run the lifespan more than once
-        # (test clients do). The pools close with the process, or with Services.close().
-        on_shutdown=[services.projections.stop],
+        # Only the projector stops with the app: an ASGI host may run the lifespan more than
+        # once (test clients do). The pools close with the process, or with parts.close().
+        on_shutdown=[parts.projector.stop] if run_projections else [],
         openapi_config=OpenAPIConfig(
             title="DRx prescription service",
             version="0.2.0",
@@ -84,6 +66,5 @@ def create_app(settings: Settings, *, run_projections: bool = True) -> Litestar:
         # Our handler logs faults without their messages, which may quote patient data.
         logging_config=LoggingConfig(log_exceptions="never", configure_root_logger=False),
     )
-    # The services (and the application's connection pool) live as long as the web app.
-    app.state.services = services
+    app.state.parts = parts
     return app

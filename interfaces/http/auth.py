@@ -14,7 +14,7 @@ BEARER: dict[str, list[str]] = {"BearerAuth": []}
 
 
 def require_api_key(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-    keys: tuple[str, ...] = connection.app.state.services.settings.api_keys
+    keys: tuple[str, ...] = connection.app.state.parts.settings.api_keys
     scheme, _sep, token = connection.headers.get("authorization", "").partition(" ")
     given = token.strip().encode()
     # Compare with every key, in constant time, so the answer's timing tells nothing.

@@ -14,8 +14,9 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 from domain.commands import ReplayDelivery
 from domain.delivery import Delivery as StoredDelivery
 from domain.facts import Fact
-from domain.service import Outcome
-from domain.state import format_instant
+from domain.handlers import Outcome
+from domain.instants import format_instant
+from interfaces.bootstrap import Parts
 from interfaces.drx.translator import read_stored
 from interfaces.http.auth import BEARER, require_api_key
 from interfaces.http.pagination import Cursor, decode_cursor, encode_cursor
@@ -28,7 +29,6 @@ from interfaces.http.schemas import (
     Problem,
     Replay,
 )
-from interfaces.http.services import Services
 
 UNAUTHORIZED = {401: ResponseSpec(Problem, description="no valid API key")}
 NOT_FOUND = {404: ResponseSpec(Problem, description="no delivery with that event id")}
@@ -75,12 +75,12 @@ class DeliveryController(Controller):
     )
     def list_deliveries(
         self,
-        services: NamedDependency[Services],
+        parts: NamedDependency[Parts],
         status: FromQuery[Literal["processed", "parked", "conflict"] | None] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
         cursor: Cursor = None,
     ) -> DeliveryPage:
-        page = services.read_model.deliveries(status, limit, decode_cursor(cursor, int))
+        page = parts.queries.deliveries(status, limit, decode_cursor(cursor, int))
         return DeliveryPage(
             items=[_listed(item) for item in page.items], next_cursor=encode_cursor(page.last_key)
         )
@@ -93,9 +93,9 @@ class DeliveryController(Controller):
         responses={**UNAUTHORIZED, **NOT_FOUND},
     )
     def get_delivery(
-        self, event_id: FromPath[str], services: NamedDependency[Services]
+        self, event_id: FromPath[str], parts: NamedDependency[Parts]
     ) -> DeliveryDetail:
-        return _detail(services.prescriptions.delivery(path_id(event_id)))
+        return _detail(parts.prescriptions.delivery(path_id(event_id)))
 
     @post(
         "/{event_id:str}/replay",
@@ -110,13 +110,14 @@ class DeliveryController(Controller):
             503: ResponseSpec(Problem, description="the store cannot take it now"),
         },
     )
-    def replay(self, event_id: FromPath[str], services: NamedDependency[Services]) -> Replay:
+    def replay(self, event_id: FromPath[str], parts: NamedDependency[Parts]) -> Replay:
         event_id = path_id(event_id)
-        delivery = services.prescriptions.delivery(event_id)
+        delivery = parts.prescriptions.delivery(event_id)
         read = read_stored(delivery.body)
         fact = read if isinstance(read, Fact) else None
         reason = None if isinstance(read, Fact) else read.reason
-        receipt = services.replay(ReplayDelivery(event_id, fact, reason))
+        receipt = parts.intake.take(ReplayDelivery(event_id, fact, reason))
+        parts.projector.wake()
         if receipt.outcome is Outcome.ACCEPTED:
             return Replay(status="processed", event_id=event_id, reason=None)
         return Replay(status="parked", event_id=event_id, reason=receipt.reason)

@@ -18,8 +18,9 @@ from domain.errors import (
     DeliveryNotParkedError,
     HistoryDamagedError,
     PrescriptionNotFoundError,
+    describe_fault,
 )
-from domain.service import describe_fault
+from infrastructure.database import StoreNotReadyError
 from interfaces.drx.signature import SignatureError
 from interfaces.drx.translator import EnvelopeError, NotAJsonObjectError
 from interfaces.http.metrics import OUTCOME_KEY
@@ -61,6 +62,7 @@ ERROR_TABLE: dict[type[Exception], tuple[int, str, str | None]] = {
 # What a store that cannot be reached, or cannot take a write now, raises through each layer.
 STORE_UNAVAILABLE: tuple[type[Exception], ...] = (
     PersistenceError,
+    StoreNotReadyError,
     psycopg.OperationalError,
     psycopg.InterfaceError,
     psycopg_pool.PoolTimeout,

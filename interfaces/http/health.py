@@ -12,11 +12,12 @@ from litestar.params import FromPath
 
 from infrastructure import dead_letters
 from infrastructure.migrations import pending
+from interfaces.bootstrap import Parts
 from interfaces.http.auth import BEARER, require_api_key
 from interfaces.http.errors import STORE_UNAVAILABLE, ProblemError, problem
+from interfaces.http.metrics import WebhookMetrics
 from interfaces.http.paths import path_id
 from interfaces.http.schemas import DeadLetter, DeadLetterRetry, Problem, ProjectionState
-from interfaces.http.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +38,11 @@ class HealthController(Controller):
         sync_to_thread=True,
         responses={503: ResponseSpec(Problem, description="store unreachable or not migrated")},
     )
-    def ready(self, services: NamedDependency[Services]) -> Response[dict[str, Any]]:
-        if services.committer.store_recently_failed:
+    def ready(self, parts: NamedDependency[Parts]) -> Response[dict[str, Any]]:
+        if parts.committer.store_recently_failed:
             return problem(503, "store_unavailable", "the event store failed a moment ago")
         try:
-            todo = pending(services.settings)
+            todo = pending(parts.settings)
         except STORE_UNAVAILABLE as exc:
             log.warning("not ready: store unreachable (%s)", type(exc).__name__)
             return problem(503, "store_unavailable", "the event store cannot be reached")
@@ -49,7 +50,7 @@ class HealthController(Controller):
             names = ", ".join(f"{m.version:04d}_{m.name}" for m in todo)
             return problem(503, "not_migrated", f"pending migrations: {names}; run drx migrate")
         try:
-            dead = dead_letters.counts(services.read_db)
+            dead = dead_letters.counts(parts.read_db)
         except STORE_UNAVAILABLE:
             dead = {}
         if dead:
@@ -73,13 +74,15 @@ class HealthController(Controller):
         media_type="text/plain; version=0.0.4",
         sync_to_thread=True,
     )
-    def metrics(self, services: NamedDependency[Services]) -> str:
+    def metrics(
+        self, parts: NamedDependency[Parts], metrics: NamedDependency[WebhookMetrics]
+    ) -> str:
         try:
-            statuses = services.projections.status()
-            waiting: dict[str, int] | None = services.read_model.waiting_counts()
+            statuses = parts.projector.status()
+            waiting: dict[str, int] | None = parts.queries.waiting_counts()
         except STORE_UNAVAILABLE:
             statuses, waiting = [], None  # the webhook's own figures are still worth a scrape
-        return services.metrics.render(waiting, statuses)
+        return metrics.render(waiting, statuses)
 
 
 class ProjectionController(Controller):
@@ -94,7 +97,7 @@ class ProjectionController(Controller):
         sync_to_thread=True,
         responses={401: ResponseSpec(Problem, description="no valid API key")},
     )
-    def projections(self, services: NamedDependency[Services]) -> list[ProjectionState]:
+    def projections(self, parts: NamedDependency[Parts]) -> list[ProjectionState]:
         return [
             ProjectionState(
                 name=s.name,
@@ -103,7 +106,7 @@ class ProjectionController(Controller):
                 lag=s.lag,
                 dead_letters=s.dead_letters,
             )
-            for s in services.projections.status()
+            for s in parts.projector.status()
         ]
 
     @get(
@@ -116,10 +119,8 @@ class ProjectionController(Controller):
             404: ResponseSpec(Problem, description="no projection of that name"),
         },
     )
-    def dead_letters(
-        self, name: FromPath[str], services: NamedDependency[Services]
-    ) -> list[DeadLetter]:
-        _known(services, name)
+    def dead_letters(self, name: FromPath[str], parts: NamedDependency[Parts]) -> list[DeadLetter]:
+        _known(parts, name)
         return [
             DeadLetter(
                 position=letter.position,
@@ -131,7 +132,7 @@ class ProjectionController(Controller):
                 attempts=letter.attempts,
                 failed_at=letter.failed_at,
             )
-            for letter in dead_letters.dead_letters(services.read_db, name)
+            for letter in dead_letters.dead_letters(parts.read_db, name)
         ]
 
     @post(
@@ -146,13 +147,13 @@ class ProjectionController(Controller):
         },
     )
     def retry_dead_letters(
-        self, name: FromPath[str], services: NamedDependency[Services]
+        self, name: FromPath[str], parts: NamedDependency[Parts]
     ) -> DeadLetterRetry:
-        _known(services, name)
-        (result,) = services.projections.retry_dead_letters(name)
+        _known(parts, name)
+        (result,) = parts.projector.retry_dead_letters(name)
         return DeadLetterRetry(name=name, applied=result.applied, still_dead=result.still_dead)
 
 
-def _known(services: Services, name: str) -> None:
-    if path_id(name) not in {p.name for p in services.projections.projections}:
+def _known(parts: Parts, name: str) -> None:
+    if path_id(name) not in {m.name for m in parts.projector.models}:
         raise ProblemError(404, "projection_not_found", f"no projection named {name}")

@@ -12,8 +12,9 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, QueryParameter
 
 from domain.errors import PrescriptionNotFoundError
-from infrastructure.audit import history_document
-from infrastructure.readmodel import PrescriptionFilter
+from infrastructure.queries import PrescriptionFilter
+from interfaces.bootstrap import Parts
+from interfaces.documents import history_document
 from interfaces.http.auth import BEARER, require_api_key
 from interfaces.http.pagination import Cursor, Instant, decode_cursor, encode_cursor, parse_instant
 from interfaces.http.paths import path_id
@@ -24,7 +25,6 @@ from interfaces.http.schemas import (
     Problem,
     Status,
 )
-from interfaces.http.services import Services
 
 NOT_FOUND = {404: ResponseSpec(Problem, description="no such prescription")}
 REFUSED = {
@@ -48,7 +48,7 @@ class PrescriptionController(Controller):
     )
     def list_prescriptions(
         self,
-        services: NamedDependency[Services],
+        parts: NamedDependency[Parts],
         status: FromQuery[Status | None] = None,
         patient_id: FromQuery[str | None] = None,
         pharmacy_ncpdp_id: FromQuery[str | None] = None,
@@ -64,7 +64,7 @@ class PrescriptionController(Controller):
             needs_review=needs_review,
             updated_since=parse_instant("updated_since", updated_since) if updated_since else None,
         )
-        page = services.read_model.prescriptions_json(where, limit, decode_cursor(cursor, str))
+        page = parts.queries.prescriptions_json(where, limit, decode_cursor(cursor, str))
         # The stored states are already the API's JSON: joined, not parsed and re-encoded.
         body = '{"items":[%s],"next_cursor":%s}' % (  # noqa: UP031
             ",".join(page.items),
@@ -86,15 +86,15 @@ class PrescriptionController(Controller):
     def get_prescription(
         self,
         prescription_id: FromPath[str],
-        services: NamedDependency[Services],
+        parts: NamedDependency[Parts],
         as_of: Instant = None,
     ) -> Response[Prescription]:
         prescription_id = path_id(prescription_id)
         if as_of is not None:
             moment = parse_instant("as_of", as_of)
-            then = services.prescriptions.state(prescription_id, as_of=moment).as_dict()
+            then = parts.prescriptions.state(prescription_id, as_of=moment).as_dict()
             return Response(Prescription.model_validate(then))
-        state = services.read_model.prescription_json(prescription_id)
+        state = parts.queries.prescription_json(prescription_id)
         if state is None:
             raise PrescriptionNotFoundError(prescription_id)
         return Response(state.encode(), media_type=MediaType.JSON)  # type: ignore[arg-type]
@@ -106,9 +106,7 @@ class PrescriptionController(Controller):
         sync_to_thread=True,
         responses={401: REFUSED[401], **NOT_FOUND},
     )
-    def get_history(
-        self, prescription_id: FromPath[str], services: NamedDependency[Services]
-    ) -> History:
+    def get_history(self, prescription_id: FromPath[str], parts: NamedDependency[Parts]) -> History:
         prescription_id = path_id(prescription_id)
-        recorded = services.prescriptions.history(prescription_id)
+        recorded = parts.prescriptions.history(prescription_id)
         return History.model_validate(history_document(prescription_id, recorded))

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import anyio.to_thread
 from litestar import Controller, Request, Response, post
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
@@ -18,13 +19,14 @@ from litestar.openapi.spec import Example
 from litestar.params import RawBody
 
 from domain.commands import ParkDelivery, RecordDelivery
-from domain.service import Outcome, describe_fault
+from domain.errors import describe_fault
+from domain.handlers import Outcome, Receipt
+from interfaces.bootstrap import Parts
 from interfaces.drx.signature import SignatureVerifier
 from interfaces.drx.translator import parse_envelope, raw_delivery, translate
 from interfaces.http.errors import ProblemError
 from interfaces.http.metrics import OUTCOME_KEY
 from interfaces.http.schemas import Problem, WebhookAnswer
-from interfaces.http.services import Services
 
 MAX_BODY_BYTES = 1024 * 1024
 PATH = "/webhooks/drx"
@@ -50,6 +52,19 @@ def read_command(
         return translate(envelope, body, signed)
     except Exception as exc:
         return ParkDelivery(raw_delivery(envelope, body, signed), describe_fault(exc), fault=True)
+
+
+async def store(parts: Parts, command: RecordDelivery | ParkDelivery) -> Receipt:
+    """A delivery the translator read, group-committed; one it could not read is parked, in a
+    worker thread (the application's calls block). Where this process runs the projections
+    (`create_app`'s default, the tests), they follow at once; beside `drx serve`'s projector
+    process the wake-up reaches nobody, and its poll finds the delivery."""
+    if isinstance(command, RecordDelivery):
+        receipt = await parts.committer.submit_async(command)
+    else:
+        receipt = await anyio.to_thread.run_sync(parts.intake.take, command)
+    parts.projector.wake()
+    return receipt
 
 
 def _problem(description: str) -> ResponseSpec:
@@ -89,10 +104,10 @@ class WebhookController(Controller):
         },
     )
     async def receive(
-        self, request: Request[Any, Any, Any], body: RawBody, services: NamedDependency[Services]
+        self, request: Request[Any, Any, Any], body: RawBody, parts: NamedDependency[Parts]
     ) -> Response[WebhookAnswer]:
-        command = read_command(body, request.headers, services.verifier)
-        receipt = await services.handle_delivery(command)
+        command = read_command(body, request.headers, parts.verifier)
+        receipt = await store(parts, command)
         request.scope.setdefault("state", {})[OUTCOME_KEY] = receipt.outcome.value
         if receipt.outcome in (Outcome.DUPLICATE, Outcome.CONFLICT):
             answer = WebhookAnswer(

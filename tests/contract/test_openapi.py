@@ -40,7 +40,7 @@ def schema(tmp_path_factory):
     settle(client)
     loaded = schemathesis.openapi.from_asgi("/schema/openapi.json", app)
     yield loaded
-    app.state.services.close()
+    app.state.parts.close()
 
 
 def operations(schema):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from infrastructure.readstore import open_read_database
+from infrastructure.database import open_read_database
 from interfaces.cli import main
 from tests.helpers import LIFECYCLES, load_lifecycle, post_signed, serving, settle
 

@@ -15,7 +15,7 @@ import pytest
 import uvicorn
 
 from infrastructure.migrations import migrate
-from interfaces.http import server as bounded
+from interfaces import server as bounded
 from interfaces.http.app import create_app
 from tests.conftest import sqlite_settings
 from tests.helpers import body_of, load_example, signed_headers
@@ -39,7 +39,7 @@ def port(tmp_path_factory):
     yield srv.servers[0].sockets[0].getsockname()[1]
     srv.should_exit = True
     thread.join(timeout=10)
-    app.state.services.close()
+    app.state.parts.close()
 
 
 @pytest.fixture(autouse=True)

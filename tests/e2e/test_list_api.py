@@ -18,7 +18,7 @@ from tests.helpers import (
 
 def seed_prescriptions(client, count: int) -> list[str]:
     """`count` prescriptions written straight to the store (fast), then projected."""
-    app = client.app.state.services.prescriptions
+    app = client.app.state.parts.prescriptions
     subjects = [f"drx_rx_{i:05d}" for i in range(count)]
     for start in range(0, count, 250):
         app.save(*(Prescription(subject) for subject in subjects[start : start + 250]))

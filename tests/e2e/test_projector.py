@@ -11,18 +11,17 @@ import time
 from pathlib import Path
 
 from domain.commands import RecordDelivery
-from infrastructure.projections import read_position
-from infrastructure.readstore import open_read_database
-from tests.helpers import LIFECYCLES, load_lifecycle
-from tests.integration.test_service import command_for
+from infrastructure.database import open_read_database
+from infrastructure.projector import read_position
+from tests.helpers import LIFECYCLES, command_for, load_lifecycle
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_the_projector_follows_the_store_and_stops_on_sigterm(settings, prescriptions):
+def test_the_projector_follows_the_store_and_stops_on_sigterm(settings, prescriptions, intake):
     commands = [command_for(e) for e in load_lifecycle(LIFECYCLES[0])["events"]]
     assert all(isinstance(c, RecordDelivery) for c in commands)
-    prescriptions.record_deliveries(commands)  # type: ignore[arg-type]
+    intake.take_batch(commands)  # type: ignore[arg-type]
     head = prescriptions.recorder.max_notification_id()
     env = {
         **os.environ,

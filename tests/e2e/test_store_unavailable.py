@@ -11,8 +11,8 @@ import uuid
 import psycopg
 import pytest
 
+from domain.unit_of_work import COOLDOWN_S
 from infrastructure.migrations import migrate
-from interfaces.http.committer import COOLDOWN_S
 from tests.conftest import ADMIN_URL, drop_schema, postgres_settings, sqlite_settings
 from tests.helpers import AUTH, load_example, post_signed, serving, settle
 

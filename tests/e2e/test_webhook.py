@@ -105,7 +105,7 @@ def test_a_timestamp_six_minutes_off_is_a_401_and_stores_nothing(client, skew):
 )
 def test_missing_or_malformed_signature_headers_are_a_401(client, headers):
     body = body_of(load_example("received"))
-    secret = client.app.state.services.settings.webhook_secrets[0]
+    secret = client.app.state.parts.settings.webhook_secrets[0]
     sent = (
         {**signed_headers(body, secret), **headers}
         if headers
@@ -118,7 +118,7 @@ def test_missing_or_malformed_signature_headers_are_a_401(client, headers):
 
 def test_a_body_changed_after_signing_is_a_401(client):
     body = body_of(load_example("received"))
-    headers = signed_headers(body, *client.app.state.services.settings.webhook_secrets)
+    headers = signed_headers(body, *client.app.state.parts.settings.webhook_secrets)
     response = client.post(URL, content=body.replace(b"Testy", b"Tasty"), headers=headers)
     assert response.status_code == 401
 
@@ -149,7 +149,7 @@ def test_a_body_of_exactly_one_mebibyte_is_not_refused_for_size(client):
 def test_a_body_that_is_not_declared_json_is_a_415(client):
     body = body_of(load_example("received"))
     headers = {
-        **signed_headers(body, *client.app.state.services.settings.webhook_secrets),
+        **signed_headers(body, *client.app.state.parts.settings.webhook_secrets),
         "content-type": "text/plain",
     }
     response = client.post(URL, content=body, headers=headers)
@@ -213,7 +213,7 @@ def test_the_stored_delivery_keeps_the_exact_bytes_and_signature_headers(client)
         b'"source":"s","occurred_at":"2025-03-04T15:22:40Z","subject":"rx_raw","data":{},'
         b'"extra":  [1, 2]}'
     )
-    secret = client.app.state.services.settings.webhook_secrets[0]
+    secret = client.app.state.parts.settings.webhook_secrets[0]
     headers = signed_headers(body, secret, message_id="msg_raw")
     assert client.post(URL, content=body, headers=headers).status_code == 202
     delivery = client.get("/deliveries/evt_raw").json()
@@ -221,7 +221,7 @@ def test_the_stored_delivery_keeps_the_exact_bytes_and_signature_headers(client)
     assert delivery["status"] == "processed"
     from standardwebhooks.webhooks import Webhook
 
-    stored = client.app.state.services.prescriptions.delivery("evt_raw")
+    stored = client.app.state.parts.prescriptions.delivery("evt_raw")
     Webhook(secret).verify(
         stored.body,
         {

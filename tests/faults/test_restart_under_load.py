@@ -26,14 +26,9 @@ pytestmark = [pytest.mark.postgres, pytest.mark.faults]
 RECOVERY_S = 5.0
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    if not pgcluster.available():
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("CI=true but initdb and pg_ctl are not available for a private cluster")
-        pytest.skip("initdb and pg_ctl are not available")
-    with pgcluster.private_cluster() as started:
-        yield started
+@pytest.fixture
+def cluster(private_postgres):
+    return private_postgres
 
 
 @pytest.fixture

@@ -66,7 +66,7 @@ def strict_json(text: str):
 
 
 def stored_events(client) -> int:
-    return client.app.state.services.prescriptions.recorder.max_notification_id() or 0
+    return client.app.state.parts.prescriptions.recorder.max_notification_id() or 0
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
@@ -132,7 +132,7 @@ def test_a_replayed_old_delivery_is_refused(client, skew):
 
 def test_a_truncated_body_is_refused(client):
     body = body_of(load_example("received"))
-    secrets = client.app.state.services.settings.webhook_secrets
+    secrets = client.app.state.parts.settings.webhook_secrets
     response = client.post(
         "/webhooks/drx", content=body[:-20], headers=signed_headers(body, *secrets)
     )
@@ -274,7 +274,7 @@ def test_a_number_that_is_not_finite_is_refused_at_intake(client, number):
         b'"quantity_dispensed": 30', b'"quantity_dispensed": ' + number
     )
     assert b'quantity_dispensed": ' + number in body
-    secrets = client.app.state.services.settings.webhook_secrets
+    secrets = client.app.state.parts.settings.webhook_secrets
     response = client.post("/webhooks/drx", content=body, headers=signed_headers(body, *secrets))
     assert response.status_code == 400, response.text
     assert "finite" in response.json()["detail"]
@@ -284,7 +284,7 @@ def test_a_number_that_is_not_finite_is_refused_at_intake(client, number):
 def test_a_validly_signed_body_that_is_not_utf8_is_a_400_not_a_401(client):
     before = stored_events(client)
     body = body_of(load_example("received")).replace(b"Testy", b"T\xffsty")
-    secret = client.app.state.services.settings.webhook_secrets[0]
+    secret = client.app.state.parts.settings.webhook_secrets[0]
     signature = base64.b64encode(
         hmac.new(
             base64.b64decode(secret.removeprefix("whsec_")),
@@ -391,7 +391,7 @@ def test_a_control_character_in_a_logged_path_cannot_forge_a_log_line(client, mo
         def fault(_prescription_id):
             raise RuntimeError("a fault while answering")
 
-        monkeypatch.setattr(client.app.state.services.read_model, "prescription_json", fault)
+        monkeypatch.setattr(client.app.state.parts.queries, "prescription_json", fault)
         forged = "x\n2026-01-01 00:00:00,000 CRITICAL drx: forged\r\u2028also forged"
         response = client.get("/prescriptions/" + urllib.parse.quote(forged, safe=""))
         assert response.status_code == 500

@@ -8,14 +8,15 @@ import threading
 
 import pytest
 
-from domain.commands import ParkDelivery
+from domain.audit import Auditor
 from domain.ids import prescription_id
-from infrastructure.audit import Auditor, export_prescription
-from infrastructure.projections import projection_runner
-from infrastructure.readstore import open_read_database
+from domain.unit_of_work import Intake
+from infrastructure.database import open_read_database
+from infrastructure.projector import projector_for
 from infrastructure.rebuild import Rebuilder
+from interfaces.documents import export_prescription
 from interfaces.drx.signature import SignatureVerifier
-from interfaces.drx.translator import parse_envelope, translate
+from interfaces.drx.translator import parse_envelope, stored_fact, translate
 from tests.helpers import (
     LIFECYCLES,
     body_of,
@@ -35,9 +36,7 @@ def deliver_signed(app, payload, secret):
     body = body_of(payload)
     signed = SignatureVerifier([secret]).verify(body, signed_headers(body, secret))
     command = translate(parse_envelope(body), body, signed)
-    if isinstance(command, ParkDelivery):
-        return app.park_delivery(command)
-    return app.record_delivery(command)
+    return Intake(app).take(command)
 
 
 @pytest.fixture
@@ -77,7 +76,12 @@ def fetch(settings, sql: str, params=()):
 
 
 def audit(stored, settings):
-    return Auditor(stored, settings.webhook_secrets).verify()
+    return auditor(stored, settings.webhook_secrets).verify()
+
+
+def auditor(app, secrets):
+    """The auditor as the bootstrap builds it, over these secrets."""
+    return Auditor(app, SignatureVerifier(secrets).matches, stored_fact)
 
 
 def findings(report) -> list[str]:
@@ -181,15 +185,15 @@ def test_an_altered_raw_delivery_fails_its_signature(stored, settings):
 
 
 def test_a_retired_secret_kept_for_verification_still_verifies(stored, settings):
-    report = Auditor(stored, (new_secret(), *settings.webhook_secrets)).verify()
+    report = auditor(stored, (new_secret(), *settings.webhook_secrets)).verify()
     assert report.intact
-    without = Auditor(stored, (new_secret(),)).verify()
+    without = auditor(stored, (new_secret(),)).verify()
     assert len(without.findings) == 30  # every delivery: signed with a secret it does not know
 
 
 def rebuilt(stored, settings, *, verify):
     db = open_read_database(settings)
-    runner = projection_runner(stored, db, settings)
+    runner = projector_for(stored, db, settings)
     try:
         runner.catch_up()
         return [
@@ -240,7 +244,7 @@ def test_a_rebuild_swaps_in_a_model_that_equals_the_store(stored, settings):
 
 
 def test_the_audit_export_holds_history_deliveries_and_verdicts(stored, settings):
-    document = export_prescription(stored, settings.webhook_secrets, SUBJECT, [])
+    document = export_prescription(stored, SignatureVerifier(settings.webhook_secrets), SUBJECT, [])
     assert document["state"] == stored.state(SUBJECT).as_dict()
     assert [e["version"] for e in document["history"]["events"]] == list(range(1, 9))
     assert all(e["chain_ok"] and len(e["hash"]) == 64 for e in document["history"]["events"])
@@ -278,7 +282,7 @@ def test_a_rebuild_while_deliveries_arrive_ends_equal_to_the_store_and_queries_k
         workers = [threading.Thread(target=keep_delivering), threading.Thread(target=keep_reading)]
         for worker in workers:
             worker.start()
-        services = client.app.state.services
+        services = client.app.state.parts
         try:
             results = [
                 Rebuilder(services.prescriptions, services.read_db).rebuild(name, verify=False)

@@ -9,11 +9,9 @@ import pytest
 from eventsourcing.persistence import OperationalError
 
 from domain.commands import RecordDelivery
-from domain.service import Outcome
-from interfaces.http.committer import COOLDOWN_S, GroupCommitter
-from interfaces.http.errors import STORE_UNAVAILABLE
-from tests.helpers import LIFECYCLES, load_lifecycle
-from tests.integration.test_service import command_for
+from domain.handlers import Outcome
+from domain.unit_of_work import COOLDOWN_S, GroupCommitter
+from tests.helpers import LIFECYCLES, command_for, is_stored, load_lifecycle
 
 
 def lifecycle_commands() -> list[RecordDelivery]:
@@ -23,13 +21,15 @@ def lifecycle_commands() -> list[RecordDelivery]:
 
 
 @pytest.fixture
-def committer(prescriptions):
-    committer = GroupCommitter(prescriptions, STORE_UNAVAILABLE)
+def committer(intake):
+    committer = GroupCommitter(intake)
     yield committer
     committer.stop()
 
 
-def test_concurrent_awaits_are_each_answered_once_their_batch_is_stored(prescriptions, committer):
+def test_concurrent_awaits_are_each_answered_once_their_batch_is_is_stored(
+    prescriptions, committer
+):
     commands = lifecycle_commands()
 
     async def deliver_all():
@@ -40,29 +40,29 @@ def test_concurrent_awaits_are_each_answered_once_their_batch_is_stored(prescrip
     assert outcomes.count(Outcome.ACCEPTED) == len(commands)
     assert outcomes.count(Outcome.DUPLICATE) == 2
     assert [r.event_id for r in receipts] == [c.delivery.event_id for c in commands + commands[:2]]
-    assert all(prescriptions.has_delivery(c.delivery.event_id) for c in commands)
+    assert all(is_stored(prescriptions, c.delivery.event_id) for c in commands)
 
 
-def test_an_await_gets_its_batch_error(prescriptions, committer, monkeypatch):
+def test_an_await_gets_its_batch_error(prescriptions, intake, committer, monkeypatch):
     def down(_commands):
         raise OperationalError("the store is down")
 
-    monkeypatch.setattr(prescriptions, "record_deliveries", down)
+    monkeypatch.setattr(intake, "take_batch", down)
     with pytest.raises(OperationalError):
         asyncio.run(committer.submit_async(lifecycle_commands()[0]))
     assert committer.store_recently_failed
 
 
 def test_an_await_gives_up_after_its_timeout_and_the_late_answer_is_dropped(
-    prescriptions, committer, monkeypatch
+    prescriptions, intake, committer, monkeypatch
 ):
-    real = prescriptions.record_deliveries
+    real = intake.take_batch
 
     def slow(commands):
         time.sleep(0.3)
         return real(commands)
 
-    monkeypatch.setattr(prescriptions, "record_deliveries", slow)
+    monkeypatch.setattr(intake, "take_batch", slow)
     command = lifecycle_commands()[0]
 
     async def impatient():
@@ -72,16 +72,16 @@ def test_an_await_gives_up_after_its_timeout_and_the_late_answer_is_dropped(
 
     asyncio.run(impatient())
     # Stored all the same: a sender that gave up gets 200 duplicate on its retry.
-    assert prescriptions.has_delivery(command.delivery.event_id)
+    assert is_stored(prescriptions, command.delivery.event_id)
 
 
 def test_the_pause_after_a_failure_ends_while_deliveries_keep_coming(
-    prescriptions, committer, monkeypatch
+    prescriptions, intake, committer, monkeypatch
 ):
     """The store fails once; deliveries keep arriving without a pause (DRx flushing a backlog)
     and are refused meanwhile. The refusals must not prolong the pause: the first batch after
     it is tried, and lands."""
-    real, failures = prescriptions.record_deliveries, []
+    real, failures = intake.take_batch, []
 
     def fails_once(commands):
         if not failures:
@@ -89,7 +89,7 @@ def test_the_pause_after_a_failure_ends_while_deliveries_keep_coming(
             raise OperationalError("the store is down")
         return real(commands)
 
-    monkeypatch.setattr(prescriptions, "record_deliveries", fails_once)
+    monkeypatch.setattr(intake, "take_batch", fails_once)
     commands = lifecycle_commands()
 
     async def keep_sending():

@@ -9,15 +9,15 @@ import sqlite3
 import psycopg
 import pytest
 
-import infrastructure.projections
+import infrastructure.read_models
 from domain.prescription import Prescription
 from infrastructure import dead_letters
-from infrastructure.projections import DeliveriesProjection, projection_runner, read_position
-from infrastructure.readmodel import PrescriptionFilter, ReadModel
+from infrastructure.projector import projector_for, read_position
+from infrastructure.queries import PrescriptionFilter, ReadQueries
+from infrastructure.read_models import DeliveriesModel
 from infrastructure.rebuild import Rebuilder
-from tests.helpers import LIFECYCLES, load_lifecycle, relabelled
+from tests.helpers import LIFECYCLES, deliver, load_lifecycle, relabelled
 from tests.integration.test_projections import assert_read_model_equals_store
-from tests.integration.test_service import deliver
 
 
 def lifecycle(tag: str) -> list[dict]:
@@ -27,7 +27,7 @@ def lifecycle(tag: str) -> list[dict]:
 def bug_in_the_state_code_for(event_id: str, monkeypatch):
     """A bug of ours that only this fact sets off, in the projection's state code; undone by
     the returned function (the fix)."""
-    real = infrastructure.projections.derive_state
+    real = infrastructure.read_models.derive_state
 
     def buggy(subject, facts):
         facts = list(facts)
@@ -35,13 +35,13 @@ def bug_in_the_state_code_for(event_id: str, monkeypatch):
             raise KeyError("a bug that only this fact sets off")
         return real(subject, facts)
 
-    monkeypatch.setattr(infrastructure.projections, "derive_state", buggy)
-    return lambda: monkeypatch.setattr(infrastructure.projections, "derive_state", real)
+    monkeypatch.setattr(infrastructure.read_models, "derive_state", buggy)
+    return lambda: monkeypatch.setattr(infrastructure.read_models, "derive_state", real)
 
 
 @pytest.fixture
 def runner(prescriptions, read_db, settings):
-    runner = projection_runner(prescriptions, read_db, settings, batch_size=1000)
+    runner = projector_for(prescriptions, read_db, settings, batch_size=1000)
     yield runner
     runner.stop()
 
@@ -60,7 +60,7 @@ def test_a_fact_the_projection_fails_on_is_set_aside_and_the_others_go_on(
 
     listed = {
         item.split('"prescription_id":"', 1)[1].split('"', 1)[0]
-        for item in ReadModel(read_db).prescriptions_json(PrescriptionFilter(), 50, None).items
+        for item in ReadQueries(read_db).prescriptions_json(PrescriptionFilter(), 50, None).items
     }
     assert {before[0]["subject"], after[0]["subject"]} <= listed
     letters = dead_letters.dead_letters(read_db, "prescriptions")
@@ -112,20 +112,20 @@ def test_a_delivery_set_aside_keeps_its_later_outcome_waiting_behind_it(
 ):
     events = lifecycle("order")
     victim = events[1]["id"]
-    real = DeliveriesProjection.apply
+    real = DeliveriesModel.apply
 
     def buggy(self, cursor, batch):
         if any(getattr(event, "event_id", None) == victim for _, event in batch):
             raise ValueError("a bug that only this delivery sets off")
         real(self, cursor, batch)
 
-    monkeypatch.setattr(DeliveriesProjection, "apply", buggy)
+    monkeypatch.setattr(DeliveriesModel, "apply", buggy)
     for event in events:
         deliver(prescriptions, event)
     runner.catch_up()
     letters = dead_letters.dead_letters(read_db, "deliveries")
     assert [letter.held for letter in letters] == [False, True]  # Received, then Processed
-    monkeypatch.setattr(DeliveriesProjection, "apply", real)
+    monkeypatch.setattr(DeliveriesModel, "apply", real)
     runner.retry_dead_letters("deliveries")
     row = read_db.query("SELECT status, seq FROM rx_deliveries WHERE event_id = %s", (victim,))
     assert row == [("processed", letters[0].position)]
@@ -143,17 +143,17 @@ def test_a_store_that_fails_sets_nothing_aside_and_the_batch_is_tried_again(
     down = (
         psycopg.OperationalError if settings.dialect == "postgresql" else sqlite3.OperationalError
     )
-    real = DeliveriesProjection.apply
+    real = DeliveriesModel.apply
 
     def unreachable(self, cursor, batch):
         raise down("the server closed the connection")
 
-    monkeypatch.setattr(DeliveriesProjection, "apply", unreachable)
+    monkeypatch.setattr(DeliveriesModel, "apply", unreachable)
     with pytest.raises(down):
         runner.catch_up()
     assert dead_letters.dead_letters(read_db) == []
     assert read_position(read_db, "deliveries") == 0
-    monkeypatch.setattr(DeliveriesProjection, "apply", real)
+    monkeypatch.setattr(DeliveriesModel, "apply", real)
     runner.catch_up()
     assert read_position(read_db, "deliveries") == runner.head()
 
@@ -180,15 +180,15 @@ def test_on_postgresql_a_stored_nul_character_is_set_aside_not_a_stuck_projectio
 ):
     """Stored before the webhook refused it (an older version, or straight into the store):
     PostgreSQL's text columns cannot hold U+0000."""
+    from infrastructure.database import open_read_database
     from infrastructure.eventstore import open_prescriptions
     from infrastructure.migrations import migrate
-    from infrastructure.readstore import open_read_database
     from tests.conftest import drop_schema, postgres_settings
 
     settings = postgres_settings(postgres_url)
     migrate(settings)
     app, db = open_prescriptions(settings), open_read_database(settings)
-    runner = projection_runner(app, db, settings)
+    runner = projector_for(app, db, settings)
     try:
         app.save(Prescription("drx_rx_\x00nul"))
         for event in lifecycle("beside"):
@@ -197,7 +197,7 @@ def test_on_postgresql_a_stored_nul_character_is_set_aside_not_a_stuck_projectio
         (letter,) = dead_letters.dead_letters(db, "prescriptions")
         assert "DataError" in letter.reason
         assert read_position(db, "prescriptions") == runner.head()
-        assert ReadModel(db).prescription_json(lifecycle("beside")[0]["subject"]) is not None
+        assert ReadQueries(db).prescription_json(lifecycle("beside")[0]["subject"]) is not None
     finally:
         runner.stop()
         db.close()

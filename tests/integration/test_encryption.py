@@ -10,13 +10,12 @@ import os
 
 import pytest
 
+from infrastructure.database import open_read_database
 from infrastructure.eventstore import StoreKeyError, check_store_readable, open_prescriptions
-from infrastructure.projections import projection_runner
-from infrastructure.readmodel import ReadModel
-from infrastructure.readstore import open_read_database
-from tests.helpers import LIFECYCLES, load_example, load_lifecycle
+from infrastructure.projector import projector_for
+from infrastructure.queries import ReadQueries
+from tests.helpers import LIFECYCLES, deliver, load_example, load_lifecycle
 from tests.integration.test_audit import audit, deliver_signed, fetch, findings
-from tests.integration.test_service import deliver
 
 
 def new_key() -> str:
@@ -48,17 +47,17 @@ def test_the_store_holds_nothing_readable_and_everything_reads_back(app, encrypt
         assert clear not in states, clear
     # Everything above the store is as without encryption: the state, the audit, the projection.
     subjects = [load_lifecycle(path)["events"][0]["subject"] for path in LIFECYCLES]
-    assert all(app.state(s).patient["last_name"] == "McExample" for s in subjects)  # type: ignore[index]
+    assert all(app.state(s).patient.last_name == "McExample" for s in subjects)  # type: ignore[union-attr]
     report = audit(app, encrypted)
     assert findings(report) == []
     assert report.deliveries == len(receipts)
     parked = {**load_example("shipped"), "type": "drx.prescription.teleported"}
     assert deliver(app, parked) == "parked"
     db = open_read_database(encrypted)
-    runner = projection_runner(app, db, encrypted)
+    runner = projector_for(app, db, encrypted)
     try:
         runner.catch_up()
-        model = ReadModel(db)
+        model = ReadQueries(db)
         for subject in subjects:
             listed = model.prescription_json(subject)
             assert listed is not None

@@ -7,7 +7,13 @@ import dataclasses
 import pytest
 
 import infrastructure.migrations as migrations
-from infrastructure.migrations import MigrationError, available, migrate, pending
+from infrastructure.migrations import (
+    MigrationError,
+    StoreNotReadyError,
+    available,
+    migrate,
+    pending,
+)
 from tests.conftest import drop_schema
 
 
@@ -26,7 +32,14 @@ def test_a_fresh_store_gets_every_migration(settings, tmp_path):
         )
     )
     try:
-        assert [m.version for m in pending(fresh)] == [m.version for m in available(fresh.dialect)]
+        if fresh.dialect == "sqlite":  # asking about a store that is not there creates none
+            with pytest.raises(StoreNotReadyError, match="there is no store at"):
+                pending(fresh)
+            assert not (tmp_path / "fresh.db").exists()
+        else:
+            assert [m.version for m in pending(fresh)] == [
+                m.version for m in available(fresh.dialect)
+            ]
         assert [m.version for m in migrate(fresh)] == [m.version for m in available(fresh.dialect)]
         assert pending(fresh) == []
     finally:
@@ -43,12 +56,27 @@ def test_an_applied_migration_that_was_edited_is_refused(settings, monkeypatch):
 
 
 @pytest.mark.postgres
-def test_serve_warns_when_postgres_will_plan_without_statistics(postgres_url):
-    from infrastructure.database import connect_postgres, postgres_warnings
-    from tests.conftest import migrated_postgres
+def test_serve_warns_when_postgres_runs_without_autovacuum(private_postgres):
+    """On a private cluster, so that autovacuum can be turned off and on again."""
+    from infrastructure.database import postgres_warnings
+    from infrastructure.settings import Settings
 
-    with migrated_postgres(postgres_url) as settings:
-        with connect_postgres(settings) as conn:
-            autovacuum = conn.execute("SHOW autovacuum").fetchone()[0]
-        warnings = postgres_warnings(settings)
-    assert [("autovacuum off" in w) for w in warnings] == ([True] if autovacuum == "off" else [])
+    url = private_postgres.create_database("drx_autovacuum")
+    settings = Settings(database_url=url)
+    migrate(settings)
+    assert postgres_warnings(settings) == []
+    private_postgres.configure(autovacuum="off")
+    try:
+        (warning,) = postgres_warnings(settings)
+        assert "autovacuum off" in warning
+    finally:
+        private_postgres.configure(autovacuum="on")
+
+
+def test_a_sqlite_store_is_not_made_in_a_directory_that_does_not_exist(tmp_path):
+    from infrastructure.settings import Settings
+
+    missing = Settings(database_url=f"sqlite:///{tmp_path / 'no' / 'such' / 'drx.sqlite3'}")
+    with pytest.raises(StoreNotReadyError, match="does not exist"):
+        migrate(missing)
+    assert not (tmp_path / "no").exists()

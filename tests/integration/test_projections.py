@@ -8,20 +8,14 @@ import random
 import pytest
 
 from domain.facts import FactKind
-from infrastructure.projections import (
-    DeliveriesProjection,
-    TrackingConflictError,
-    advance,
-    projection_runner,
-    read_position,
-)
-from infrastructure.readmodel import PrescriptionFilter, ReadModel
-from tests.helpers import EXAMPLES, LIFECYCLES, load_example, load_lifecycle
-from tests.integration.test_service import deliver
+from infrastructure.projector import TrackingConflictError, advance, projector_for, read_position
+from infrastructure.queries import PrescriptionFilter, ReadQueries
+from infrastructure.read_models import DeliveriesModel
+from tests.helpers import EXAMPLES, LIFECYCLES, deliver, load_example, load_lifecycle
 
 
 def runner_for(prescriptions, read_db, settings, batch_size=5):
-    return projection_runner(prescriptions, read_db, settings, batch_size=batch_size)
+    return projector_for(prescriptions, read_db, settings, batch_size=batch_size)
 
 
 def deliver_lifecycles(prescriptions, seed):
@@ -40,7 +34,7 @@ def listed(model, where, limit=500):
 
 
 def assert_read_model_equals_store(prescriptions, read_db):
-    model = ReadModel(read_db)
+    model = ReadQueries(read_db)
     items = listed(model, PrescriptionFilter())
     assert items, "the read model is empty"
     for item in items:
@@ -73,7 +67,7 @@ def test_a_batch_that_fails_midway_is_rolled_back_whole_and_applied_once_on_retr
 ):
     deliver_lifecycles(prescriptions, seed=3)
     runner = runner_for(prescriptions, read_db, settings, batch_size=1000)
-    real_apply = DeliveriesProjection.apply
+    real_apply = DeliveriesModel.apply
     calls = {"n": 0}
 
     def crash_after_writing(self, cursor, events):
@@ -82,7 +76,7 @@ def test_a_batch_that_fails_midway_is_rolled_back_whole_and_applied_once_on_retr
         if calls["n"] == 1:
             raise ProcessDiedError("the process dies before the commit")
 
-    monkeypatch.setattr(DeliveriesProjection, "apply", crash_after_writing)
+    monkeypatch.setattr(DeliveriesModel, "apply", crash_after_writing)
     try:
         with pytest.raises(ProcessDiedError):
             runner.catch_up()
@@ -119,7 +113,9 @@ def test_a_stopped_runner_resumes_where_it_was(prescriptions, read_db, settings)
     try:
         assert second.catch_up() > 0
         assert read_position(read_db, "prescriptions") > position
-        assert json.loads(ReadModel(read_db).prescription_json("drx_rx_7Q2M9K"))["status"] == "sent"
+        assert (
+            json.loads(ReadQueries(read_db).prescription_json("drx_rx_7Q2M9K"))["status"] == "sent"
+        )
     finally:
         second.stop()
 
@@ -151,7 +147,7 @@ def test_deliveries_are_listed_in_arrival_order_with_their_outcome(
         runner.catch_up()
     finally:
         runner.stop()
-    model = ReadModel(read_db)
+    model = ReadQueries(read_db)
     everything = model.deliveries(None, 10, None).items
     assert [(d["event_id"], d["status"]) for d in everything] == [
         ("evt_example_received", "processed"),
@@ -175,7 +171,7 @@ def test_filters_select_by_indexed_columns(prescriptions, read_db, settings):
         runner.catch_up()
     finally:
         runner.stop()
-    model = ReadModel(read_db)
+    model = ReadQueries(read_db)
     delivered = listed(model, PrescriptionFilter(status="delivered"))
     assert sorted(i["prescription_id"] for i in delivered) == ["drx_rx_LC0001", "drx_rx_LC0002"]
     patient = listed(model, PrescriptionFilter(patient_id="drx_pt_TEST01"))
@@ -197,7 +193,7 @@ def test_every_fact_kind_projects(prescriptions, read_db, settings):
         runner.stop()
     assert kinds == set(FactKind)
     assert (
-        json.loads(ReadModel(read_db).prescription_json("drx_rx_7Q2M9K"))
+        json.loads(ReadQueries(read_db).prescription_json("drx_rx_7Q2M9K"))
         == prescriptions.state("drx_rx_7Q2M9K").as_dict()
     )
 
@@ -207,7 +203,7 @@ def test_insert_rows_writes_every_value_as_given(read_db):
     braces, commas, the word NULL, non-ASCII text, None and booleans come back exactly."""
     import uuid
 
-    from infrastructure.readstore import insert_rows
+    from infrastructure.database import insert_rows
 
     odd = [
         'say "hi"',
@@ -246,7 +242,7 @@ def test_insert_rows_writes_every_value_as_given(read_db):
 
 
 def test_an_idle_poll_reads_only_the_stores_head(prescriptions, read_db, settings, monkeypatch):
-    import infrastructure.projections as projections
+    import infrastructure.projector as projections
 
     runner = runner_for(prescriptions, read_db, settings)
     try:

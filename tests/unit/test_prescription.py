@@ -24,7 +24,7 @@ def test_the_id_comes_from_the_subject_so_a_repeated_create_collides():
 
 def test_recording_a_fact_triggers_its_event_and_a_repeat_is_refused():
     prescription = Prescription("rx")
-    sent = Fact("evt_1", FactKind.SENT, T0, 0, {"transmission": {"status": "sent"}})
+    sent = Fact.read("evt_1", FactKind.SENT, T0, 0, {"transmission": {"status": "sent"}})
     assert prescription.record(sent) is True
     assert prescription.record(sent) is False
     events = prescription.collect_events()
@@ -35,10 +35,10 @@ def test_recording_a_fact_triggers_its_event_and_a_repeat_is_refused():
 
 def test_state_as_of_an_instant_uses_only_facts_recorded_by_then():
     prescription = Prescription("rx")
-    prescription.record(Fact("evt_1", FactKind.SENT, T0))
+    prescription.record(Fact.read("evt_1", FactKind.SENT, T0))
     first_recorded = prescription.recorded[0].recorded_at
     prescription.record(
-        Fact(
+        Fact.read(
             "evt_2",
             FactKind.PROCESSING,
             T0 + timedelta(hours=1),

@@ -28,7 +28,7 @@ def fact_of(payload: dict[str, Any]) -> Fact:
 def fact(
     kind: FactKind, minutes: int, event_id: str | None = None, sequence: int = 0, **data: Any
 ) -> Fact:
-    return Fact(
+    return Fact.read(
         event_id or f"evt_{kind}_{minutes}", kind, T0 + timedelta(minutes=minutes), sequence, data
     )
 
@@ -200,9 +200,9 @@ def test_ties_in_occurred_at_are_broken_by_sequence_then_rank_then_id():
 
 
 def test_ties_across_offsets_compare_instants_not_text():
-    at_utc = Fact("evt_z", FactKind.SENT, datetime(2025, 1, 1, 12, 0, tzinfo=UTC))
+    at_utc = Fact.read("evt_z", FactKind.SENT, datetime(2025, 1, 1, 12, 0, tzinfo=UTC))
     offset = datetime.fromisoformat("2025-01-01T13:00:00+01:00")
-    same_instant = Fact(
+    same_instant = Fact.read(
         "evt_a", FactKind.PROCESSING, offset, 0, {"fill_number": 1, "stage": "billing"}
     )
     assert state_of(same_instant, at_utc)["status"] == "processing"

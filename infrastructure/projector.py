@@ -1,278 +1,40 @@
-"""Projections: follow the event store's notification log into read tables, exactly once.
+"""The projector: follows the event store's notification log into the read models, exactly once.
 
-Each batch of events and the projection's new tracking position commit in one transaction of the
-read database, and the position only moves from the value the batch started from (a compare-and-
-set), so a crash or restart neither skips nor doubles an event, and a second runner that got in by
-mistake rolls back instead of applying a batch twice. Projections run in one place per database:
-the runner that holds the leadership lock (see `leadership.py`).
+Each batch of events and the read models' new tracking positions commit in one transaction of
+the read database, and a position only moves from the value the batch started from (a compare-
+and-set), so a crash or restart neither skips nor doubles an event, and a second projector that
+got in by mistake rolls back instead of applying a batch twice. It runs in one place per
+database: the process that holds the leadership lock (`leadership.py`). An event a read model
+cannot apply is set aside as a dead letter (`dead_letters.py`) while the rest go on.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, Protocol
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import DomainEventProtocol
-from eventsourcing.utils import get_topic
 
-from domain.delivery import CONFLICT, PARKED, PROCESSED, Delivery, shown_status
-from domain.facts import Fact, FactKind
-from domain.prescription import Prescription
-from domain.service import Prescriptions
-from domain.state import derive_state
+from domain.application import Prescriptions
 from infrastructure import dead_letters
+from infrastructure.database import Cursor, ReadDatabase
 from infrastructure.leadership import Leadership, leadership_for
-from infrastructure.readstore import Cursor, ReadDatabase, insert_rows
+from infrastructure.read_models import DeliveriesModel, PrescriptionsModel, ReadModel
+from infrastructure.read_tables import TRACKING_TABLE
 from infrastructure.settings import Settings
 
 log = logging.getLogger(__name__)
 
-TRACKING_TABLE = "drx_projection_tracking"
 # The longest pause between attempts while the projections keep failing.
 MAX_PAUSE_S = 5.0
 
 
-def sortable_instant(moment: datetime) -> str:
-    """The fixed-width UTC text the read tables keep timestamps in; it sorts as it compares."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 class TrackingConflictError(RuntimeError):
     """Another runner moved the projection on; this batch was rolled back."""
-
-
-Event = tuple[int, DomainEventProtocol[Any]]
-
-
-class Projection(Protocol):
-    name: str
-    topics: tuple[str, ...]
-
-    def apply(self, cursor: Cursor, events: Sequence[Event]) -> None: ...
-
-
-def _key(dialect: str, aggregate_id: UUID) -> Any:
-    return aggregate_id if dialect == "postgresql" else str(aggregate_id)
-
-
-def _in_list(dialect: str, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
-    if dialect == "postgresql":
-        return f"{column} = ANY(%s)", [list(values)]
-    return f"{column} IN ({', '.join(['%s'] * len(values))})", list(values)
-
-
-def _topics(*classes: type) -> tuple[str, ...]:
-    return tuple(get_topic(cls) for cls in classes)
-
-
-def encode_facts(facts: Iterable[tuple[Fact, datetime]]) -> str:
-    return json.dumps(
-        [
-            [
-                f.event_id,
-                f.kind.value,
-                f.occurred_at.isoformat(),
-                f.sequence,
-                f.data,
-                f.correlation,
-                recorded_at.isoformat(),
-            ]
-            for f, recorded_at in facts
-        ],
-        separators=(",", ":"),
-        allow_nan=False,
-    )
-
-
-def decode_facts(text: str) -> list[tuple[Fact, datetime]]:
-    return [
-        (
-            Fact(
-                event_id,
-                FactKind(kind),
-                datetime.fromisoformat(occurred_at),
-                sequence,
-                data,
-                correlation,
-            ),
-            datetime.fromisoformat(recorded_at),
-        )
-        for event_id, kind, occurred_at, sequence, data, correlation, recorded_at in json.loads(
-            text
-        )
-    ]
-
-
-@dataclass
-class _Entry:
-    subject: str
-    facts: list[tuple[Fact, datetime]] = field(default_factory=list)
-
-
-class PrescriptionsProjection:
-    """`rx_prescriptions`: one row per prescription with its state, the columns the list filters
-    on, and its facts (so that a new fact re-derives the state without reading the store)."""
-
-    name = "prescriptions"
-    topics = _topics(Prescription.Opened, *Prescription.FactRecorded.__subclasses__())
-
-    def __init__(self, dialect: str, table: str = "rx_prescriptions") -> None:
-        self.dialect, self.table = dialect, table
-
-    def apply(self, cursor: Cursor, events: Sequence[Event]) -> None:
-        ids = list({event.originator_id for _, event in events})
-        entries = self._load(cursor, ids)
-        # Every entry is one the batch touches: the rows were loaded for the batch's ids.
-        for _, event in events:
-            if isinstance(event, Prescription.Opened):
-                entries.setdefault(event.originator_id, _Entry(event.subject))
-            elif isinstance(event, Prescription.FactRecorded):
-                # Its Opened event always comes first, in this batch or an earlier one.
-                entries[event.originator_id].facts.append((event.to_fact(), event.timestamp))
-        insert_rows(
-            cursor,
-            self.dialect,
-            f"INSERT INTO {self.table} (aggregate_id, prescription_id, status, patient_id,"
-            " pharmacy_ncpdp_id, needs_review, updated_at, state, facts)",
-            ("uuid", "text", "text", "text", "text", "boolean", "text", "text", "text"),
-            [self._row(aggregate_id, entry) for aggregate_id, entry in entries.items()],
-            "ON CONFLICT (aggregate_id) DO UPDATE SET status = excluded.status,"
-            " patient_id = excluded.patient_id, pharmacy_ncpdp_id = excluded.pharmacy_ncpdp_id,"
-            " needs_review = excluded.needs_review, updated_at = excluded.updated_at,"
-            " state = excluded.state, facts = excluded.facts",
-        )
-
-    def _load(self, cursor: Cursor, ids: list[UUID]) -> dict[UUID, _Entry]:
-        if not ids:
-            return {}
-        where, params = _in_list(self.dialect, "aggregate_id", [_key(self.dialect, i) for i in ids])
-        cursor.execute(
-            f"SELECT aggregate_id, prescription_id, facts FROM {self.table} WHERE {where}", params
-        )
-        return {
-            UUID(str(aggregate_id)): _Entry(subject, decode_facts(facts))
-            for aggregate_id, subject, facts in cursor.fetchall()
-        }
-
-    def _row(self, aggregate_id: UUID, entry: _Entry) -> tuple[Any, ...]:
-        state = derive_state(entry.subject, [f for f, _ in entry.facts])
-        updated = max((at for _, at in entry.facts), default=datetime(1970, 1, 1, tzinfo=UTC))
-        return (
-            _key(self.dialect, aggregate_id),
-            entry.subject,
-            state.status,
-            (state.patient or {}).get("drx_patient_id"),
-            (state.pharmacy or {}).get("ncpdp_id"),
-            state.needs_review,
-            sortable_instant(updated),
-            # RFC 8259 JSON only: a state that would hold NaN or Infinity fails here, and its
-            # event is set aside, instead of making every list page that holds it unparseable.
-            json.dumps(state.as_dict(), separators=(",", ":"), allow_nan=False),
-            encode_facts(entry.facts),
-        )
-
-
-class DeliveriesProjection:
-    """`rx_deliveries`: one row per stored delivery, in arrival order, with its outcome and how
-    many conflicting copies came since."""
-
-    name = "deliveries"
-    topics = _topics(
-        Delivery.Received,
-        Delivery.Processed,
-        Delivery.Parked,
-        Delivery.Corrected,
-        Delivery.ConflictReceived,
-    )
-    _COLUMNS = (
-        "aggregate_id",
-        "event_id",
-        "seq",
-        "type",
-        "subject",
-        "received_at",
-        "status",
-        "reason",
-        "conflicts",
-    )
-
-    def __init__(self, dialect: str, table: str = "rx_deliveries") -> None:
-        self.dialect, self.table = dialect, table
-
-    def apply(self, cursor: Cursor, events: Sequence[Event]) -> None:
-        """Folded in memory into whole rows, then written in one upsert: a delivery received
-        and processed in one batch (most are) is one row of it; a delivery from an earlier
-        batch (a replay, a correction, a conflicting copy) is read first."""
-        rows: dict[Any, dict[str, Any]] = {}
-        later = {
-            _key(self.dialect, e.originator_id)
-            for _, e in events
-            if not isinstance(e, Delivery.Received)
-        }
-        rows.update(self._load(cursor, later))
-        for notification_id, event in events:
-            key = _key(self.dialect, event.originator_id)
-            if isinstance(event, Delivery.Received):
-                rows[key] = {
-                    "aggregate_id": key,
-                    "event_id": event.event_id,
-                    "seq": notification_id,
-                    "type": event.drx_type,
-                    "subject": event.subject,
-                    "received_at": sortable_instant(event.timestamp),
-                    "outcome": None,
-                    "reason": None,
-                    "conflicts": 0,
-                }
-                continue
-            row = rows[key]  # its Received came first, in this batch or an earlier one
-            if isinstance(event, Delivery.Parked):
-                row["outcome"], row["reason"] = PARKED, event.reason
-            elif isinstance(event, Delivery.Processed):
-                row["outcome"], row["reason"] = PROCESSED, None
-            elif isinstance(event, Delivery.Corrected):
-                row["type"], row["subject"], row["outcome"] = event.drx_type, event.subject, None
-            elif isinstance(event, Delivery.ConflictReceived):
-                row["conflicts"] += 1
-        written = [
-            [
-                *(row[name] for name in self._COLUMNS[:6]),
-                shown_status(row["outcome"], row["conflicts"]) or "received",
-                row["reason"],
-                row["conflicts"],
-            ]
-            for row in rows.values()
-        ]
-        insert_rows(
-            cursor,
-            self.dialect,
-            f"INSERT INTO {self.table} ({', '.join(self._COLUMNS)})",
-            ("uuid", "text", "bigint", "text", "text", "text", "text", "text", "integer"),
-            written,
-            "ON CONFLICT (aggregate_id) DO UPDATE SET type = excluded.type,"
-            " subject = excluded.subject, status = excluded.status, reason = excluded.reason,"
-            " conflicts = excluded.conflicts",
-        )
-
-    def _load(self, cursor: Cursor, keys: set[Any]) -> dict[Any, dict[str, Any]]:
-        if not keys:
-            return {}
-        where, params = _in_list(self.dialect, "aggregate_id", list(keys))
-        cursor.execute(f"SELECT {', '.join(self._COLUMNS)} FROM {self.table} WHERE {where}", params)
-        loaded = {}
-        for values in cursor.fetchall():
-            row = dict(zip(self._COLUMNS, values, strict=True))
-            status = row.pop("status")
-            row["outcome"] = {"received": None, CONFLICT: PROCESSED}.get(status, status)
-            row["aggregate_id"] = _key(self.dialect, UUID(str(row["aggregate_id"])))
-            loaded[row["aggregate_id"]] = row
-        return loaded
 
 
 @dataclass(frozen=True)
@@ -329,7 +91,7 @@ def _lock_positions(cursor: Cursor, dialect: str, names: Sequence[str]) -> None:
         )
 
 
-class ProjectionRunner:
+class Projector:
     """Runs the projections while it holds the leadership; sleeps between polls or until woken.
 
     A batch that fails because of one of its events (`dead_letters.is_poison`) is done again
@@ -343,12 +105,12 @@ class ProjectionRunner:
         self,
         app: Prescriptions,
         db: ReadDatabase,
-        projections: Sequence[Projection],
+        models: Sequence[ReadModel],
         leadership: Leadership,
         batch_size: int = 1000,
         poll_interval_s: float = 0.5,
     ) -> None:
-        self.app, self.db, self.projections = app, db, projections
+        self.app, self.db, self.models = app, db, models
         self.leadership = leadership
         self.batch_size, self.poll_interval_s = batch_size, poll_interval_s
         self._lock = threading.Lock()
@@ -366,7 +128,7 @@ class ProjectionRunner:
         dead = dead_letters.counts(self.db)
         return [
             ProjectionStatus(p.name, positions.get(p.name, 0), head, dead.get(p.name, 0))
-            for p in self.projections
+            for p in self.models
         ]
 
     def catch_up(self) -> int:
@@ -390,11 +152,11 @@ class ProjectionRunner:
         projections' topics together), and every projection's rows and new position committed
         in one transaction. The events handled; None when every projection was at `head`."""
         positions = read_positions(self.db)
-        behind = {p.name: positions.get(p.name, 0) for p in self.projections}
+        behind = {p.name: positions.get(p.name, 0) for p in self.models}
         start = min(behind.values())
         if start >= head:
             return None
-        topics = tuple(t for p in self.projections for t in p.topics)
+        topics = tuple(t for p in self.models for t in p.topics)
         notifications = self.app.recorder.select_notifications(
             start=start + 1, limit=self.batch_size, stop=head, topics=topics
         )
@@ -423,10 +185,10 @@ class ProjectionRunner:
         events: Sequence[tuple[Any, DomainEventProtocol[Any] | None]],
         one_by_one: bool,
     ) -> None:
-        names = [p.name for p in self.projections if behind[p.name] < last]
+        names = [p.name for p in self.models if behind[p.name] < last]
         _lock_positions(cursor, self.db.dialect, names)
         waiting = dead_letters.aggregates_set_aside(cursor, names)
-        for projection in self.projections:
+        for projection in self.models:
             position = behind[projection.name]
             if position >= last:
                 continue
@@ -451,7 +213,7 @@ class ProjectionRunner:
     def _apply_one_by_one(
         self,
         cursor: Cursor,
-        projection: Projection,
+        projection: ReadModel,
         events: Sequence[tuple[Any, DomainEventProtocol[Any] | None]],
         held: set[UUID],
         *,
@@ -499,7 +261,7 @@ class ProjectionRunner:
     def retry_dead_letters(self, name: str | None = None) -> list[RetryResult]:
         """Apply each projection's dead letters again (after a fix), in their order, as one
         transaction; those that still fail stay, with the new reason and one attempt more."""
-        chosen = [p for p in self.projections if name is None or p.name == name]
+        chosen = [p for p in self.models if name is None or p.name == name]
         results = []
         with self._lock, self.db.transaction() as cursor:
             _lock_positions(cursor, self.db.dialect, [p.name for p in chosen])
@@ -553,12 +315,9 @@ class ProjectionRunner:
             self._wake.clear()
 
 
-def projection_runner(
+def projector_for(
     app: Prescriptions, db: ReadDatabase, settings: Settings, **options: Any
-) -> ProjectionRunner:
-    """The runner of every read model of the service, competing for the database's lead."""
-    projections: list[Projection] = [
-        PrescriptionsProjection(db.dialect),
-        DeliveriesProjection(db.dialect),
-    ]
-    return ProjectionRunner(app, db, projections, leadership_for(settings), **options)
+) -> Projector:
+    """The projector of every read model of the service, competing for the database's lead."""
+    models: list[ReadModel] = [PrescriptionsModel(db.dialect), DeliveriesModel(db.dialect)]
+    return Projector(app, db, models, leadership_for(settings), **options)

@@ -1,4 +1,5 @@
-"""The application recorders the service uses, on top of the library's:
+"""The application recorders the service uses (PostgreSQL's and SQLite's), on top of the
+library's:
 
 - PostgreSQL fails fast when the database is unreachable. The library retries a failed statement
   10 times, each waiting up to the pool's timeout: about 20 s before a webhook could answer 503
@@ -6,10 +7,10 @@
   every idle connection that no longer works (a restart or pg_terminate_backend breaks them
   all at once; without the check each would fail one batch in turn), and then the error
   surfaces. The pool reconnects promptly once the database is back (`database.tune_pool`).
-- Both answer a webhook batch's lookups in one query (`select_batch`): every event of its
-  prescriptions, and which of its deliveries are already stored (without reading them), where
-  the library would take two queries per delivery. PostgreSQL's is `drx_select_batch`
-  (migration 0004), which plans it without parallel workers whatever the statistics say.
+- Both load a webhook batch's aggregates (its prescriptions and deliveries) in one query
+  (`select_aggregates`, the port `domain.unit_of_work.AggregateLookup`), where the library
+  would take one query per aggregate. PostgreSQL's is `drx_select_batch` (migration 0004),
+  which plans it without parallel workers whatever the statistics say.
 - PostgreSQL saves in one round trip, by calling `drx_insert_events` (migration 0003): the
   library's statements (the table lock that keeps notification ids in commit order, the NOTIFY,
   the INSERT) in one prepared call, where the library pipelines them in an explicit transaction
@@ -111,55 +112,37 @@ class FailFastPostgresApplicationRecorder(PostgresApplicationRecorder):
             return [row[0] for row in curs.fetchall()]
 
     @_fail_fast
-    def select_batch(
-        self, load_ids: Sequence[UUID], check_ids: Sequence[UUID]
-    ) -> tuple[list[StoredEvent], set[UUID]]:
-        """In one round trip: every event of the `load_ids` aggregates (by aggregate and
-        version), and which of the `check_ids` aggregates have any stored event."""
+    def select_aggregates(self, ids: Sequence[UUID]) -> list[StoredEvent]:
+        """Every event of these aggregates, by aggregate and version, in one round trip."""
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(
-                self._select_batch_statement, (list(load_ids), list(check_ids)), prepare=True
-            )
-            events, found = [], set()
-            for row in curs.fetchall():
-                if row["originator_version"] is None:
-                    found.add(row["originator_id"])
-                else:
-                    events.append(
-                        StoredEvent(
-                            row["originator_id"],
-                            row["originator_version"],
-                            row["topic"],
-                            bytes(row["state"]),
-                        )
-                    )
-            return events, found
+            curs.execute(self._select_batch_statement, (list(ids), []), prepare=True)
+            return [
+                StoredEvent(
+                    row["originator_id"],
+                    row["originator_version"],
+                    row["topic"],
+                    bytes(row["state"]),
+                )
+                for row in curs.fetchall()
+            ]
 
 
 class BatchSQLiteApplicationRecorder(SQLiteApplicationRecorder):
-    def select_batch(
-        self, load_ids: Sequence[UUID], check_ids: Sequence[UUID]
-    ) -> tuple[list[StoredEvent], set[UUID]]:
-        """As PostgreSQL's: the `load_ids` aggregates' events, and which `check_ids` exist."""
-        load_marks, check_marks = ", ".join("?" * len(load_ids)), ", ".join("?" * len(check_ids))
+    def select_aggregates(self, ids: Sequence[UUID]) -> list[StoredEvent]:
+        """As PostgreSQL's: every event of these aggregates, in one query."""
+        marks = ", ".join("?" * len(ids))
         statement = (
-            f"SELECT originator_id, originator_version, topic, state FROM {self.events_table_name}"  # noqa: S608
-            f" WHERE originator_id IN ({load_marks})"
-            f" UNION ALL SELECT DISTINCT originator_id, NULL, NULL, NULL"
-            f" FROM {self.events_table_name} WHERE originator_id IN ({check_marks})"
-            " ORDER BY 1, 2"
+            "SELECT originator_id, originator_version, topic, state"  # noqa: S608
+            f" FROM {self.events_table_name} WHERE originator_id IN ({marks}) ORDER BY 1, 2"
         )
         with self.datastore.transaction(commit=False) as cursor:
-            cursor.execute(statement, [i.hex for i in [*load_ids, *check_ids]])
-            events, found = [], set()
-            for row in cursor.fetchall():
-                originator_id = UUID(row["originator_id"])
-                if row["originator_version"] is None:
-                    found.add(originator_id)
-                else:
-                    events.append(
-                        StoredEvent(
-                            originator_id, row["originator_version"], row["topic"], row["state"]
-                        )
-                    )
-            return events, found
+            cursor.execute(statement, [i.hex for i in ids])
+            return [
+                StoredEvent(
+                    UUID(row["originator_id"]),
+                    row["originator_version"],
+                    row["topic"],
+                    row["state"],
+                )
+                for row in cursor.fetchall()
+            ]

@@ -1,4 +1,5 @@
-"""The Prescriptions application on real stores: a new SQLite file and a new PostgreSQL schema."""
+"""Deliveries into the store through the unit of work (`domain.unit_of_work.Intake`), on real
+stores: a new SQLite file and a new PostgreSQL schema."""
 
 from __future__ import annotations
 
@@ -7,33 +8,26 @@ import logging
 import random
 import re
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import pytest
 
 import domain.prescription
-from domain.commands import ParkDelivery, RecordDelivery, ReplayDelivery
+from domain.commands import RecordDelivery, ReplayDelivery
 from domain.errors import DeliveryNotParkedError, PrescriptionNotFoundError
+from domain.handlers import Outcome
 from domain.ids import delivery_id
-from domain.service import Outcome, Prescriptions
+from domain.unit_of_work import MAX_BATCH_ATTEMPTS, Intake
 from infrastructure.eventstore import open_prescriptions
-from interfaces.drx.signature import SignedHeaders
-from interfaces.drx.translator import parse_envelope, read_fact, translate
-from tests.helpers import EXAMPLES, LIFECYCLES, load_example, load_lifecycle, state_subset
-
-SIGNED = SignedHeaders("msg_1", "1700000000", "v1,abc")
-
-
-def command_for(payload: dict[str, Any]) -> RecordDelivery | ParkDelivery:
-    body = json.dumps(payload).encode()
-    return translate(parse_envelope(body), body, SIGNED)
-
-
-def deliver(app: Prescriptions, payload: dict[str, Any]) -> Outcome:
-    command = command_for(payload)
-    if isinstance(command, RecordDelivery):
-        return app.record_delivery(command).outcome
-    return app.park_delivery(command).outcome
+from interfaces.drx.translator import parse_envelope, read_fact
+from tests.helpers import (
+    EXAMPLES,
+    LIFECYCLES,
+    command_for,
+    deliver,
+    load_example,
+    load_lifecycle,
+    state_subset,
+)
 
 
 def poison(event_id, monkeypatch):
@@ -106,7 +100,7 @@ def test_an_unreadable_delivery_is_kept_parked_with_its_reason(prescriptions):
 
 
 def test_a_fault_in_our_code_parks_the_delivery_the_rest_flow_and_replay_works(
-    prescriptions, monkeypatch, caplog
+    prescriptions, intake, monkeypatch, caplog
 ):
     real = poison("evt_example_shipped", monkeypatch)
     assert deliver(prescriptions, load_example("received")) is Outcome.ACCEPTED
@@ -117,18 +111,18 @@ def test_a_fault_in_our_code_parks_the_delivery_the_rest_flow_and_replay_works(
     assert deliver(prescriptions, load_example("sent")) is Outcome.ACCEPTED
     parked = prescriptions.delivery("evt_example_shipped")
     assert parked.is_parked
-    assert re.fullmatch(r"internal error: RuntimeError at test_service.py:\d+", parked.reason or "")
+    assert re.fullmatch(r"internal error: RuntimeError at test_intake.py:\d+", parked.reason or "")
     assert "bug forced" not in parked.reason  # type: ignore[operator]
 
     monkeypatch.setattr(domain.prescription, "derive_state", real)  # the fix is deployed
     body = parked.body.encode()
     fact = read_fact(parse_envelope(body), body)
-    receipt = prescriptions.replay_delivery(ReplayDelivery("evt_example_shipped", fact))  # type: ignore[arg-type]
+    receipt = intake.take(ReplayDelivery("evt_example_shipped", fact))  # type: ignore[arg-type]
     assert receipt.outcome is Outcome.ACCEPTED
     assert prescriptions.state("drx_rx_7Q2M9K").status == "shipped"
     assert prescriptions.delivery("evt_example_shipped").status == "processed"
     with pytest.raises(DeliveryNotParkedError):
-        prescriptions.replay_delivery(ReplayDelivery("evt_example_shipped", fact))  # type: ignore[arg-type]
+        intake.take(ReplayDelivery("evt_example_shipped", fact))  # type: ignore[arg-type]
 
 
 def test_concurrent_deliveries_for_one_prescription_all_land(prescriptions):
@@ -140,12 +134,12 @@ def test_concurrent_deliveries_for_one_prescription_all_land(prescriptions):
     assert state_subset(prescriptions.state(lifecycle["subject"]).as_dict(), expected) == expected
 
 
-def test_a_batch_commits_together_answering_repeats_as_duplicates(prescriptions):
+def test_a_batch_commits_together_answering_repeats_as_duplicates(prescriptions, intake):
     lifecycle = load_lifecycle(LIFECYCLES[0])
     first, *rest = [command_for(e) for e in lifecycle["events"]]
-    assert prescriptions.record_delivery(first).outcome is Outcome.ACCEPTED
+    assert intake.take(first).outcome is Outcome.ACCEPTED
     batch = [first, *rest, rest[0]]  # one already stored, one repeated within the batch
-    receipts = prescriptions.record_deliveries(batch)
+    receipts = intake.take_batch(batch)
     assert [r.outcome for r in receipts] == (
         [Outcome.DUPLICATE] + [Outcome.ACCEPTED] * len(rest) + [Outcome.DUPLICATE]
     )
@@ -154,85 +148,84 @@ def test_a_batch_commits_together_answering_repeats_as_duplicates(prescriptions)
 
 
 def test_a_batch_with_a_poisonous_fact_parks_it_alone_and_records_the_rest(
-    prescriptions, monkeypatch
+    prescriptions, intake, monkeypatch
 ):
     poison("evt_example_shipped", monkeypatch)
     batch = [command_for(load_example(name)) for name in ("received", "shipped", "sent")]
-    receipts = prescriptions.record_deliveries(batch)
+    one_at_a_time = []
+    monkeypatch.setattr(Intake, "take", lambda self, command: one_at_a_time.append(command))
+    receipts = intake.take_batch(batch)
+    assert one_at_a_time == []  # parked within the batch, not by taking it apart
     assert [r.outcome for r in receipts] == [Outcome.ACCEPTED, Outcome.PARKED, Outcome.ACCEPTED]
     assert prescriptions.state("drx_rx_7Q2M9K").version == 2
 
 
-def _racing_existing(prescriptions, monkeypatch, misses):
+def _racing_existing(intake, monkeypatch, misses):
     """Another writer stores `evt_example_sent` just after the batch looked, `misses` times."""
-    real = type(prescriptions)._load_batch
+    real = intake.lookup.select_aggregates
     looks = []
 
-    def racing(self, load_ids, check_ids):
+    def racing(ids):
         looks.append(1)
-        loaded, found = real(self, load_ids, check_ids)
+        found = real(ids)
         if len(looks) <= misses:
-            found = found - {delivery_id("evt_example_sent")}
-        return loaded, found
+            found = [e for e in found if e.originator_id != delivery_id("evt_example_sent")]
+        return found
 
-    monkeypatch.setattr(type(prescriptions), "_load_batch", racing)
+    monkeypatch.setattr(
+        intake, "lookup", type("Racing", (), {"select_aggregates": staticmethod(racing)})
+    )
     return looks
 
 
-def test_a_batch_that_loses_a_race_is_tried_again_whole(prescriptions, monkeypatch):
+def test_a_batch_that_loses_a_race_is_tried_again_whole(prescriptions, intake, monkeypatch):
     sent = command_for(load_example("sent"))
-    assert prescriptions.record_delivery(sent).outcome is Outcome.ACCEPTED
-    looks = _racing_existing(prescriptions, monkeypatch, misses=1)
+    assert intake.take(sent).outcome is Outcome.ACCEPTED
+    looks = _racing_existing(intake, monkeypatch, misses=1)
     one_at_a_time = []
-    monkeypatch.setattr(type(prescriptions), "record_delivery", one_at_a_time.append)
+    monkeypatch.setattr(Intake, "take", lambda self, command: one_at_a_time.append(command))
     received = command_for(load_example("received"))
-    receipts = prescriptions.record_deliveries([received, sent])
+    receipts = intake.take_batch([received, sent])
     assert [r.outcome for r in receipts] == [Outcome.ACCEPTED, Outcome.DUPLICATE]
     assert len(looks) == 2
     assert one_at_a_time == []
     assert prescriptions.state("drx_rx_7Q2M9K").version == 2
 
 
-def test_a_batch_that_keeps_losing_goes_one_at_a_time(prescriptions, monkeypatch):
-    from domain.service import MAX_BATCH_ATTEMPTS
-
+def test_a_batch_that_keeps_losing_goes_one_at_a_time(prescriptions, intake, monkeypatch):
     sent = command_for(load_example("sent"))
-    assert prescriptions.record_delivery(sent).outcome is Outcome.ACCEPTED
-    looks = _racing_existing(prescriptions, monkeypatch, misses=99)
+    assert intake.take(sent).outcome is Outcome.ACCEPTED
+    looks = _racing_existing(intake, monkeypatch, misses=99)
     received = command_for(load_example("received"))
-    receipts = prescriptions.record_deliveries([received, sent])
+    receipts = intake.take_batch([received, sent])
     assert [r.outcome for r in receipts] == [Outcome.ACCEPTED, Outcome.DUPLICATE]
     assert len(looks) == MAX_BATCH_ATTEMPTS
     assert prescriptions.state("drx_rx_7Q2M9K").version == 2
 
 
-def test_both_stores_answer_a_batchs_lookups_in_one_query(prescriptions, monkeypatch):
+def test_both_stores_load_a_batchs_aggregates_in_one_query(prescriptions, intake, monkeypatch):
     import uuid
 
-    from domain.delivery import Delivery
     from domain.ids import prescription_id
-    from domain.prescription import Prescription
 
     deliver(prescriptions, load_example("received"))
     deliver(prescriptions, load_example("sent"))
     subject = "drx_rx_7Q2M9K"
-    stored = [prescription_id(subject), delivery_id("evt_example_sent")]
-    assert hasattr(prescriptions.recorder, "select_batch"), "one query per batch is lost"
     expected = prescriptions.state(subject).as_dict()
 
     def one_at_a_time(*_args, **_kwargs):
         raise AssertionError("a batch lookup went one aggregate at a time")
 
     monkeypatch.setattr(prescriptions.recorder, "select_events", one_at_a_time)
-    loaded, existing = prescriptions._load_batch([stored[0], uuid.uuid4()], [*stored, uuid.uuid4()])
-    assert set(loaded) == {stored[0]}
-    assert existing == set(stored)
-    assert isinstance(loaded[stored[0]], Prescription)
-    assert loaded[stored[0]].state().as_dict() == expected
-    loaded, existing = prescriptions._load_batch([stored[1]], [])
-    assert isinstance(loaded[stored[1]], Delivery)
-    assert loaded[stored[1]].status == "processed"
-    assert existing == set()
+    monkeypatch.setattr(prescriptions.repository, "get", one_at_a_time)
+    ids = [prescription_id(subject), delivery_id("evt_example_sent"), uuid.uuid4()]
+    loaded = intake._load([command_for(load_example("sent")), command_for(load_example("shipped"))])
+    assert set(loaded) == set(ids[:2])
+    assert loaded[ids[0]].state().as_dict() == expected
+    assert loaded[ids[1]].status == "processed"
+    # And the batch is answered from that one query.
+    receipts = intake.take_batch([command_for(load_example("sent"))])
+    assert [r.outcome for r in receipts] == [Outcome.DUPLICATE]
 
 
 def test_the_recorder_stores_any_bytes_and_topic_as_given_and_in_order(prescriptions):
@@ -364,10 +357,11 @@ def test_a_batch_lookup_never_starts_parallel_workers(postgres_url):
 
 
 def _resend(app, payload):
+    """As the webhook does: a readable delivery through the batch path, else parked."""
     command = command_for(payload)
     if isinstance(command, RecordDelivery):
-        return app.record_deliveries([command])[0]
-    return app.park_delivery(command)
+        return Intake(app).take_batch([command])[0]
+    return Intake(app).take(command)
 
 
 def test_a_retry_whose_attempt_fields_differ_is_a_plain_duplicate(prescriptions):
@@ -395,7 +389,7 @@ def test_a_repeated_id_with_another_body_is_kept_as_a_conflict_and_the_fact_is_u
     assert (delivery.status, delivery.shown_status) == ("processed", "conflict")
     assert json.loads(delivery.body) == payload
     (fact,) = [r.fact for r in prescriptions.history(payload["subject"])]
-    assert fact.data["tracking_number"] == payload["data"]["tracking_number"]
+    assert fact.data.tracking_number == payload["data"]["tracking_number"]  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("path", ["batch", "one_at_a_time"])
@@ -405,9 +399,9 @@ def test_a_parked_deliverys_corrected_resend_is_processed_once_as_that_event(pre
     assert deliver(prescriptions, broken) is Outcome.PARKED
     corrected = command_for(payload)
     if path == "batch":
-        receipt = prescriptions.record_deliveries([corrected])[0]
+        receipt = Intake(prescriptions).take_batch([corrected])[0]  # type: ignore[list-item]
     else:
-        receipt = prescriptions.record_delivery(corrected)
+        receipt = Intake(prescriptions).take(corrected)
     assert receipt.outcome is Outcome.ACCEPTED
     delivery = prescriptions.delivery(payload["id"])
     assert (delivery.status, delivery.reason, delivery.conflicts) == ("processed", None, [])

@@ -19,10 +19,8 @@ import signal
 import threading
 from multiprocessing.process import BaseProcess
 
-from infrastructure.eventstore import open_prescriptions
-from infrastructure.projections import projection_runner
-from infrastructure.readstore import open_read_database
 from infrastructure.settings import Settings
+from interfaces.bootstrap import bootstrap
 from interfaces.logs import configure_logging
 from interfaces.runtime import tune_for_serving
 
@@ -45,20 +43,14 @@ def run(settings: Settings, *, with_parent: bool = False) -> None:
     parent = os.getppid()
     if with_parent:
         os.nice(NICENESS)
-    app, db = open_prescriptions(settings), open_read_database(settings)
-    runner = projection_runner(app, db, settings, poll_interval_s=POLL_INTERVAL_S)
-    tune_for_serving()
-    runner.start()
-    log.info("projecting the store in %s", settings.describe_database())
-    try:
+    with bootstrap(settings, poll_interval_s=POLL_INTERVAL_S) as parts:
+        tune_for_serving()
+        parts.projector.start()
+        log.info("projector started on the store in %s", settings.describe_database())
         while not stop.wait(1.0):
             if with_parent and os.getppid() != parent:
-                log.warning("the serving process is gone; the projector stops")
+                log.info("the serving process is gone; the projector stops")
                 break
-    finally:
-        runner.stop()
-        db.close()
-        app.close()
 
 
 def start(settings: Settings) -> BaseProcess:

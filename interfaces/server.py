@@ -1,5 +1,11 @@
-"""The ASGI server: uvicorn with httptools and uvloop (the fastest pair measured here), with the
-bounds on each connection that uvicorn leaves out.
+"""`drx serve`: the web workers on uvicorn, beside one projector process; and the bounds on
+each connection that uvicorn leaves out.
+
+Serving: pending migrations are applied, the store's key is checked against the stored events,
+the port is taken (a port in use is refused before anything is said to be served), then
+uvicorn runs the web workers (each builds its app from the environment:
+`interfaces.http.asgi:app`) with httptools and uvloop, the fastest pair measured here, while
+`interfaces/projector_process.py` runs the projections in a process of its own.
 
 uvicorn's httptools protocol reads a request head of any size into memory (four connections
 streaming a 100 MiB header took a server from 116 to 589 MB) and has no time limit for reading
@@ -15,11 +21,25 @@ holds its connection forever. `BoundedHttpToolsProtocol` adds:
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import logging
+import socket
 from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.supervisors import Multiprocess
+
+from infrastructure.database import postgres_warnings
+from infrastructure.dev_credentials import with_credentials
+from infrastructure.eventstore import check_store_readable
+from infrastructure.migrations import migrate
+from infrastructure.settings import Settings
+from interfaces import projector_process
+
+log = logging.getLogger("drx")
+APP_FACTORY = "interfaces.http.asgi:app"
 
 MAX_HEAD_BYTES = 64 * 1024
 REQUEST_READ_TIMEOUT_S = 15.0
@@ -104,6 +124,57 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
             self.transport.close()
 
 
+class PortInUseError(RuntimeError):
+    """The port to serve on is taken (or cannot be bound); the message says which."""
+
+
+def take_port(host: str, port: int) -> socket.socket:
+    """The listening socket, bound before anything is said to be served."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        why = (
+            "is in use" if error.errno == errno.EADDRINUSE else f"cannot be used ({error.strerror})"
+        )
+        raise PortInUseError(f"{host}:{port} {why}: stop what runs there, or pass --port") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(settings: Settings, host: str, port: int, workers: int) -> None:
+    """Migrate, check, then serve until stopped (Ctrl-C or SIGTERM)."""
+    settings, notes = with_credentials(settings)
+    for note in notes:
+        log.warning(note)
+    migrate(settings)  # logs each migration it applies
+    check_store_readable(settings)
+    for warning in postgres_warnings(settings):
+        log.warning(warning)
+    sock = take_port(host, port)
+    projector = projector_process.start(settings)
+    try:
+        log.info(
+            "serving on http://%s:%d with %d web worker(s), the store in %s",
+            host,
+            port,
+            workers,
+            settings.describe_database(),
+        )
+        config = uvicorn.Config(
+            APP_FACTORY, factory=True, workers=workers, **server_options(host, port)
+        )
+        if workers > 1:
+            Multiprocess(config, sockets=[sock]).run()
+        else:
+            uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        projector_process.stop(projector)
+        sock.close()
+
+
 def server_options(host: str, port: int) -> dict[str, Any]:
     """The options every `uvicorn.run` of the service takes (`drx serve`, the benchmarks)."""
     return {
@@ -119,7 +190,3 @@ def server_options(host: str, port: int) -> dict[str, Any]:
         # No access log: request lines carry query strings (a patient id, say) into the logs.
         "access_log": False,
     }
-
-
-def run(app: Any, host: str, port: int, **options: Any) -> None:
-    uvicorn.run(app, **{**server_options(host, port), **options})

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from infrastructure.projections import sortable_instant
-from infrastructure.readstore import ReadDatabase
+from domain.instants import sortable_instant
+from infrastructure.database import ReadDatabase
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,9 @@ class Page:
     last_key: Any | None  # the key to continue after, None on the last page
 
 
-class ReadModel:
+class ReadQueries:
+    """What the read API asks of the read tables."""
+
     def __init__(self, db: ReadDatabase) -> None:
         self.db = db
 
@@ -103,6 +105,11 @@ class ReadModel:
         where = " WHERE " + " AND ".join(clauses) if clauses else ""
         rows = self.db.query(f"{select}{where} ORDER BY {key} LIMIT %s", (*params, limit + 1))
         return rows[:limit], rows[limit - 1][0] if len(rows) > limit else None
+
+    def delivery_ids_of(self, subject: str) -> list[str]:
+        """The event ids of every stored delivery about a prescription."""
+        rows = self.db.query("SELECT event_id FROM rx_deliveries WHERE subject = %s", (subject,))
+        return [str(row[0]) for row in rows]
 
     def waiting_counts(self) -> dict[str, int]:
         """How many stored deliveries are parked and how many in conflict: a person's to look

@@ -1,0 +1,201 @@
+"""`drx audit verify`: walk the whole event store and check that the history is intact and is
+what DRx told us.
+
+- Each prescription's facts: numbered without gaps, in order, and each hash chained to the one
+  before over the fact's canonical content (`domain.chain`).
+- Each body a delivery kept (the first, a correction, a conflicting copy): DRx's signature still
+  verifies (`SignatureCheck`; no time tolerance: the question is authenticity, not freshness).
+- Each applied delivery has its fact, saying what its body says (`DeliveryReader`: the
+  anti-corruption layer reads the body again), and each fact has its delivery.
+
+The two ports are DRx's protocol, so they come from `interfaces/drx/`; the walk is the domain's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from uuid import UUID
+
+from domain.application import Prescriptions
+from domain.chain import ChainVerifier, Link, canonical_json
+from domain.delivery import Delivery
+from domain.fact_data import to_document
+from domain.facts import Fact
+from domain.prescription import Prescription
+
+BATCH = 5000
+
+
+class SignatureCheck(Protocol):
+    def __call__(
+        self, webhook_id: str, webhook_timestamp: str, signature: str, body: str
+    ) -> bool: ...
+
+
+class DeliveryReader(Protocol):
+    def __call__(self, body: str) -> Fact | None:
+        """The fact a stored body reports, or None when it cannot be read."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing wrong: `where` names the prescription or delivery, `what` says what."""
+
+    where: str
+    what: str
+
+
+@dataclass
+class AuditReport:
+    events: int = 0
+    prescriptions: int = 0
+    facts: int = 0
+    deliveries: int = 0
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def intact(self) -> bool:
+        return not self.findings
+
+
+def _digest(fact: Fact) -> bytes:
+    return hashlib.sha256(canonical_json(to_document(fact.data)).encode()).digest()[:16]
+
+
+class _Walk:
+    """The state of one pass over the notification log."""
+
+    def __init__(self, signature_ok: SignatureCheck, read_delivery: DeliveryReader) -> None:
+        self.signature_ok, self.read_delivery = signature_ok, read_delivery
+        self.report = AuditReport()
+        self.chains: dict[UUID, tuple[str, ChainVerifier]] = {}
+        self.fact_data: dict[str, bytes] = {}
+        self.delivered: dict[str, bytes] = {}
+        self.applied: set[str] = set()
+        self.delivery_event_ids: dict[UUID, str] = {}
+
+    def found(self, where: str, what: str) -> None:
+        self.report.findings.append(Finding(where, what))
+
+    def opened(self, event: Prescription.Opened) -> None:
+        self.report.prescriptions += 1
+        self.chains[event.originator_id] = (event.subject, ChainVerifier(event.subject))
+        if event.originator_version != 1:
+            self.found(f"prescription {event.subject}", "its opening event is out of place")
+
+    def fact(self, event: Prescription.FactRecorded) -> None:
+        self.report.facts += 1
+        fact = event.to_fact()
+        if event.originator_id not in self.chains:
+            self.found(
+                f"prescription {event.originator_id}",
+                f"fact {fact.event_id} comes before the prescription was opened",
+            )
+            self.chains[event.originator_id] = ("?", ChainVerifier("?"))
+        subject, verifier = self.chains[event.originator_id]
+        link = Link(event.originator_version - 1, event.timestamp, fact, event.hash)
+        problem = verifier.check(link)
+        if problem:
+            self.found(
+                f"prescription {subject}",
+                f"fact {link.number} ({fact.event_id}, {fact.drx_type}): {problem}",
+            )
+        self.fact_data[fact.event_id] = _digest(fact)
+
+    def received(self, event: Delivery.Received) -> None:
+        self.report.deliveries += 1
+        self.delivery_event_ids[event.originator_id] = event.event_id
+        self._body(event.event_id, event, "", applies=True)
+
+    def body_again(self, event: Delivery.Corrected | Delivery.ConflictReceived) -> None:
+        """A later body of a stored delivery: a correction (what its fact must now match), or
+        a conflicting copy (kept; its signature is checked all the same)."""
+        event_id = self.delivery_event_ids.get(event.originator_id, str(event.originator_id))
+        corrected = isinstance(event, Delivery.Corrected)
+        which = " (its correction)" if corrected else " (a conflicting copy)"
+        self._body(event_id, event, which, applies=corrected)
+
+    def _body(self, event_id: str, event: Any, which: str, *, applies: bool) -> None:
+        where = f"delivery {event_id}{which}"
+        if not self.signature_ok(
+            event.webhook_id, event.webhook_timestamp, event.webhook_signature, event.body
+        ):
+            self.found(
+                where,
+                "DRx's signature does not verify with any configured secret: the "
+                "stored body or headers were altered, or the secret is not configured",
+            )
+        if not applies:
+            return
+        fact = self.read_delivery(event.body)
+        if fact is not None:
+            self.delivered[event_id] = _digest(fact)
+
+    def processed(self, event: Delivery.Processed) -> None:
+        if event.fact_recorded:
+            self.applied.add(
+                self.delivery_event_ids.get(event.originator_id, str(event.originator_id))
+            )
+
+    def finish(self) -> AuditReport:
+        for event_id in sorted(self.applied):
+            if event_id not in self.fact_data:
+                self.found(f"delivery {event_id}", "was applied but its fact is missing")
+            elif event_id not in self.delivered:
+                self.found(f"delivery {event_id}", "was applied but its body cannot be read")
+            elif self.delivered[event_id] != self.fact_data[event_id]:
+                self.found(f"delivery {event_id}", "its fact's data differs from what DRx sent")
+        for event_id in sorted(self.fact_data.keys() - self.delivery_ids()):
+            self.found(f"fact {event_id}", "has no stored delivery")
+        return self.report
+
+    def delivery_ids(self) -> set[str]:
+        return set(self.delivery_event_ids.values())
+
+
+class Auditor:
+    def __init__(
+        self, app: Prescriptions, signature_ok: SignatureCheck, read_delivery: DeliveryReader
+    ) -> None:
+        self.app, self.signature_ok, self.read_delivery = app, signature_ok, read_delivery
+
+    def _notifications(self) -> Iterator[Any]:
+        start = 1
+        while True:
+            batch = self.app.recorder.select_notifications(start=start, limit=BATCH)
+            if not batch:
+                return
+            yield from batch
+            start = batch[-1].id + 1
+
+    def verify(self, progress: Callable[[int, int], None] | None = None) -> AuditReport:
+        walk = _Walk(self.signature_ok, self.read_delivery)
+        head = self.app.recorder.max_notification_id() or 0
+        for notification in self._notifications():
+            walk.report.events += 1
+            if progress and walk.report.events % BATCH == 0:
+                progress(notification.id, head)
+            try:
+                event = self.app.mapper.to_domain_event(notification)
+            except Exception as exc:  # a stored event altered so far that it no longer decodes
+                walk.found(
+                    f"stored event {notification.originator_id} v{notification.originator_version}",
+                    f"cannot be read any more ({type(exc).__name__})",
+                )
+                continue
+            if isinstance(event, Prescription.Opened):
+                walk.opened(event)
+            elif isinstance(event, Prescription.FactRecorded):
+                walk.fact(event)
+            elif isinstance(event, Delivery.Received):
+                walk.received(event)
+            elif isinstance(event, Delivery.Processed):
+                walk.processed(event)
+            elif isinstance(event, Delivery.Corrected | Delivery.ConflictReceived):
+                walk.body_again(event)
+        if progress:
+            progress(head, head)
+        return walk.finish()

@@ -1,0 +1,84 @@
+"""The read tables, described once: their names and columns, which column names a row to a
+person, and which a rebuild compares. The read models write them, the queries read them, the
+rebuild fills and compares fresh copies of them. (Their DDL is in `migrations/`, as it was
+released; a new column there is a new column here.)"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+TRACKING_TABLE = "drx_projection_tracking"
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    sql_type: str  # PostgreSQL's, for the array literals a batch of rows is written as
+    compared: bool = True  # compared by `drx projections rebuild --verify`
+
+
+@dataclass(frozen=True)
+class ReadTable:
+    name: str
+    columns: tuple[Column, ...]
+    identity: str  # the column that names a row to a person (and orders a comparison)
+    key: str = "aggregate_id"  # one row per aggregate
+    json_column: str | None = None  # compared field by field
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    @property
+    def types(self) -> tuple[str, ...]:
+        return tuple(c.sql_type for c in self.columns)
+
+    @property
+    def compared(self) -> tuple[str, ...]:
+        """The identity first, then what a rebuild must reproduce."""
+        rest = [c.name for c in self.columns if c.compared and c.name != self.identity]
+        return (self.identity, *rest)
+
+    def insert(self, table: str | None = None) -> str:
+        return f"INSERT INTO {table or self.name} ({', '.join(self.names)})"
+
+    def on_conflict_update(self, columns: Sequence[str]) -> str:
+        sets = ", ".join(f"{name} = excluded.{name}" for name in columns)
+        return f"ON CONFLICT ({self.key}) DO UPDATE SET {sets}"
+
+
+PRESCRIPTIONS = ReadTable(
+    "rx_prescriptions",
+    (
+        Column("aggregate_id", "uuid", compared=False),
+        Column("prescription_id", "text"),
+        Column("status", "text"),
+        Column("patient_id", "text"),
+        Column("pharmacy_ncpdp_id", "text"),
+        Column("needs_review", "boolean"),
+        Column("updated_at", "text"),
+        Column("state", "text"),  # the state as the API's JSON, served as stored
+        Column("facts", "text", compared=False),  # its facts, to derive the next state from
+    ),
+    identity="prescription_id",
+    json_column="state",
+)
+
+DELIVERIES = ReadTable(
+    "rx_deliveries",
+    (
+        Column("aggregate_id", "uuid", compared=False),
+        Column("event_id", "text"),
+        Column("seq", "bigint"),  # the notification id of its first event: arrival order
+        Column("type", "text"),
+        Column("subject", "text"),
+        Column("received_at", "text"),
+        Column("status", "text"),
+        Column("reason", "text"),
+        Column("conflicts", "integer"),
+    ),
+    identity="event_id",
+)
+
+TABLES = {"prescriptions": PRESCRIPTIONS, "deliveries": DELIVERIES}

@@ -1,0 +1,102 @@
+"""The one bootstrap: the service's parts built from `Settings`, each when first asked for, so
+that a command builds only what it uses (`drx projections status` opens the store and the read
+database, not the group committer). Every entry point (the web app, the projector, each CLI
+command, the benchmarks) gets its parts here, and none builds another's.
+
+    with bootstrap(settings) as parts:
+        parts.projector.status()
+
+`bootstrap` refuses a store that is not there, or not migrated, with one sentence saying what to
+do (`StoreNotReadyError`); only `drx migrate` and `drx serve` create one (`create=True`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cached_property
+from typing import Any
+
+from domain.application import Prescriptions
+from domain.audit import Auditor
+from domain.unit_of_work import GroupCommitter, Intake
+from infrastructure.database import ReadDatabase, open_read_database
+from infrastructure.eventstore import open_prescriptions
+from infrastructure.migrations import StoreNotReadyError, check_ready
+from infrastructure.projector import Projector, projector_for
+from infrastructure.queries import ReadQueries
+from infrastructure.rebuild import Rebuilder
+from infrastructure.settings import Settings
+from interfaces.drx.signature import SignatureVerifier
+from interfaces.drx.translator import stored_fact
+
+__all__ = ["Parts", "StoreNotReadyError", "bootstrap"]
+
+
+class Parts:
+    """The service's parts over one store; `close` closes those that were built."""
+
+    def __init__(self, settings: Settings, **projector_options: Any) -> None:
+        self.settings = settings
+        self._projector_options = projector_options
+
+    @cached_property
+    def prescriptions(self) -> Prescriptions:
+        """The event-sourced application (keep it: when collected, its pool closes)."""
+        return open_prescriptions(self.settings)
+
+    @cached_property
+    def read_db(self) -> ReadDatabase:
+        return open_read_database(self.settings)
+
+    @cached_property
+    def queries(self) -> ReadQueries:
+        return ReadQueries(self.read_db)
+
+    @cached_property
+    def projector(self) -> Projector:
+        return projector_for(
+            self.prescriptions, self.read_db, self.settings, **self._projector_options
+        )
+
+    @cached_property
+    def intake(self) -> Intake:
+        return Intake(self.prescriptions)
+
+    @cached_property
+    def committer(self) -> GroupCommitter:
+        return GroupCommitter(self.intake)
+
+    @cached_property
+    def verifier(self) -> SignatureVerifier:
+        return SignatureVerifier(self.settings.webhook_secrets)
+
+    @cached_property
+    def auditor(self) -> Auditor:
+        return Auditor(self.prescriptions, self.verifier.matches, stored_fact)
+
+    @cached_property
+    def rebuilder(self) -> Rebuilder:
+        return Rebuilder(self.prescriptions, self.read_db)
+
+    def close(self) -> None:
+        built = vars(self)
+        if "committer" in built:
+            self.committer.stop()
+        if "projector" in built:
+            self.projector.stop()
+        if "read_db" in built:
+            self.read_db.close()
+        if "prescriptions" in built:
+            self.prescriptions.close()
+
+
+@contextmanager
+def bootstrap(settings: Settings, **projector_options: Any) -> Iterator[Parts]:
+    """The parts over a store that is there and migrated (else `StoreNotReadyError`)."""
+    check_ready(settings)
+    parts = Parts(settings, **projector_options)
+    try:
+        yield parts
+    finally:
+        parts.close()

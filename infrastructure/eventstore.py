@@ -6,6 +6,7 @@ from eventsourcing.persistence import PersistenceError
 from eventsourcing.utils import get_topic
 
 from domain.application import Prescriptions
+from infrastructure.migrations import check_ready
 from infrastructure.recorders import (
     BatchSQLiteApplicationRecorder,
     FailFastPostgresApplicationRecorder,
@@ -69,7 +70,9 @@ class StoreKeyError(RuntimeError):
 def check_store_readable(settings: Settings) -> None:
     """Refuse to start on a store whose events the configured key cannot read: encrypted with
     another key, encrypted while no key is set, or stored in the clear while one is. Serving
-    would accept deliveries and then fail every read of their prescriptions."""
+    would accept deliveries and then fail every read of their prescriptions. A store that is
+    not there, or not migrated, is `StoreNotReadyError` first (and is not made here)."""
+    check_ready(settings)
     app = open_prescriptions(settings)
     try:
         first = app.recorder.select_notifications(start=1, limit=1)

@@ -119,6 +119,7 @@ class Projector:
         self._thread: threading.Thread | None = None
         # The head every projection had reached at the last look: an idle poll is one query.
         self._caught_up_to = 0
+        self._standing_by = False
 
     def head(self) -> int:
         return self.app.recorder.max_notification_id() or 0
@@ -135,7 +136,14 @@ class Projector:
         """Process what is there now, if this runner leads; the number of events handled."""
         with self._lock:
             if not self.leadership.acquire():
+                if not self._standing_by:
+                    log.info(
+                        "another process runs the projections on this database: this one "
+                        "waits as a standby, and takes over if that one stops"
+                    )
+                self._standing_by = True
                 return 0
+            self._standing_by = False
             handled = 0
             while True:
                 head = self.head()

@@ -79,6 +79,11 @@ class Settings:
                     "DRX_ENCRYPTION_KEY must be the base64 of 16, 24 or 32 random bytes "
                     "(README, Encryption at rest, says how to make one)"
                 )
+        if self.dialect == "sqlite" and not self.database_url.startswith("sqlite:///"):
+            raise SettingsError(
+                "DRX_DATABASE_URL: a SQLite URL takes three slashes before a relative path "
+                "(sqlite:///drx.sqlite3) and four before an absolute one (sqlite:////var/drx.db)"
+            )
         if self.dialect == "sqlite" and not self.sqlite_path:
             raise SettingsError("DRX_DATABASE_URL: sqlite:///PATH needs a file path")
         if self.dialect == "postgresql":

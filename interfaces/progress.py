@@ -14,7 +14,7 @@ class Progress:
         self.terminal = self.stream.isatty()
         self.every_s = every_s
         self.started = time.perf_counter()
-        self._last_line = 0.0
+        self._last_line = self.started  # the first plain line after `every_s`, not at once
         self._finished = False
 
     def __call__(self, done: int, total: int) -> None:

@@ -43,14 +43,14 @@ class SignedHeaders:
 
 
 def secret_key(secret: str) -> bytes:
-    """The HMAC key of a `whsec_<base64>` secret (decoded as the standardwebhooks library
-    does: padding added, stray characters skipped)."""
+    """The HMAC key of a `whsec_<base64>` secret (padding may be left out, as the
+    standardwebhooks library allows); SecretError for anything else, a typo included."""
     encoded = secret.removeprefix(SECRET_PREFIX)
     try:
-        key = base64.b64decode(encoded + "==")
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
     except (binascii.Error, ValueError):
         key = b""
-    if not key:
+    if not secret.startswith(SECRET_PREFIX) or not key:
         raise SecretError("not a whsec_<base64> secret")
     return key
 

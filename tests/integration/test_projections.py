@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import random
 
 import pytest
@@ -121,14 +122,19 @@ def test_a_stopped_runner_resumes_where_it_was(prescriptions, read_db, settings)
 
 
 def test_only_one_runner_leads_and_another_takes_over_when_it_stops(
-    prescriptions, read_db, settings
+    prescriptions, read_db, settings, caplog
 ):
     first, second = (runner_for(prescriptions, read_db, settings) for _ in range(2))
+    caplog.set_level(logging.INFO)
     try:
         deliver(prescriptions, load_example("received"))
         assert first.catch_up() > 0
         deliver(prescriptions, load_example("sent"))
-        assert second.catch_up() == 0  # stands by
+        assert second.catch_up() == 0  # stands by, and says so once
+        assert second.catch_up() == 0
+        said = [r.getMessage() for r in caplog.records if "standby" in r.getMessage()]
+        assert len(said) == 1
+        assert "waits as a standby" in said[0]
         first.stop()
         assert second.catch_up() > 0  # took over
     finally:

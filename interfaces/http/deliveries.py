@@ -19,7 +19,7 @@ from domain.instants import format_instant
 from interfaces.bootstrap import Parts
 from interfaces.drx.translator import read_stored
 from interfaces.http.auth import BEARER, require_api_key
-from interfaces.http.pagination import Cursor, decode_cursor, encode_cursor
+from interfaces.http.pagination import DeliveryCursor, delivery_cursor, next_cursor
 from interfaces.http.paths import path_id
 from interfaces.http.schemas import (
     ConflictingCopy,
@@ -78,11 +78,11 @@ class DeliveryController(Controller):
         parts: NamedDependency[Parts],
         status: FromQuery[Literal["processed", "parked", "conflict"] | None] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
-        cursor: Cursor = None,
+        cursor: DeliveryCursor = None,
     ) -> DeliveryPage:
-        page = parts.queries.deliveries(status, limit, decode_cursor(cursor, int))
+        page = parts.queries.deliveries(status, limit, delivery_cursor(cursor))
         return DeliveryPage(
-            items=[_listed(item) for item in page.items], next_cursor=encode_cursor(page.last_key)
+            items=[_listed(item) for item in page.items], next_cursor=next_cursor(page.last_key)
         )
 
     @get(

@@ -10,7 +10,7 @@ import psycopg
 import psycopg_pool
 from eventsourcing.persistence import IntegrityError, PersistenceError
 from litestar import Request, Response
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, ValidationException
 
 from domain.errors import (
     ConcurrencyConflictError,
@@ -78,8 +78,53 @@ _HTTP_CODES = {
 }
 
 
-def problem(status: int, error: str, detail: str, **extra: Any) -> Response[dict[str, Any]]:
-    headers = {}
+class _Said(dict[int, str]):
+    """What a framework refusal says, by status; a sentence for any status not listed."""
+
+    def __missing__(self, status: int) -> str:
+        return f"the request was refused ({status})"
+
+
+_SAID = _Said(
+    {
+        400: "the request is not one this API takes",
+        401: "a valid API key is required: Authorization: Bearer <key>",
+        404: "there is nothing at this path",
+        405: "this path does not take that method: see the Allow header",
+        413: "the body is over 1 MiB",
+        415: "the body's media type is not one this path takes",
+    }
+)
+
+
+def _invalid_parameters(exc: ValidationException) -> Response[dict[str, Any]]:
+    """The framework's parameter check, in our shape: which parameter and what is wrong with it,
+    never the value given (the query string may hold a patient id)."""
+    found = exc.extra if isinstance(exc.extra, list) else []
+    problems = [
+        {"field": str(item.get("key", "?")), "problem": _without_value(str(item.get("message")))}
+        for item in found
+        if isinstance(item, dict)
+    ]
+    names = ", ".join(p["field"] for p in problems) or "a parameter"
+    return problem(400, "invalid_parameter", f"invalid: {names}", problems=problems)
+
+
+def _without_value(message: str) -> str:
+    """`Invalid enum value 'bogus'` quotes what was sent: keep the sentence, not the value."""
+    return message.split(" '", 1)[0] if "'" in message else message
+
+
+def problem(
+    status: int,
+    error: str,
+    detail: str,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> Response[dict[str, Any]]:
+    """Every error answer's one shape: `{"error", "detail"}`, plus `problems` where there are
+    several, each `{"field", "problem"}`."""
+    headers = dict(headers or {})
     if status in (429, 503):
         headers["Retry-After"] = str(RETRY_AFTER_S)
     if error == "unauthorized":
@@ -101,16 +146,20 @@ def _answer(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[st
     for cls, (status, error, template) in ERROR_TABLE.items():
         if isinstance(exc, cls):
             detail = template.format(exc.args[0]) if template else str(exc)
-            extra = {"problems": exc.problems} if isinstance(exc, EnvelopeError) else {}
-            return problem(status, error, detail, **extra)
+            if isinstance(exc, EnvelopeError):
+                return problem(status, error, detail, problems=exc.problems)
+            return problem(status, error, detail)
     if isinstance(exc, STORE_UNAVAILABLE) and not isinstance(exc, IntegrityError):
         log.warning(
             "store unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__
         )
         return problem(503, "store_unavailable", "the event store cannot be reached; retry later")
+    if isinstance(exc, ValidationException):
+        return _invalid_parameters(exc)
     if isinstance(exc, HTTPException):
+        # The framework's own answers (404, 405 with its Allow header, 413...), in our shape.
         status = exc.status_code
-        extra = {"problems": exc.extra} if isinstance(exc.extra, list) and exc.extra else {}
-        return problem(status, _HTTP_CODES.get(status, f"http_{status}"), str(exc.detail), **extra)
+        headers = {k: v for k, v in (exc.headers or {}).items() if k.lower() == "allow"}
+        return problem(status, _HTTP_CODES.get(status, f"http_{status}"), _SAID[status], headers)
     log.error("unhandled fault on %s %s: %s", request.method, request.url.path, describe_fault(exc))
     return problem(500, "internal_error", "an internal error occurred; it has been logged")

@@ -1,19 +1,34 @@
-"""Opaque keyset cursors: the last key of a page, so the next page starts right after it."""
+"""Keyset pages: a page's `next_cursor` is its last key, and `cursor=` that key starts the next
+page right after it (as Stripe's `starting_after` does), so a new row never shifts a page. The
+key is plain, not an opaque token, so that the OpenAPI document can say exactly which cursors
+are valid: a prescription id for prescriptions, a position (digits) for deliveries. An empty
+`cursor=` is the first page."""
 
 from __future__ import annotations
 
-import base64
-import json
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 from litestar.params import QueryParameter
 
 from interfaces.http.errors import ProblemError
 
-Cursor = Annotated[
+_NO_NUL = "^[^\\u0000]*$"
+PrescriptionCursor = Annotated[
     str | None,
-    QueryParameter(description="opaque: the next_cursor of the previous page"),
+    QueryParameter(
+        description="the next_cursor of the previous page: the prescription id it ended with",
+        max_length=200,
+        pattern=_NO_NUL,
+    ),
+]
+# Positions are PostgreSQL bigints: up to 18 digits is always one.
+DeliveryCursor = Annotated[
+    str | None,
+    QueryParameter(
+        description="the next_cursor of the previous page: the position it ended at",
+        pattern="^(|0|[1-9][0-9]{0,17})$",
+    ),
 ]
 Instant = Annotated[
     str | None,
@@ -23,32 +38,21 @@ Instant = Annotated[
 ]
 
 
-def encode_cursor(key: Any) -> str | None:
-    if key is None:
-        return None
-    return base64.urlsafe_b64encode(json.dumps({"after": key}).encode()).decode().rstrip("=")
+def prescription_cursor(cursor: str | None) -> str | None:
+    return cursor or None
 
 
-# Keys are positions in the store (PostgreSQL bigint, SQLite INTEGER) or ids (1-200 chars).
-_LARGEST_KEY = 2**63 - 1
-
-
-def decode_cursor(cursor: str | None, kind: type) -> Any:
-    """The key a cursor of this API holds, or a 400. An empty `cursor=` is the first page."""
+def delivery_cursor(cursor: str | None) -> int | None:
+    """The position, or None for the first page (the pattern above let through only digits)."""
     if not cursor:
         return None
-    try:
-        key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))["after"]
-    except (ValueError, KeyError, TypeError):
-        key = None
-    if (
-        not isinstance(key, kind)
-        or isinstance(key, bool)
-        or (isinstance(key, int) and not 0 <= key <= _LARGEST_KEY)
-        or (isinstance(key, str) and (not 0 < len(key) <= 200 or "\x00" in key))
-    ):
-        raise ProblemError(400, "invalid_parameter", "cursor is not one this API issued")
-    return key
+    if not (cursor.isascii() and cursor.isdigit()) or len(cursor) > 18:
+        raise ProblemError(400, "invalid_parameter", "cursor is not a position of this list")
+    return int(cursor)
+
+
+def next_cursor(key: object) -> str | None:
+    return None if key is None else str(key)
 
 
 def parse_instant(name: str, value: str) -> datetime:

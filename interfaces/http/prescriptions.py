@@ -16,7 +16,13 @@ from infrastructure.queries import PrescriptionFilter
 from interfaces.bootstrap import Parts
 from interfaces.documents import history_document
 from interfaces.http.auth import BEARER, require_api_key
-from interfaces.http.pagination import Cursor, Instant, decode_cursor, encode_cursor, parse_instant
+from interfaces.http.pagination import (
+    Instant,
+    PrescriptionCursor,
+    next_cursor,
+    parse_instant,
+    prescription_cursor,
+)
 from interfaces.http.paths import path_id
 from interfaces.http.schemas import (
     History,
@@ -55,20 +61,22 @@ class PrescriptionController(Controller):
         needs_review: FromQuery[bool | None] = None,
         updated_since: Instant = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
-        cursor: Cursor = None,
+        cursor: PrescriptionCursor = None,
     ) -> Response[PrescriptionPage]:
         where = PrescriptionFilter(
             status=status,
             patient_id=patient_id,
             pharmacy_ncpdp_id=pharmacy_ncpdp_id,
             needs_review=needs_review,
-            updated_since=parse_instant("updated_since", updated_since) if updated_since else None,
+            updated_since=(
+                parse_instant("updated_since", updated_since) if updated_since is not None else None
+            ),
         )
-        page = parts.queries.prescriptions_json(where, limit, decode_cursor(cursor, str))
+        page = parts.queries.prescriptions_json(where, limit, prescription_cursor(cursor))
         # The stored states are already the API's JSON: joined, not parsed and re-encoded.
         body = '{"items":[%s],"next_cursor":%s}' % (  # noqa: UP031
             ",".join(page.items),
-            json.dumps(encode_cursor(page.last_key)),
+            json.dumps(next_cursor(page.last_key)),
         )
         return Response(body.encode(), media_type=MediaType.JSON)  # type: ignore[arg-type]
 

@@ -7,13 +7,11 @@ from typing import Any, cast
 from litestar import Litestar
 from litestar.di import Provide
 from litestar.logging import LoggingConfig
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import SwaggerRenderPlugin
-from litestar.openapi.spec import Components, SecurityScheme
 
 from infrastructure.settings import Settings
 from interfaces.bootstrap import Parts
 from interfaces.http import webhooks
+from interfaces.http.api_page import assets_router, openapi_config
 from interfaces.http.deliveries import DeliveryController
 from interfaces.http.errors import handle_exception
 from interfaces.http.health import HealthController, ProjectionController
@@ -39,6 +37,7 @@ def create_app(settings: Settings, *, run_projections: bool = True) -> Litestar:
             DeliveryController,
             ProjectionController,
             HealthController,
+            assets_router(),
         ],
         dependencies={
             "parts": Provide(lambda: parts, sync_to_thread=False),
@@ -50,19 +49,7 @@ def create_app(settings: Settings, *, run_projections: bool = True) -> Litestar:
         # Only the projector stops with the app: an ASGI host may run the lifespan more than
         # once (test clients do). The pools close with the process, or with parts.close().
         on_shutdown=[parts.projector.stop] if run_projections else [],
-        openapi_config=OpenAPIConfig(
-            title="DRx prescription service",
-            version="0.2.0",
-            path="/schema",
-            render_plugins=[SwaggerRenderPlugin()],
-            components=Components(
-                security_schemes={
-                    "BearerAuth": SecurityScheme(
-                        type="http", scheme="bearer", description="a key from DRX_API_KEYS"
-                    )
-                }
-            ),
-        ),
+        openapi_config=openapi_config(),
         # Our handler logs faults without their messages, which may quote patient data.
         logging_config=LoggingConfig(log_exceptions="never", configure_root_logger=False),
     )

@@ -9,13 +9,15 @@ rare park and replay paths run in a thread.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import anyio.to_thread
 from litestar import Controller, Request, Response, post
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.spec import Example
+from litestar.openapi.spec import Example, OpenAPIMediaType, Operation, RequestBody, Schema
+from litestar.openapi.spec.enums import OpenAPIType
 from litestar.params import RawBody
 
 from domain.commands import ParkDelivery, RecordDelivery
@@ -67,8 +69,50 @@ async def store(parts: Parts, command: RecordDelivery | ParkDelivery) -> Receipt
     return receipt
 
 
-def _problem(description: str) -> ResponseSpec:
-    return ResponseSpec(Problem, description=description)
+def _problem(description: str, example: dict[str, Any] | None = None) -> ResponseSpec:
+    examples = [Example(value=example)] if example else None
+    return ResponseSpec(Problem, description=description, examples=examples)
+
+
+# A DRx event as it arrives (contract section 2): what the API page shows to try the webhook.
+EXAMPLE_EVENT: dict[str, Any] = {
+    "id": "evt_01JDRX0000000000000000007A",
+    "type": "drx.prescription.shipped",
+    "schema_version": "1.0",
+    "source": "drx:h2h/account/acct_demo_001",
+    "occurred_at": "2025-03-06T18:40:00Z",
+    "sent_at": "2025-03-06T18:40:01Z",
+    "attempt": 1,
+    "subject": "drx_rx_7Q2M9K",
+    "sequence": 7,
+    "correlation": {"prescription_id": "drx_rx_7Q2M9K", "pharmacy_rx_number": "RX-88812"},
+    "data": {
+        "fill_number": 1,
+        "carrier": "USPS",
+        "tracking_number": "9400000000000000000000",
+        "shipped_at": "2025-03-06T18:35:12Z",
+    },
+}
+
+
+@dataclass
+class WebhookOperation(Operation):
+    """The webhook's request body, described: the handler takes the raw bytes (the signature is
+    over them), so the framework cannot infer it."""
+
+    def __post_init__(self) -> None:
+        self.request_body = RequestBody(
+            required=True,
+            description=(
+                "one DRx event (contract section 2), signed with the webhook-id, "
+                "webhook-timestamp and webhook-signature headers (Standard Webhooks)"
+            ),
+            content={
+                "application/json": OpenAPIMediaType(
+                    schema=Schema(type=OpenAPIType.OBJECT), example=EXAMPLE_EVENT
+                )
+            },
+        )
 
 
 class WebhookController(Controller):
@@ -85,6 +129,11 @@ class WebhookController(Controller):
             "envelope id already stored; 503 with Retry-After when the store cannot take it."
         ),
         status_code=202,
+        response_description=(
+            "stored before this answer: its fact recorded on the prescription, or, when it cannot "
+            "be applied, kept parked with the reason (`parked: true`), to be replayed"
+        ),
+        operation_class=WebhookOperation,
         request_max_body_size=MAX_BODY_BYTES,
         responses={
             200: ResponseSpec(
@@ -93,10 +142,29 @@ class WebhookController(Controller):
                     "an event id already stored; `conflict: true` when this body differs from "
                     "the stored one (kept and flagged: GET /deliveries?status=conflict)"
                 ),
-                examples=[Example(value={"status": "duplicate", "event_id": "evt_1"})],
+                examples=[
+                    Example(
+                        summary="a retry",
+                        value={"status": "duplicate", "event_id": EXAMPLE_EVENT["id"]},
+                    ),
+                    Example(
+                        summary="another body for a stored id",
+                        value={
+                            "status": "duplicate",
+                            "event_id": EXAMPLE_EVENT["id"],
+                            "conflict": True,
+                        },
+                    ),
+                ],
             ),
             400: _problem("the body is not a JSON object"),
-            401: _problem("signature or timestamp missing, malformed, wrong or out of tolerance"),
+            401: _problem(
+                "signature or timestamp missing, malformed, wrong or out of tolerance",
+                {
+                    "error": "invalid_signature",
+                    "detail": "no signature matches a configured secret",
+                },
+            ),
             413: _problem("the body is over 1 MiB"),
             415: _problem("the body is not declared application/json"),
             422: _problem("the envelope (contract section 2) is broken"),

@@ -24,7 +24,10 @@ import asyncio
 import errno
 import json
 import logging
+import os
+import shutil
 import socket
+import tempfile
 from typing import Any
 
 import uvicorn
@@ -40,6 +43,9 @@ from interfaces import projector_process
 
 log = logging.getLogger("drx")
 APP_FACTORY = "interfaces.http.asgi:app"
+# prometheus_client's variable: it must be set before the library is first imported in a
+# process, so this module does not import the metrics (interfaces/http/metrics.py).
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 MAX_HEAD_BYTES = 64 * 1024
 REQUEST_READ_TIMEOUT_S = 15.0
@@ -154,6 +160,7 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> None:
     for warning in postgres_warnings(settings):
         log.warning(warning)
     sock = take_port(host, port)
+    figures = metrics_directory()
     projector = projector_process.start(settings)
     try:
         log.info(
@@ -173,6 +180,16 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> None:
     finally:
         projector_process.stop(projector)
         sock.close()
+        os.environ.pop(MULTIPROCESS_DIR, None)
+        shutil.rmtree(figures, ignore_errors=True)
+
+
+def metrics_directory() -> str:
+    """A private directory where every web worker keeps its Prometheus figures, so that a scrape
+    adds them all up (`interfaces/http/metrics.py`); set for the workers before any starts."""
+    figures = tempfile.mkdtemp(prefix="drx-metrics-")
+    os.environ[MULTIPROCESS_DIR] = figures
+    return figures
 
 
 def server_options(host: str, port: int) -> dict[str, Any]:

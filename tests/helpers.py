@@ -123,6 +123,17 @@ def settle(client: Any) -> None:
     client.app.state.parts.projector.catch_up()
 
 
+def metric(text: str, name: str, **labels: str) -> float | None:
+    """One sample of a Prometheus text exposition (prometheus_client's own parser), or None."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return None
+
+
 def state_subset(state: dict[str, Any], expected: dict[str, Any]) -> dict[str, Any]:
     """The fields of `state` that `expected` names, for comparing with expected_final_state."""
     return {key: state[key] for key in expected}

@@ -15,7 +15,7 @@ from infrastructure.migrations import pending
 from interfaces.bootstrap import Parts
 from interfaces.http.auth import BEARER, require_api_key
 from interfaces.http.errors import STORE_UNAVAILABLE, ProblemError, problem
-from interfaces.http.metrics import WebhookMetrics
+from interfaces.http.metrics import CONTENT_TYPE, WebhookMetrics
 from interfaces.http.paths import path_id
 from interfaces.http.schemas import DeadLetter, DeadLetterRetry, Problem, ProjectionState
 
@@ -71,12 +71,12 @@ class HealthController(Controller):
         "/metrics",
         operation_id="metrics",
         summary="Prometheus text format",
-        media_type="text/plain; version=0.0.4",
+        media_type=CONTENT_TYPE,
         sync_to_thread=True,
     )
     def metrics(
         self, parts: NamedDependency[Parts], metrics: NamedDependency[WebhookMetrics]
-    ) -> str:
+    ) -> bytes:
         try:
             statuses = parts.projector.status()
             waiting: dict[str, int] | None = parts.queries.waiting_counts()

@@ -1,93 +1,113 @@
-"""Prometheus metrics in the text exposition format, without a client library.
+"""Prometheus metrics, with prometheus_client: one set of figures for the whole service.
 
-Counters and the latency histogram are this process's; the parked count and projection lag are
-read from the database at scrape time, so they are the same whichever worker answers.
+The webhook's counters and latency histogram are kept by every web worker in prometheus_client's
+multiprocess mode: `drx serve` gives its workers one directory (`PROMETHEUS_MULTIPROC_DIR`, set
+before any of them starts) and a scrape, whichever worker answers it, adds up every worker's.
+Without that directory (one process, as in the tests) the figures are the process's own. The
+store's figures (projection lag, dead letters, parked and conflicting deliveries) are read from
+the database at scrape time, so they are the same whichever worker answers.
 """
 
 from __future__ import annotations
 
-import bisect
-import threading
+import os
 import time
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
 from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from infrastructure.projector import ProjectionStatus
 
 LATENCY_BUCKETS_S = (0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 OUTCOME_KEY = "drx_outcome"
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's name for it
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class _Forward(Collector):
+    """Collects another registry's metrics (this process's own, outside multiprocess mode)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._registry.collect()
+
+
+class _StoreFigures(Collector):
+    """What the database says at scrape time."""
+
+    def __init__(
+        self, waiting: dict[str, int] | None, projections: Iterable[ProjectionStatus]
+    ) -> None:
+        self.waiting, self.projections = waiting, list(projections)
+
+    def collect(self) -> Iterator[Metric]:
+        lag = GaugeMetricFamily(
+            "drx_projection_lag_events",
+            "Events in the store not yet in a read model.",
+            labels=["projection"],
+        )
+        dead = GaugeMetricFamily(
+            "drx_projection_dead_letters",
+            "Events a projection set aside (GET /projections).",
+            labels=["projection"],
+        )
+        for status in self.projections:
+            lag.add_metric([status.name], status.lag)
+            dead.add_metric([status.name], status.dead_letters)
+        yield lag
+        yield dead
+        if self.waiting is not None:
+            yield GaugeMetricFamily(
+                "drx_deliveries_parked",
+                "Stored deliveries waiting to be replayed.",
+                value=self.waiting["parked"],
+            )
+            yield GaugeMetricFamily(
+                "drx_deliveries_conflicting",
+                "Processed deliveries whose id came again with another body (kept, flagged: "
+                "GET /deliveries?status=conflict).",
+                value=self.waiting["conflict"],
+            )
 
 
 class WebhookMetrics:
+    """The webhook's figures, of this app (tests build several apps in one process)."""
+
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.outcomes: dict[str, int] = {}
-        self.bucket_counts = [0] * len(LATENCY_BUCKETS_S)
-        self.latency_sum = 0.0
-        self.latency_count = 0
+        self._registry = CollectorRegistry()
+        self.deliveries = Counter(
+            "drx_webhook_deliveries",
+            "Webhook requests by outcome: accepted, duplicate, conflict, parked, or the error "
+            "code of a refusal.",
+            ["outcome"],
+            registry=self._registry,
+        )
+        self.latency = Histogram(
+            "drx_webhook_latency_seconds",
+            "Time from request to answer on the webhook.",
+            buckets=LATENCY_BUCKETS_S,
+            registry=self._registry,
+        )
 
     def observe(self, outcome: str, seconds: float) -> None:
-        with self._lock:
-            self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
-            index = bisect.bisect_left(LATENCY_BUCKETS_S, seconds)
-            if index < len(self.bucket_counts):
-                self.bucket_counts[index] += 1
-            self.latency_sum += seconds
-            self.latency_count += 1
+        self.deliveries.labels(outcome).inc()
+        self.latency.observe(seconds)
 
     def render(
         self, waiting: dict[str, int] | None, projections: Iterable[ProjectionStatus]
-    ) -> str:
-        with self._lock:
-            outcomes = dict(self.outcomes)
-            buckets, total, count = list(self.bucket_counts), self.latency_sum, self.latency_count
-        lines = [
-            "# HELP drx_webhook_deliveries_total Webhook requests by outcome: accepted, duplicate,"
-            " parked, or the error code of a refusal.",
-            "# TYPE drx_webhook_deliveries_total counter",
-        ]
-        lines += [
-            f'drx_webhook_deliveries_total{{outcome="{outcome}"}} {n}'
-            for outcome, n in sorted(outcomes.items())
-        ]
-        lines += [
-            "# HELP drx_webhook_latency_seconds Time from request to answer on the webhook.",
-            "# TYPE drx_webhook_latency_seconds histogram",
-        ]
-        cumulative = 0
-        for bound, n in zip(LATENCY_BUCKETS_S, buckets, strict=True):
-            cumulative += n
-            lines.append(f'drx_webhook_latency_seconds_bucket{{le="{bound}"}} {cumulative}')
-        lines += [
-            f'drx_webhook_latency_seconds_bucket{{le="+Inf"}} {count}',
-            f"drx_webhook_latency_seconds_sum {total:.6f}",
-            f"drx_webhook_latency_seconds_count {count}",
-            "# HELP drx_projection_lag_events Events in the store not yet in a read model.",
-            "# TYPE drx_projection_lag_events gauge",
-        ]
-        projections = list(projections)
-        lines += [
-            f'drx_projection_lag_events{{projection="{p.name}"}} {p.lag}' for p in projections
-        ]
-        lines += [
-            "# HELP drx_projection_dead_letters Events a projection set aside (GET /projections).",
-            "# TYPE drx_projection_dead_letters gauge",
-        ]
-        lines += [
-            f'drx_projection_dead_letters{{projection="{p.name}"}} {p.dead_letters}'
-            for p in projections
-        ]
-        if waiting is not None:
-            lines += [
-                "# HELP drx_deliveries_parked Stored deliveries waiting to be replayed.",
-                "# TYPE drx_deliveries_parked gauge",
-                f"drx_deliveries_parked {waiting['parked']}",
-                "# HELP drx_deliveries_conflicting Processed deliveries whose id came again with"
-                " another body (kept, flagged: GET /deliveries?status=conflict).",
-                "# TYPE drx_deliveries_conflicting gauge",
-                f"drx_deliveries_conflicting {waiting['conflict']}",
-            ]
-        return "\n".join(lines) + "\n"
+    ) -> bytes:
+        registry = CollectorRegistry()
+        if os.environ.get(MULTIPROCESS_DIR):
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        else:
+            registry.register(_Forward(self._registry))
+        registry.register(_StoreFigures(waiting, projections))
+        return generate_latest(registry)
 
 
 ASGIApp = Callable[[MutableMapping[str, Any], Any, Any], Awaitable[None]]

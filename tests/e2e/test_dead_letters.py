@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.helpers import LIFECYCLES, load_lifecycle, post_signed, relabelled, settle
+from tests.helpers import LIFECYCLES, load_lifecycle, metric, post_signed, relabelled, settle
 from tests.integration.test_dead_letters import bug_in_the_state_code_for
 
 
@@ -27,7 +27,7 @@ def test_an_event_set_aside_shows_everywhere_and_a_retry_after_the_fix_applies_i
     assert (ready.status_code, ready.json()["status"]) == (200, "degraded")
     assert ready.json()["dead_letters"] == {"prescriptions": count}
     metrics = client.get("/metrics").text
-    assert f'drx_projection_dead_letters{{projection="prescriptions"}} {count}' in metrics
+    assert metric(metrics, "drx_projection_dead_letters", projection="prescriptions") == count
 
     fix()
     retried = client.post("/projections/prescriptions/dead-letters/retry")

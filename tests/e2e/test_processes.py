@@ -35,6 +35,7 @@ from tests.helpers import (
     is_stored,
     load_example,
     load_lifecycle,
+    metric,
     new_secret,
     relabelled,
     signed_headers,
@@ -273,6 +274,14 @@ def test_several_workers_share_one_port_land_racing_deliveries_and_lead_projecti
         niceness_seen = sorted(niceness(pid) for pid in descendants(server.process.pid))
         assert niceness_seen.count(projector_process.NICENESS) == 1, niceness_seen
         assert niceness_seen.count(0) == len(niceness_seen) - 1 >= 3, niceness_seen
+        # One set of figures for the whole service, whichever worker answers the scrape.
+        for _ in range(6):
+            with urllib.request.urlopen(f"{server.url}/metrics", timeout=10) as response:
+                text = response.read().decode()
+            deliveries = "drx_webhook_deliveries_total"
+            assert metric(text, deliveries, outcome="accepted") == len(events), text
+            assert metric(text, deliveries, outcome="duplicate") == len(events), text
+            assert metric(text, "drx_webhook_latency_seconds_count") == 2 * len(events), text
     finally:
         server.kill()
     log = server.log.read_text()

@@ -15,6 +15,7 @@ from tests.helpers import (
     body_of,
     load_example,
     load_lifecycle,
+    metric,
     new_secret,
     post_signed,
     serving,
@@ -254,8 +255,8 @@ def test_a_repeated_id_with_another_body_is_answered_duplicate_and_listed_as_a_c
     assert [json.loads(c["raw_body"]) for c in detail["conflicting_copies"]] == [other]
     assert client.get("/prescriptions/drx_rx_7Q2M9K").json()["shipment"]["carrier"] == "USPS"
     metrics = client.get("/metrics").text
-    assert "drx_deliveries_conflicting 1" in metrics
-    assert 'drx_webhook_deliveries_total{outcome="conflict"} 1' in metrics
+    assert metric(metrics, "drx_deliveries_conflicting") == 1
+    assert metric(metrics, "drx_webhook_deliveries_total", outcome="conflict") == 1
 
 
 def test_a_parked_deliverys_corrected_resend_is_applied_and_replay_no_longer_needed(client):

@@ -25,6 +25,18 @@ from infrastructure.settings import Settings
 from interfaces.bootstrap import Parts, bootstrap
 from tests.helpers import API_KEY, new_secret
 
+TIERS = ("unit", "integration", "e2e", "contract", "hostile", "faults")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each test is marked with its tier, the folder it lives in: `pytest -m unit` runs the
+    milliseconds-only tier, `-m "not faults"` leaves out the one that stops databases."""
+    for item in items:
+        tier = Path(str(item.fspath)).parent.name
+        if tier in TIERS:
+            item.add_marker(getattr(pytest.mark, tier))
+
+
 ADMIN_URL = os.environ.get("DRX_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sqlite3
 from typing import Any
 
@@ -111,8 +112,9 @@ def _invalid_parameters(exc: ValidationException) -> Response[dict[str, Any]]:
 
 
 def _without_value(message: str) -> str:
-    """`Invalid enum value 'bogus'` quotes what was sent: keep the sentence, not the value."""
-    return message.split(" '", 1)[0] if "'" in message else message
+    """`Invalid enum value 'bogus'` (or `"it's"`) quotes what was sent: keep the sentence, not
+    the value."""
+    return re.split(r" ['\"]", message, maxsplit=1)[0]
 
 
 def problem(

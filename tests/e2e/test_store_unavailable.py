@@ -7,6 +7,7 @@ import sqlite3
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -46,24 +47,28 @@ def test_a_postgresql_store_that_disappears_answers_503_and_ready_says_so(postgr
     name = f"drx_test_gone_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
-    settings = dataclasses.replace(
-        sqlite_settings(__import__("pathlib").Path("/nonexistent")),
-        database_url=postgres_url.rsplit("/", 1)[0] + f"/{name}",
-        postgres_pool_size=1,
-        postgres_connect_timeout_s=2,
-    )
-    migrate(settings)
-    with serving(settings) as client:
-        assert post_signed(client, load_example("received")).status_code == 202
-        assert client.get("/ready").status_code == 200
+    try:
+        settings = dataclasses.replace(
+            sqlite_settings(Path("/nonexistent")),
+            database_url=postgres_url.rsplit("/", 1)[0] + f"/{name}",
+            postgres_pool_size=1,
+            postgres_connect_timeout_s=2,
+        )
+        migrate(settings)
+        with serving(settings) as client:
+            assert post_signed(client, load_example("received")).status_code == 202
+            assert client.get("/ready").status_code == 200
+            with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+                admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+            response = post_signed(client, load_example("sent"))
+            assert response.status_code == 503, response.text
+            assert int(response.headers["retry-after"]) > 0
+            ready = client.get("/ready")
+            assert (ready.status_code, ready.json()["error"]) == (503, "store_unavailable")
+            assert client.get("/health").status_code == 200
+    finally:  # a failing run leaves no database behind
         with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        response = post_signed(client, load_example("sent"))
-        assert response.status_code == 503, response.text
-        assert int(response.headers["retry-after"]) > 0
-        ready = client.get("/ready")
-        assert (ready.status_code, ready.json()["error"]) == (503, "store_unavailable")
-        assert client.get("/health").status_code == 200
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.mark.postgres

@@ -27,6 +27,10 @@ from tests.helpers import (
 URL = "/webhooks/drx"
 
 
+def stored_events(client) -> int:
+    return client.app.state.parts.prescriptions.recorder.max_notification_id() or 0
+
+
 def test_a_signed_delivery_is_accepted_once_stored_and_a_repeat_is_a_duplicate(client):
     payload = load_example("received")
     first = post_signed(client, payload)
@@ -115,13 +119,15 @@ def test_missing_or_malformed_signature_headers_are_a_401(client, headers):
     response = client.post(URL, content=body, headers=sent)
     assert response.status_code == 401, response.text
     assert response.json()["error"] == "invalid_signature"
+    assert stored_events(client) == 0
 
 
-def test_a_body_changed_after_signing_is_a_401(client):
+def test_a_body_changed_after_signing_is_a_401_and_stores_nothing(client):
     body = body_of(load_example("received"))
     headers = signed_headers(body, *client.app.state.parts.settings.webhook_secrets)
     response = client.post(URL, content=body.replace(b"Testy", b"Tasty"), headers=headers)
     assert response.status_code == 401
+    assert stored_events(client) == 0
 
 
 @pytest.mark.parametrize("body", [b"not json", b"[1, 2, 3]", b'"text"'])

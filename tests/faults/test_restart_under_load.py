@@ -20,7 +20,7 @@ from infrastructure.migrations import migrate
 from infrastructure.settings import Settings
 from tests.helpers import API_KEY, new_secret
 
-pytestmark = [pytest.mark.postgres, pytest.mark.faults]
+pytestmark = pytest.mark.postgres
 
 # The bar: a 202 within 5 s of PostgreSQL accepting connections again.
 RECOVERY_S = 5.0

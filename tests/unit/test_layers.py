@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SHARED = ".." + "/shared"  # spelled apart, so that this file does not match itself
 FORBIDDEN_IN_DOMAIN = (
     "litestar",
     "psycopg",
@@ -66,12 +65,27 @@ def test_every_module_opens_with_a_docstring(folder):
     assert missing == []
 
 
-def test_nothing_reads_the_shared_folder_beside_the_project():
+def test_the_command_line_reaches_the_web_app_only_through_the_server():
+    """`drx` builds its parts with the bootstrap; only `interfaces/server.py` starts the web
+    app, by name, in its workers."""
     offenders = [
-        str(path.relative_to(ROOT))
-        for folder in ("domain", "infrastructure", "interfaces", "tests", "bench")
-        if (ROOT / folder).exists()
-        for path in (ROOT / folder).rglob("*.py")
-        if SHARED in path.read_text()
+        name
+        for path in ((ROOT / "interfaces" / "cli.py"), (ROOT / "interfaces" / "server.py"))
+        for name in imported_modules(path)
+        if name.startswith("interfaces.http")
+    ]
+    assert offenders == []
+
+
+def test_only_the_one_bootstrap_builds_the_services_parts():
+    """No entry point opens the store, the read database or the projector itself."""
+    builders = ("open_prescriptions", "open_read_database", "projector_for")
+    offenders = [
+        f"{path.relative_to(ROOT)} calls {name}"
+        for folder in ("interfaces", "bench")
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        if path.name != "bootstrap.py"
+        for name in builders
+        if f"{name}(" in path.read_text()
     ]
     assert offenders == []

@@ -21,10 +21,14 @@ def test_a_delivery_signed_with_the_configured_secret_verifies():
 def test_during_rotation_either_secret_verifies():
     old, new = new_secret(), new_secret()
     verifier = SignatureVerifier([old, new])
-    verifier.verify(BODY, signed_headers(BODY, old))
-    verifier.verify(BODY, signed_headers(BODY, new))
+    for secret in (old, new):
+        headers = signed_headers(BODY, secret)
+        assert verifier.verify(BODY, headers).webhook_signature == headers["webhook-signature"]
     # DRx sends both signatures while it rotates; a receiver that knows only the new one accepts.
-    SignatureVerifier([new]).verify(BODY, signed_headers(BODY, old, new))
+    both = signed_headers(BODY, old, new)
+    assert SignatureVerifier([new]).verify(BODY, both).webhook_signature.count("v1,") == 2
+    with pytest.raises(SignatureError):
+        SignatureVerifier([new_secret()]).verify(BODY, both)
 
 
 def test_a_signature_from_an_unknown_secret_is_refused():
@@ -49,7 +53,23 @@ def test_a_timestamp_six_minutes_off_is_refused(skew):
 @pytest.mark.parametrize("skew", [timedelta(minutes=-4), timedelta(minutes=4)])
 def test_a_timestamp_four_minutes_off_is_accepted(skew):
     secret = new_secret()
-    SignatureVerifier([secret]).verify(BODY, signed_headers(BODY, secret, skew=skew))
+    headers = signed_headers(BODY, secret, skew=skew)
+    signed = SignatureVerifier([secret]).verify(BODY, headers)
+    assert signed.webhook_timestamp == headers["webhook-timestamp"]
+
+
+def test_the_services_own_signing_is_the_standard_webhooks_librarys():
+    """`drx send`, the simulator and the benchmarks sign with interfaces.drx.signature.sign;
+    DRx (and the tests) with the library: the two must agree byte for byte."""
+    from datetime import UTC, datetime
+
+    from standardwebhooks.webhooks import Webhook
+
+    from interfaces.drx.signature import sign
+
+    secret, moment = new_secret(), datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
+    ours = sign(secret, "msg_1", int(moment.timestamp()), BODY)
+    assert ours == Webhook(secret).sign("msg_1", moment, BODY.decode())
 
 
 @pytest.mark.parametrize(

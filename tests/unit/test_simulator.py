@@ -7,7 +7,7 @@ import random
 
 from domain.facts import Fact, FactKind
 from interfaces.drx.translator import parse_envelope, read_fact
-from interfaces.simulator import expected_state, lifecycle, plan
+from interfaces.simulator import lifecycle, plan
 
 
 def test_generated_lifecycles_are_contract_valid_and_cover_every_kind_of_fact():
@@ -34,10 +34,3 @@ def test_a_plan_sends_every_event_plus_the_duplicates_in_each_prescriptions_orde
             if e["subject"] == subject and e["id"] not in firsts:
                 firsts.append(e["id"])
         assert firsts == [e["id"] for e in lifecycle_events]
-
-
-def test_the_expected_state_is_the_domains_own_and_ignores_arrival_order():
-    events = lifecycle(random.Random(1), "t", 7)
-    shuffled = random.Random(2).sample(events, k=len(events))
-    assert expected_state(shuffled) == expected_state(events)
-    assert expected_state(events)["version"] == len(events)

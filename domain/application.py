@@ -29,6 +29,7 @@ from domain.errors import (
     HistoryDamagedError,
     PrescriptionNotFoundError,
 )
+from domain.facts import Fact
 from domain.ids import delivery_id, prescription_id
 from domain.prescription import Prescription, RecordedFact
 from domain.state import PrescriptionState
@@ -76,6 +77,12 @@ class Prescriptions(Application[Any]):
 
     def history(self, subject: str) -> list[RecordedFact]:
         return list(self.prescription(subject).recorded)
+
+    def facts_until(self, aggregate_id: UUID, version: int) -> list[Fact]:
+        """A prescription's facts as they stood at one of its versions."""
+        prescription: object = self.repository.get(aggregate_id, version=version)
+        assert isinstance(prescription, Prescription)
+        return [r.fact for r in prescription.recorded]
 
     def _get(self, cls: type[T], aggregate_id: UUID, missing: DomainError) -> T:
         try:

@@ -20,9 +20,9 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from domain.application import Prescriptions
-from domain.chain import ChainVerifier, Link, canonical_json
+from domain.chain import ChainVerifier, Link
 from domain.delivery import Delivery
-from domain.fact_data import to_document
+from domain.fact_data import canonical_json, to_document
 from domain.facts import Fact
 from domain.prescription import Prescription
 

@@ -4,21 +4,15 @@ its content, its place, when it was recorded, and the hash of the fact before it
 from __future__ import annotations
 
 import hashlib
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
+from domain.fact_data import canonical_json
 from domain.facts import Fact
 from domain.instants import format_instant
 
 GENESIS = ""  # the "previous hash" of a prescription's first fact
-
-
-def canonical_json(value: Mapping[str, Any]) -> str:
-    """The one text form a fact's content is stored and hashed in (sorted keys, no spaces)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def fact_hash(previous: str, subject: str, number: int, fact: Fact, recorded_at: datetime) -> str:

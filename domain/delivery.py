@@ -1,7 +1,9 @@
 """The Delivery aggregate: the audit record of one webhook DRx sent, and what became of it.
 
 One Delivery per envelope `id` (contract section 4, rule 2). A second delivery with that id is
-one of three things, decided by `Delivery.repeat`:
+one of three things, decided by `Delivery.repeat` with what each body reports (`Report`: the
+anti-corruption layer's digest, which leaves out the fields that differ between DRx's attempts
+of one event; asked only when an id repeats):
 - the same report (a retry: only the attempt's own fields differ): a duplicate, nothing kept;
 - another body for a delivery that was parked: a correction, kept and processed as that event;
 - another body for one that was processed: a conflict, kept (never silently dropped) and
@@ -10,10 +12,10 @@ one of three things, decided by `Delivery.repeat`:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
-from typing import Any, ClassVar
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
@@ -31,11 +33,13 @@ def shown_status(outcome: str | None, conflicts: int) -> str | None:
     return CONFLICT if conflicts and outcome == PROCESSED else outcome
 
 
+# What a delivery's body reports, as a digest: equal for two attempts of one event.
+Report = Callable[[str], str]
+
+
 @dataclass(frozen=True)
 class RawDelivery:
-    """What arrived: the exact body, the Standard Webhooks headers needed to re-verify it, and
-    a digest of what it reports (the anti-corruption layer leaves out the fields that differ
-    between DRx's attempts of one event), which tells a retry from another body."""
+    """What arrived: the exact body and the Standard Webhooks headers needed to re-verify it."""
 
     event_id: str
     drx_type: str
@@ -44,7 +48,6 @@ class RawDelivery:
     webhook_id: str
     webhook_timestamp: str
     webhook_signature: str
-    content_digest: str
 
 
 @dataclass(frozen=True)
@@ -76,8 +79,6 @@ class Delivery(Aggregate):
         return cls(**vars(raw))  # its fields are flat strings: no deep copy needed
 
     class Received(Aggregate.Created):
-        # v2 added `content_digest` (deliveries are compared since).
-        class_version: ClassVar[int] = 2
         event_id: str
         drx_type: str
         subject: str
@@ -85,12 +86,6 @@ class Delivery(Aggregate):
         webhook_id: str
         webhook_timestamp: str
         webhook_signature: str
-        content_digest: str
-
-        @staticmethod
-        def upcast_v1_v2(state: dict[str, Any]) -> None:
-            # Stored before deliveries were compared: a repeat of it is taken for a retry.
-            state["content_digest"] = ""
 
     class Processed(Aggregate.Event):
         fact_recorded: bool
@@ -107,7 +102,6 @@ class Delivery(Aggregate):
         webhook_id: str
         webhook_timestamp: str
         webhook_signature: str
-        content_digest: str
 
         def apply(self, aggregate: Aggregate) -> None:
             assert isinstance(aggregate, Delivery)
@@ -121,7 +115,6 @@ class Delivery(Aggregate):
         webhook_id: str
         webhook_timestamp: str
         webhook_signature: str
-        content_digest: str
 
         def apply(self, aggregate: Aggregate) -> None:
             assert isinstance(aggregate, Delivery)
@@ -134,7 +127,7 @@ class Delivery(Aggregate):
                     self.webhook_signature,
                 )
             )
-            aggregate._digests.add(self.content_digest)
+            aggregate._bodies.append(self.body)
 
     @event(Received)
     def __init__(
@@ -147,23 +140,15 @@ class Delivery(Aggregate):
         webhook_id: str,
         webhook_timestamp: str,
         webhook_signature: str,
-        content_digest: str,
     ) -> None:
         self.event_id = event_id
         self.status: str | None = None
         self.reason: str | None = None
         self.conflicts: list[ConflictingCopy] = []
-        self._digests: set[str] = set()
+        self._bodies: list[str] = []  # every body received for this id, in order
         self._take_body(
             RawDelivery(
-                event_id,
-                drx_type,
-                subject,
-                body,
-                webhook_id,
-                webhook_timestamp,
-                webhook_signature,
-                content_digest,
+                event_id, drx_type, subject, body, webhook_id, webhook_timestamp, webhook_signature
             )
         )
 
@@ -174,17 +159,17 @@ class Delivery(Aggregate):
         self.webhook_id = raw.webhook_id
         self.webhook_timestamp = raw.webhook_timestamp
         self.webhook_signature = raw.webhook_signature
-        self.content_digest = raw.content_digest
-        self._digests.add(raw.content_digest)
+        self._bodies.append(raw.body)
 
     @property
     def received_at(self) -> datetime:
         return self.created_on
 
-    def repeat(self, raw: RawDelivery) -> Repeat:
+    def repeat(self, raw: RawDelivery, report: Report) -> Repeat:
         """What a second delivery with this id is (see the module's docstring). A body seen
         before for this id (the first, a correction, a conflicting copy) is the same report."""
-        if not self.content_digest or raw.content_digest in self._digests:
+        new = report(raw.body)
+        if any(report(body) == new for body in self._bodies):
             return Repeat.SAME
         return Repeat.CORRECTION if self.is_parked else Repeat.CONFLICT
 
@@ -201,7 +186,6 @@ class Delivery(Aggregate):
             webhook_id=raw.webhook_id,
             webhook_timestamp=raw.webhook_timestamp,
             webhook_signature=raw.webhook_signature,
-            content_digest=raw.content_digest,
         )
 
     @event(Processed)

@@ -13,6 +13,8 @@ facts stored with more (as they were, before this vocabulary) still read.
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -232,6 +234,11 @@ FactData = (
     | Transferred
     | Rejected
 )
+
+
+def canonical_json(value: Mapping[str, Any]) -> str:
+    """The one text form a fact's content is stored and hashed in (sorted keys, no spaces)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def to_document(value: Value) -> dict[str, Any]:

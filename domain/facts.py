@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 from domain import fact_data
@@ -119,19 +121,22 @@ DATA_FOR: Mapping[FactKind, type[fact_data.Value]] = {
 assert set(DATA_FOR) == set(FactKind), "every kind of fact needs its data"
 
 
-def read_data(kind: FactKind, document: Mapping[str, Any]) -> fact_data.FactData:
-    """A fact's data from its stored document (what the document does not name is ignored);
-    ValueError when it lacks what the domain reasons with."""
-    data: fact_data.FactData = DATA_FOR[kind].model_validate(document)  # type: ignore[assignment]
-    return data
+def read_data(kind: FactKind, document: Mapping[str, Any] | str) -> fact_data.FactData:
+    """A fact's data from its stored document, a mapping or its JSON text (what the document
+    does not name is ignored); ValueError when it lacks what the domain reasons with."""
+    model = DATA_FOR[kind]
+    if isinstance(document, str):
+        return model.model_validate_json(document)  # type: ignore[return-value]
+    return model.model_validate(document)  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
 class Fact:
     """One DRx event as the domain sees it: `data` is what it says, typed (`fact_data`).
 
-    `document` is the JSON form the fact is stored, hashed and shown in: made from `data`, or,
-    for a fact read back from the store (`Fact.read`), the stored one as it is.
+    `text` is the JSON form (canonical: sorted keys) the fact is stored, hashed and shown in:
+    made from `data`, or, for a fact read back from the store (`Fact.read`), the stored one as
+    it is; `document` is that text parsed, when asked for.
     """
 
     event_id: str
@@ -140,13 +145,19 @@ class Fact:
     sequence: int
     data: fact_data.FactData
     correlation: Mapping[str, Any] = field(default_factory=dict)
-    document: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    text: str = field(default="", compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.occurred_at.tzinfo is None:
             raise ValueError("a fact's occurred_at must carry a UTC offset")
-        if not self.document:
-            object.__setattr__(self, "document", fact_data.to_document(self.data))
+        if not self.text:
+            document = fact_data.to_document(self.data)
+            object.__setattr__(self, "text", fact_data.canonical_json(document))
+
+    @cached_property
+    def document(self) -> Mapping[str, Any]:
+        loaded: dict[str, Any] = json.loads(self.text)
+        return loaded
 
     @classmethod
     def read(
@@ -155,19 +166,20 @@ class Fact:
         kind: FactKind,
         occurred_at: datetime,
         sequence: int = 0,
-        document: Mapping[str, Any] | None = None,
+        document: Mapping[str, Any] | str | None = None,
         correlation: Mapping[str, Any] | None = None,
     ) -> Fact:
-        """A fact from its document (a stored fact's, in the domain's words)."""
-        document = dict(document or {})
+        """A fact from its document (a stored fact's, in the domain's words), as a mapping or
+        as its JSON text (read in one pass, and kept as it is)."""
+        text = document if isinstance(document, str) else fact_data.canonical_json(document or {})
         return cls(
             event_id,
             kind,
             occurred_at,
             sequence,
-            read_data(kind, document),
+            read_data(kind, text),
             dict(correlation or {}),
-            document,
+            text,
         )
 
     @property

@@ -49,6 +49,9 @@ class Aggregates(Protocol):
     def add(self, *aggregates: Prescription | Delivery) -> None:
         """To be saved when the unit of work commits."""
 
+    def report(self, body: str) -> str:
+        """What a delivery's body reports (`domain.delivery.Report`)."""
+
 
 def record_delivery(work: Aggregates, command: RecordDelivery) -> Receipt:
     delivery, repeat = _arrival(work, command.delivery)
@@ -90,7 +93,7 @@ def _arrival(work: Aggregates, raw: RawDelivery) -> tuple[Delivery, Receipt | No
     stored = work.delivery(raw.event_id)
     if stored is None:
         return Delivery.receive(raw), None
-    repeat = stored.repeat(raw)
+    repeat = stored.repeat(raw, work.report)
     if repeat is Repeat.SAME:
         return stored, Receipt(Outcome.DUPLICATE, raw.event_id)
     if repeat is Repeat.CONFLICT:

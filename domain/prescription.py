@@ -11,7 +11,8 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
 
-from domain.chain import GENESIS, canonical_json, fact_hash
+from domain.chain import GENESIS, fact_hash
+from domain.fact_data import canonical_json
 from domain.facts import Fact, FactKind
 from domain.ids import prescription_id
 from domain.state import PrescriptionState, derive_state
@@ -72,7 +73,7 @@ class Prescription(Aggregate):
                 self.kind,
                 self.occurred_at,
                 self.sequence,
-                json.loads(self.data),
+                self.data,  # the stored text, read in one pass
                 json.loads(self.correlation),
             )
 
@@ -164,7 +165,7 @@ class Prescription(Aggregate):
             event_id=fact.event_id,
             occurred_at=fact.occurred_at,
             sequence=fact.sequence,
-            data=canonical_json(fact.document),
+            data=fact.text,
             correlation=canonical_json(fact.correlation),
             hash=fact_hash(previous, self.subject, self.fact_count + 1, fact, recorded_at),
         )

@@ -147,6 +147,51 @@ def derive_state(prescription_id: str, facts: Iterable[Fact]) -> PrescriptionSta
     return draft.freeze()
 
 
+def extend_state(state: PrescriptionState, fact: Fact) -> PrescriptionState:
+    """The state with one more fact that orders after every fact `state` was derived from: the
+    same as `derive_state` over all of them (the fold's next step), at the cost of one fact.
+    The caller keeps the last fact's `order_key` and derives the whole state again for a fact
+    that orders before it (a late one)."""
+    draft = _Draft.resume(state)
+    draft.apply(fact)
+    return draft.freeze()
+
+
+def state_from_dict(document: Mapping[str, Any]) -> PrescriptionState:
+    """A state from its JSON shape (`PrescriptionState.as_dict`): the inverse, so that a state
+    stored as the API shows it can be extended."""
+
+    def instant(text: str | None) -> datetime | None:
+        return datetime.fromisoformat(text) if text else None
+
+    def value(model: type[said.Value], found: Mapping[str, Any] | None) -> Any:
+        return model.model_validate(found) if found is not None else None
+
+    shipment = document.get("shipment")
+    return PrescriptionState(
+        prescription_id=document["prescription_id"],
+        status=document["status"],
+        provisional=document["provisional"],
+        fill_number=document["fill_number"],
+        refills_remaining=document["refills_remaining"],
+        anomalies=tuple(
+            Anomaly(a["kind"], a["event_id"], a["type"]) for a in document["anomalies"]
+        ),
+        open_requests=tuple(
+            OpenRequest(r["kind"], r["request_id"], datetime.fromisoformat(r["opened_at"]))
+            for r in document["open_requests"]
+        ),
+        patient=value(said.Patient, document.get("patient")),
+        prescriber=value(said.Prescriber, document.get("prescriber")),
+        pharmacy=value(said.Pharmacy, document.get("pharmacy")),
+        medication=value(said.Medication, document.get("medication")),
+        shipment=Shipment(**shipment) if shipment is not None else None,
+        last_event_type=document["last_event_type"],
+        last_occurred_at=instant(document["last_occurred_at"]),
+        version=document["version"],
+    )
+
+
 class _Draft:
     def __init__(self, prescription_id: str) -> None:
         self.prescription_id = prescription_id
@@ -164,6 +209,23 @@ class _Draft:
         self.last_event_type: str | None = None
         self.last_occurred_at: datetime | None = None
         self.version = 0
+
+    @classmethod
+    def resume(cls, state: PrescriptionState) -> _Draft:
+        """A draft that goes on from a frozen state."""
+        draft = cls(state.prescription_id)
+        draft.status, draft.provisional = state.status, state.provisional
+        draft.fill_number, draft.refills_remaining = state.fill_number, state.refills_remaining
+        draft.anomalies, draft.open_requests = list(state.anomalies), list(state.open_requests)
+        draft.patient, draft.prescriber = state.patient, state.prescriber
+        draft.pharmacy, draft.medication = state.pharmacy, state.medication
+        draft.shipment = state.shipment
+        draft.last_event_type, draft.last_occurred_at = (
+            state.last_event_type,
+            state.last_occurred_at,
+        )
+        draft.version = state.version
+        return draft
 
     def freeze(self) -> PrescriptionState:
         return PrescriptionState(

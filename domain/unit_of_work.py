@@ -42,7 +42,7 @@ from eventsourcing.persistence import (
 
 from domain.application import Prescriptions
 from domain.commands import ParkDelivery, RecordDelivery, ReplayDelivery
-from domain.delivery import Delivery
+from domain.delivery import Delivery, Report
 from domain.errors import ConcurrencyConflictError, describe_fault
 from domain.handlers import Command, Outcome, Receipt, handle
 from domain.ids import delivery_id, prescription_id
@@ -71,8 +71,10 @@ class UnitOfWork:
     """The aggregates of one transaction: those `preloaded` (a batch's, read in one query), or
     each read from the store when first asked for; saved together by `commit`."""
 
-    def __init__(self, app: Prescriptions, preloaded: dict[UUID, Any] | None = None) -> None:
-        self.app = app
+    def __init__(
+        self, app: Prescriptions, report: Report, preloaded: dict[UUID, Any] | None = None
+    ) -> None:
+        self.app, self.report = app, report
         self._batch = preloaded is not None
         self._known: dict[UUID, Any] = dict(preloaded or {})
         self._added: dict[UUID, Any] = {}
@@ -109,19 +111,20 @@ class UnitOfWork:
 
 
 class Intake:
-    """Takes commands into the store, one at a time or as a batch in one transaction."""
+    """Takes commands into the store, one at a time or as a batch in one transaction.
+    `report` is the anti-corruption layer's digest of what a body says (`domain.delivery`)."""
 
-    def __init__(self, app: Prescriptions) -> None:
+    def __init__(self, app: Prescriptions, report: Report) -> None:
         if not isinstance(app.recorder, AggregateLookup):
             msg = "the application's recorder cannot load a batch's aggregates in one query"
             raise TypeError(msg)
-        self.app, self.lookup = app, app.recorder
+        self.app, self.lookup, self.report = app, app.recorder, report
 
     def take(self, command: Command) -> Receipt:
         """One command in a transaction of its own."""
         for losses in range(MAX_SAVE_ATTEMPTS):
             _pause(losses)
-            work = UnitOfWork(self.app)
+            work = UnitOfWork(self.app, self.report)
             receipt = handle(work, command)
             try:
                 work.commit()
@@ -141,7 +144,7 @@ class Intake:
         """Several deliveries in one transaction (group commit), each receipt in order."""
         for losses in range(MAX_BATCH_ATTEMPTS):
             _pause(losses)
-            work = UnitOfWork(self.app, self._load(commands))
+            work = UnitOfWork(self.app, self.report, self._load(commands))
             receipts = [handle(work, command) for command in commands]
             try:
                 work.commit()

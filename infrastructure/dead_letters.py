@@ -119,19 +119,38 @@ def remove(cursor: Cursor, projection: str, position: int) -> None:
     )
 
 
-def aggregates_set_aside(cursor: Cursor, projections: Iterable[str]) -> dict[str, set[UUID]]:
-    """For each projection, the aggregates whose later events must wait behind a dead letter.
-    One indexed query on a table that is empty on a good day."""
+def aggregates_set_aside(
+    cursor: Cursor, dialect: str, projections: Iterable[str], lock: str | None = None
+) -> dict[str, set[UUID]]:
+    """For each projection, the aggregates whose later events must wait behind a dead letter:
+    one indexed query on a table that is empty on a good day. On PostgreSQL, the same round
+    trip also takes the projections' rows of the `lock` table (the tracking table) for the
+    transaction, so that a batch and a retry of dead letters never interleave; SQLite's BEGIN
+    IMMEDIATE already holds the whole database."""
     names = list(projections)
     found: dict[str, set[UUID]] = {name: set() for name in names}
-    marks = ", ".join(["%s"] * len(names))
-    cursor.execute(
-        f"SELECT DISTINCT projection, originator_id FROM {DEAD_LETTERS_TABLE}"
-        f" WHERE projection IN ({marks})",
-        names,
-    )
+    if dialect == "postgresql":
+        cursor.execute(
+            (
+                f"WITH locked AS (SELECT name FROM {lock} WHERE name = ANY(%s) FOR UPDATE) "
+                if lock
+                else ""
+            )
+            + f"SELECT projection, originator_id FROM {DEAD_LETTERS_TABLE}"
+            " WHERE projection = ANY(%s)"
+            + (" UNION ALL SELECT name, NULL FROM locked" if lock else ""),
+            ([names] if lock else []) + [names],
+        )
+    else:
+        marks = ", ".join(["%s"] * len(names))
+        cursor.execute(
+            f"SELECT DISTINCT projection, originator_id FROM {DEAD_LETTERS_TABLE}"
+            f" WHERE projection IN ({marks})",
+            names,
+        )
     for projection, originator_id in cursor.fetchall():
-        found[projection].add(UUID(str(originator_id)))
+        if originator_id is not None:
+            found[projection].add(UUID(str(originator_id)))
     return found
 
 

@@ -62,14 +62,24 @@ def read_position(db: ReadDatabase, name: str) -> int:
 
 
 def advance(cursor: Cursor, name: str, old: int, new: int) -> None:
+    advance_all(cursor, {name: old}, new)
+
+
+def advance_all(cursor: Cursor, positions: dict[str, int], new: int) -> None:
+    """Move each named position from its old value (and only from it) to `new`, in one
+    statement: a compare-and-set, so that a second runner's batch rolls back."""
+    names = list(positions)
+    rows = ", ".join(["(%s, %s)"] * len(names))
+    cases = " ".join(["WHEN %s THEN %s"] * len(names))
     cursor.execute(
-        f"INSERT INTO {TRACKING_TABLE} (name, position) VALUES (%s, %s)"
+        f"INSERT INTO {TRACKING_TABLE} (name, position) VALUES {rows}"
         f" ON CONFLICT (name) DO UPDATE SET position = excluded.position"
-        f" WHERE {TRACKING_TABLE}.position = %s",
-        (name, new, old),
+        f" WHERE {TRACKING_TABLE}.position = CASE excluded.name {cases} END",
+        [v for name in names for v in (name, new)]
+        + [v for name in names for v in (name, positions[name])],
     )
-    if cursor.rowcount != 1:
-        raise TrackingConflictError(name)
+    if cursor.rowcount != len(names):
+        raise TrackingConflictError(", ".join(names))
 
 
 @dataclass
@@ -120,6 +130,7 @@ class Projector:
         # The head every projection had reached at the last look: an idle poll is one query.
         self._caught_up_to = 0
         self._standing_by = False
+        self._positions: dict[str, int] | None = None
 
     def head(self) -> int:
         return self.app.recorder.max_notification_id() or 0
@@ -143,6 +154,8 @@ class Projector:
                     )
                 self._standing_by = True
                 return 0
+            if self._standing_by:  # another process led meanwhile: ask where it left off
+                self._positions = None
             self._standing_by = False
             handled = 0
             while True:
@@ -159,8 +172,11 @@ class Projector:
         """One batch for every projection behind `head`: the notification log read once (the
         projections' topics together), and every projection's rows and new position committed
         in one transaction. The events handled; None when every projection was at `head`."""
-        positions = read_positions(self.db)
-        behind = {p.name: positions.get(p.name, 0) for p in self.models}
+        # The positions this leader committed last (read again after any failure): a batch
+        # does not need to ask the database where it left off.
+        if self._positions is None:
+            self._positions = read_positions(self.db)
+        behind = {p.name: self._positions.get(p.name, 0) for p in self.models}
         start = min(behind.values())
         if start >= head:
             return None
@@ -170,12 +186,13 @@ class Projector:
         )
         # Fewer than a full batch means nothing of interest up to the head we read first.
         last = notifications[-1].id if len(notifications) == self.batch_size else head
+        self._positions = None  # until this batch commits
         try:
             events = [(n, self.app.mapper.to_domain_event(n)) for n in notifications]
             with self.db.transaction(durable=False) as cursor:  # done again after a crash
                 self._apply(cursor, behind, last, events, one_by_one=False)
         except Exception as exc:
-            if not dead_letters.is_poison(exc):
+            if isinstance(exc, TrackingConflictError) or not dead_letters.is_poison(exc):
                 raise
             log.warning(
                 "a projection batch failed (%s): applying it one event at a time",
@@ -183,6 +200,7 @@ class Projector:
             )
             with self.db.transaction(durable=False) as cursor:
                 self._apply(cursor, behind, last, [(n, None) for n in notifications], True)
+        self._positions = {name: max(position, last) for name, position in behind.items()}
         return len(notifications)
 
     def _apply(
@@ -194,8 +212,9 @@ class Projector:
         one_by_one: bool,
     ) -> None:
         names = [p.name for p in self.models if behind[p.name] < last]
-        _lock_positions(cursor, self.db.dialect, names)
-        waiting = dead_letters.aggregates_set_aside(cursor, names)
+        waiting = dead_letters.aggregates_set_aside(
+            cursor, self.db.dialect, names, lock=TRACKING_TABLE
+        )
         for projection in self.models:
             position = behind[projection.name]
             if position >= last:
@@ -216,7 +235,7 @@ class Projector:
                     cursor,
                     [(n.id, event) for n, event in mine if n.originator_id not in held],  # type: ignore[misc]
                 )
-            advance(cursor, projection.name, position, last)
+        advance_all(cursor, {name: behind[name] for name in names}, last)
 
     def _apply_one_by_one(
         self,
@@ -327,5 +346,8 @@ def projector_for(
     app: Prescriptions, db: ReadDatabase, settings: Settings, **options: Any
 ) -> Projector:
     """The projector of every read model of the service, competing for the database's lead."""
-    models: list[ReadModel] = [PrescriptionsModel(db.dialect), DeliveriesModel(db.dialect)]
+    models: list[ReadModel] = [
+        PrescriptionsModel(db.dialect, app.facts_until),
+        DeliveriesModel(db.dialect),
+    ]
     return Projector(app, db, models, leadership_for(settings), **options)

@@ -8,8 +8,8 @@ table in as few statements as it can (on PostgreSQL, one per table and batch).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 from uuid import UUID
@@ -18,10 +18,10 @@ from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.utils import get_topic
 
 from domain.delivery import CONFLICT, PARKED, PROCESSED, Delivery, shown_status
-from domain.facts import Fact, FactKind
+from domain.facts import Fact
 from domain.instants import sortable_instant
 from domain.prescription import Prescription
-from domain.state import derive_state
+from domain.state import PrescriptionState, derive_state, extend_state, state_from_dict
 from infrastructure.database import Cursor, insert_rows
 from infrastructure.read_tables import DELIVERIES, PRESCRIPTIONS
 
@@ -52,59 +52,52 @@ def _topics(*classes: type) -> tuple[str, ...]:
     return tuple(get_topic(cls) for cls in classes)
 
 
-def encode_facts(facts: Iterable[tuple[Fact, datetime]]) -> str:
-    return json.dumps(
-        [
-            [
-                f.event_id,
-                f.kind.value,
-                f.occurred_at.isoformat(),
-                f.sequence,
-                f.document,
-                f.correlation,
-                recorded_at.isoformat(),
-            ]
-            for f, recorded_at in facts
-        ],
-        separators=(",", ":"),
-        allow_nan=False,
-    )
+# A fact's place in contract order (`Fact.order_key`), as the fold column keeps it.
+Key = tuple[datetime, int, int, str]
+# The facts of a prescription up to a version (`Prescriptions.facts_until`): the read model's
+# way back to the store, for a fact that comes late.
+History = Callable[[UUID, int], list[Fact]]
 
 
-def decode_facts(text: str) -> list[tuple[Fact, datetime]]:
-    return [
-        (
-            Fact.read(
-                event_id,
-                FactKind(kind),
-                datetime.fromisoformat(occurred_at),
-                sequence,
-                document,
-                correlation,
-            ),
-            datetime.fromisoformat(recorded_at),
-        )
-        for event_id, kind, occurred_at, sequence, document, correlation, recorded_at in json.loads(
-            text
-        )
-    ]
+def encode_key(key: Key) -> str:
+    occurred_at, sequence, rank, event_id = key
+    return json.dumps({"last": [occurred_at.isoformat(), sequence, rank, event_id]})
+
+
+def decode_key(text: str) -> Key | None:
+    """Where a row's fold stands; None for a row that has not folded a fact yet, or that was
+    written before the fold existed (it held the facts: its state is derived again once)."""
+    found = json.loads(text)
+    if not isinstance(found, dict) or not found.get("last"):
+        return None
+    occurred_at, sequence, rank, event_id = found["last"]
+    return datetime.fromisoformat(occurred_at), sequence, rank, event_id
 
 
 @dataclass
 class _Entry:
     subject: str
-    facts: list[tuple[Fact, datetime]] = field(default_factory=list)
+    state: PrescriptionState
+    last: Key | None
+    updated_at: str
 
 
 class PrescriptionsModel:
-    """`rx_prescriptions`: one row per prescription with its state, the columns the list filters
-    on, and its facts (so that a new fact re-derives the state without reading the store)."""
+    """`rx_prescriptions`: one row per prescription with its state (as the API's JSON), the
+    columns the list filters on, and where the state's fold stands.
+
+    A fact that orders after the last one folded extends the stored state (`extend_state`):
+    the cost of a new fact does not grow with the prescription's history. A fact that orders
+    before it (a late one: DRx's deliveries are unordered) has the state derived again from the
+    prescription's facts in the store, up to that fact's version: the state stays the pure
+    function of all its facts, in any arrival order (tests/unit/test_state.py).
+    """
 
     name = "prescriptions"
     topics = _topics(Prescription.Opened, *Prescription.FactRecorded.__subclasses__())
 
-    def __init__(self, dialect: str, table: str = PRESCRIPTIONS.name) -> None:
-        self.dialect, self.table = dialect, table
+    def __init__(self, dialect: str, history: History, table: str = PRESCRIPTIONS.name) -> None:
+        self.dialect, self.history, self.table = dialect, history, table
 
     def apply(self, cursor: Cursor, events: Sequence[Event]) -> None:
         ids = list({event.originator_id for _, event in events})
@@ -112,10 +105,11 @@ class PrescriptionsModel:
         # Every entry is one the batch touches: the rows were loaded for the batch's ids.
         for _, event in events:
             if isinstance(event, Prescription.Opened):
-                entries.setdefault(event.originator_id, _Entry(event.subject))
+                empty = derive_state(event.subject, [])
+                entries.setdefault(event.originator_id, _Entry(event.subject, empty, None, ""))
             elif isinstance(event, Prescription.FactRecorded):
                 # Its Opened event always comes first, in this batch or an earlier one.
-                entries[event.originator_id].facts.append((event.to_fact(), event.timestamp))
+                self._fold(entries[event.originator_id], event)
         insert_rows(
             cursor,
             self.dialect,
@@ -125,23 +119,39 @@ class PrescriptionsModel:
             PRESCRIPTIONS.on_conflict_update(PRESCRIPTIONS.names[2:]),
         )
 
+    def _fold(self, entry: _Entry, event: Prescription.FactRecorded) -> None:
+        fact = event.to_fact()
+        key = fact.order_key()
+        if entry.last is not None and key > entry.last:
+            entry.state = extend_state(entry.state, fact)
+        elif entry.last is None and entry.state.version == 0:
+            entry.state = extend_state(entry.state, fact)  # the first fact
+        else:  # a late fact, or a row written before the fold: derive it all again
+            facts = self.history(event.originator_id, event.originator_version)
+            entry.state = derive_state(entry.subject, facts)
+            key = max(f.order_key() for f in facts)
+        entry.last = key if entry.last is None else max(entry.last, key)
+        entry.updated_at = max(entry.updated_at, sortable_instant(event.timestamp))
+
     def _load(self, cursor: Cursor, ids: list[UUID]) -> dict[UUID, _Entry]:
         if not ids:
             return {}
         keys = [row_key(self.dialect, i) for i in ids]
         where, params = _in_list(self.dialect, "aggregate_id", keys)
         cursor.execute(
-            f"SELECT aggregate_id, prescription_id, facts FROM {self.table} WHERE {where}",
+            "SELECT aggregate_id, prescription_id, state, fold, updated_at"
+            f" FROM {self.table} WHERE {where}",
             params,
         )
         return {
-            UUID(str(aggregate_id)): _Entry(subject, decode_facts(facts))
-            for aggregate_id, subject, facts in cursor.fetchall()
+            UUID(str(aggregate_id)): _Entry(
+                subject, state_from_dict(json.loads(state)), decode_key(fold), updated_at
+            )
+            for aggregate_id, subject, state, fold, updated_at in cursor.fetchall()
         }
 
     def _row(self, aggregate_id: UUID, entry: _Entry) -> tuple[Any, ...]:
-        state = derive_state(entry.subject, [f for f, _ in entry.facts])
-        updated = max((at for _, at in entry.facts), default=datetime(1970, 1, 1, tzinfo=UTC))
+        state = entry.state
         return (
             row_key(self.dialect, aggregate_id),
             entry.subject,
@@ -149,11 +159,11 @@ class PrescriptionsModel:
             state.patient.drx_patient_id if state.patient else None,
             state.pharmacy.ncpdp_id if state.pharmacy else None,
             state.needs_review,
-            sortable_instant(updated),
+            entry.updated_at or sortable_instant(datetime(1970, 1, 1, tzinfo=UTC)),
             # RFC 8259 JSON only: a state that would hold NaN or Infinity fails here, and its
             # event is set aside, instead of making every list page that holds it unparseable.
             json.dumps(state.as_dict(), separators=(",", ":"), allow_nan=False),
-            encode_facts(entry.facts),
+            encode_key(entry.last) if entry.last else "{}",
         )
 
 
@@ -178,12 +188,9 @@ class DeliveriesModel:
         and processed in one batch (most are) is one row of it; a delivery from an earlier
         batch (a replay, a correction, a conflicting copy) is read first."""
         rows: dict[Any, dict[str, Any]] = {}
-        later = {
-            row_key(self.dialect, e.originator_id)
-            for _, e in events
-            if not isinstance(e, Delivery.Received)
-        }
-        rows.update(self._load(cursor, later))
+        received = {e.originator_id for _, e in events if isinstance(e, Delivery.Received)}
+        earlier = {e.originator_id for _, e in events} - received
+        rows.update(self._load(cursor, {row_key(self.dialect, i) for i in earlier}))
         for notification_id, event in events:
             key = row_key(self.dialect, event.originator_id)
             if isinstance(event, Delivery.Received):

@@ -59,7 +59,7 @@ PRESCRIPTIONS = ReadTable(
         Column("needs_review", "boolean"),
         Column("updated_at", "text"),
         Column("state", "text"),  # the state as the API's JSON, served as stored
-        Column("facts", "text", compared=False),  # its facts, to derive the next state from
+        Column("fold", "text", compared=False),  # where the state's fold stands: its last fact
     ),
     identity="prescription_id",
     json_column="state",

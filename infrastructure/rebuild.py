@@ -70,11 +70,15 @@ class Target:
     table: ReadTable
 
 
-def target(dialect: str, name: str) -> Target:
+def target(app: Prescriptions, dialect: str, name: str) -> Target:
     table = TABLES[name]
     fresh = f"{table.name}_rebuild"
-    model = PrescriptionsModel if name == "prescriptions" else DeliveriesModel
-    return Target(model(dialect, fresh), table)
+    model: ReadModel
+    if name == "prescriptions":
+        model = PrescriptionsModel(dialect, app.facts_until, fresh)
+    else:
+        model = DeliveriesModel(dialect, fresh)
+    return Target(model, table)
 
 
 class Rebuilder:
@@ -84,7 +88,7 @@ class Rebuilder:
     def rebuild(
         self, name: str, *, verify: bool, progress: Progress | None = None
     ) -> RebuildResult:
-        chosen = target(self.db.dialect, name)
+        chosen = target(self.app, self.db.dialect, name)
         live, fresh = chosen.table.name, f"{chosen.table.name}_rebuild"
         result = RebuildResult(name)
         started = time.perf_counter()

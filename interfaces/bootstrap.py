@@ -28,7 +28,7 @@ from infrastructure.queries import ReadQueries
 from infrastructure.rebuild import Rebuilder
 from infrastructure.settings import Settings
 from interfaces.drx.signature import SignatureVerifier
-from interfaces.drx.translator import stored_fact
+from interfaces.drx.translator import report_digest, stored_fact
 
 __all__ = ["Parts", "StoreNotReadyError", "bootstrap"]
 
@@ -61,7 +61,7 @@ class Parts:
 
     @cached_property
     def intake(self) -> Intake:
-        return Intake(self.prescriptions)
+        return Intake(self.prescriptions, report_digest)
 
     @cached_property
     def committer(self) -> GroupCommitter:

@@ -52,11 +52,17 @@ def command_for(payload: dict[str, Any]) -> Any:
     return translate(parse_envelope(body), body, SignedHeaders("msg_1", "1700000000", "v1,abc"))
 
 
+def intake_for(app: Any) -> Any:
+    """The unit of work over an application, as the bootstrap wires it."""
+    from domain.unit_of_work import Intake
+    from interfaces.drx.translator import report_digest
+
+    return Intake(app, report_digest)
+
+
 def deliver(app: Any, payload: dict[str, Any]) -> Any:
     """Take one payload into the store as the webhook would (one transaction); its outcome."""
-    from domain.unit_of_work import Intake
-
-    return Intake(app).take(command_for(payload)).outcome
+    return intake_for(app).take(command_for(payload)).outcome
 
 
 def is_stored(app: Any, event_id: str) -> bool:

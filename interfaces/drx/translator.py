@@ -204,9 +204,10 @@ def read_stored(body: str) -> Fact | Unreadable:
 ATTEMPT_FIELDS = ("sent_at", "attempt")
 
 
-def content_digest(body: bytes) -> str:
-    """What a delivery reports, as a digest: its JSON without the attempt's own fields, in one
-    canonical form (so key order and spacing do not count either)."""
+def report_digest(body: str) -> str:
+    """What a delivery reports, as a digest (`domain.delivery.Report`): its JSON without the
+    attempt's own fields, in one canonical form (so key order and spacing do not count either).
+    Asked only when an id repeats: the body is parsed again then, not on every delivery."""
     report = json.loads(body)
     for name in ATTEMPT_FIELDS:
         report.pop(name, None)
@@ -223,7 +224,6 @@ def raw_delivery(envelope: Envelope, body: bytes, signed: SignedHeaders) -> RawD
         webhook_id=signed.webhook_id,
         webhook_timestamp=signed.webhook_timestamp,
         webhook_signature=signed.webhook_signature,
-        content_digest=content_digest(body),
     )
 
 

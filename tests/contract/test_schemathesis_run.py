@@ -44,6 +44,7 @@ def test_schemathesis_run_finds_nothing(tmp_path):
             text=True,
             timeout=300,
             check=False,
+            cwd=tmp_path,  # its cache of crashes stays out of the project
         )
     finally:
         server.kill()

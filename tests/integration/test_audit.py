@@ -10,7 +10,6 @@ import pytest
 
 from domain.audit import Auditor
 from domain.ids import prescription_id
-from domain.unit_of_work import Intake
 from infrastructure.database import open_read_database
 from infrastructure.projector import projector_for
 from infrastructure.rebuild import Rebuilder
@@ -20,6 +19,7 @@ from interfaces.drx.translator import parse_envelope, stored_fact, translate
 from tests.helpers import (
     LIFECYCLES,
     body_of,
+    intake_for,
     load_lifecycle,
     new_secret,
     post_signed,
@@ -36,7 +36,7 @@ def deliver_signed(app, payload, secret):
     body = body_of(payload)
     signed = SignatureVerifier([secret]).verify(body, signed_headers(body, secret))
     command = translate(parse_envelope(body), body, signed)
-    return Intake(app).take(command)
+    return intake_for(app).take(command)
 
 
 @pytest.fixture

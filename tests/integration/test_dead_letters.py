@@ -25,18 +25,30 @@ def lifecycle(tag: str) -> list[dict]:
 
 
 def bug_in_the_state_code_for(event_id: str, monkeypatch):
-    """A bug of ours that only this fact sets off, in the projection's state code; undone by
-    the returned function (the fix)."""
-    real = infrastructure.read_models.derive_state
+    """A bug of ours that only this fact sets off, in the projection's state code (whether it
+    extends a stored state or derives one again); undone by the returned function (the fix)."""
+    models = infrastructure.read_models
+    real_derive, real_extend = models.derive_state, models.extend_state
 
-    def buggy(subject, facts):
+    def buggy_derive(subject, facts):
         facts = list(facts)
         if any(f.event_id == event_id for f in facts):
             raise KeyError("a bug that only this fact sets off")
-        return real(subject, facts)
+        return real_derive(subject, facts)
 
-    monkeypatch.setattr(infrastructure.read_models, "derive_state", buggy)
-    return lambda: monkeypatch.setattr(infrastructure.read_models, "derive_state", real)
+    def buggy_extend(state, fact):
+        if fact.event_id == event_id:
+            raise KeyError("a bug that only this fact sets off")
+        return real_extend(state, fact)
+
+    monkeypatch.setattr(models, "derive_state", buggy_derive)
+    monkeypatch.setattr(models, "extend_state", buggy_extend)
+
+    def fix():
+        monkeypatch.setattr(models, "derive_state", real_derive)
+        monkeypatch.setattr(models, "extend_state", real_extend)
+
+    return fix
 
 
 @pytest.fixture

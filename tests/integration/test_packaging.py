@@ -4,6 +4,7 @@ repository), and the `drx` command."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -13,17 +14,26 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_wheel_carries_the_migrations_the_api_pages_assets_and_the_command(tmp_path):
+    # Built from a copy, as from a clean clone, so that the build leaves nothing in the checkout.
+    source = tmp_path / "checkout"
+    shutil.copytree(
+        ROOT,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "build", "*.egg-info", "__pycache__", "*.sqlite3*"
+        ),
+    )
     built = subprocess.run(
         [
             sys.executable,
             "-m",
             "pip",
             "wheel",
-            str(ROOT),
+            str(source),
             "--no-deps",
             "-q",
             "-w",
-            str(tmp_path),
+            str(tmp_path / "wheels"),
         ],
         capture_output=True,
         text=True,
@@ -31,7 +41,7 @@ def test_the_wheel_carries_the_migrations_the_api_pages_assets_and_the_command(t
         timeout=300,
     )
     assert built.returncode == 0, built.stderr[-2000:]
-    (wheel,) = tmp_path.glob("drx_service-*.whl")
+    (wheel,) = (tmp_path / "wheels").glob("drx_service-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for dialect in ("postgresql", "sqlite"):
         sql = sorted(p.name for p in (ROOT / "migrations" / dialect).glob("*.sql"))

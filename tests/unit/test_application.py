@@ -35,7 +35,7 @@ def aggregates() -> list[object]:
     prescription = Prescription("drx_rx_app")
     prescription.record(Fact.read("evt_1", FactKind.SENT, datetime(2025, 1, 1, tzinfo=UTC), 0, {}))
     delivery = Delivery.receive(
-        RawDelivery("evt_1", "drx.prescription.sent", "drx_rx_app", "{}", "m", "1", "v1,x", "d")
+        RawDelivery("evt_1", "drx.prescription.sent", "drx_rx_app", "{}", "m", "1", "v1,x")
     )
     delivery.mark_processed(fact_recorded=True)
     return [prescription, delivery]

@@ -32,9 +32,16 @@ from bench.common import (
     postgres_cpu_s,
     scratch_database,
 )
-from bench.webhook import KEY, PORT, SECRET, deliveries, load, server, wait_for_projections
-from infrastructure.migrations import migrate
-from infrastructure.settings import Settings
+from bench.webhook import (
+    KEY,
+    PORT,
+    SECRET,
+    deliveries,
+    load,
+    migrate_with,
+    server,
+    wait_for_projections,
+)
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -53,8 +60,8 @@ def machine_cpu_s() -> tuple[float, float]:
 
 def measure(root: Path, workers: int, count: int, rate: float | None) -> str:
     with scratch_database() as url:
-        migrate(Settings(database_url=url, webhook_secrets=(SECRET,), api_keys=(KEY,)))
         env = {"DRX_DATABASE_URL": url, "DRX_API_KEYS": KEY, "DRX_WEBHOOK_SECRETS": SECRET}
+        migrate_with(root, env)
         command = [sys.executable, "-m", "interfaces.cli", "serve", "--port", str(PORT)]
         with server([*command, "--workers", str(workers)], env, root) as process:
             load(deliveries(2000, 7), 64, None)

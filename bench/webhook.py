@@ -94,6 +94,17 @@ def process_tree_rss_mb(pid: int) -> float:
     return total / 1024
 
 
+def migrate_with(root: Path, env: dict[str, str]) -> None:
+    """`drx migrate` of the checkout at `root`: another checkout's code needs its own tables."""
+    subprocess.run(
+        [sys.executable, "-m", "interfaces.cli", "migrate"],
+        env={**os.environ, **env, "PYTHONPATH": str(root)},
+        cwd=root,
+        check=True,
+        capture_output=True,
+    )
+
+
 @contextlib.contextmanager
 def server(
     command: list[str], env: dict[str, str], root: Path = ROOT

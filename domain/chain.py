@@ -4,6 +4,8 @@ its content, its place, when it was recorded, and the hash of the fact before it
 from __future__ import annotations
 
 import hashlib
+import json
+import json.encoder
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,20 +18,39 @@ GENESIS = ""  # the "previous hash" of a prescription's first fact
 
 
 def fact_hash(previous: str, subject: str, number: int, fact: Fact, recorded_at: datetime) -> str:
-    content = canonical_json(
-        {
-            "prescription_id": subject,
-            "number": number,
-            "event_id": fact.event_id,
-            "type": fact.drx_type,
-            "occurred_at": format_instant(fact.occurred_at),
-            "sequence": fact.sequence,
-            "data": dict(fact.document),
-            "correlation": dict(fact.correlation),
-            "recorded_at": recorded_at.isoformat(),
-        }
+    """SHA-256 of the previous hash and the canonical JSON (`canonical_json`) of the fact's
+    content and place: `{"correlation", "data", "event_id", "number", "occurred_at",
+    "prescription_id", "recorded_at", "sequence", "type"}`, in that (sorted) order. The fact's
+    data goes in as its text, which is already canonical, instead of being parsed and encoded
+    again; `tests/unit/test_chain.py` checks the result against the whole object encoded."""
+    content = "".join(
+        (
+            '{"correlation":',
+            canonical_json(fact.correlation),
+            ',"data":',
+            fact.text,
+            ',"event_id":',
+            _string(fact.event_id),
+            ',"number":',
+            str(int(number)),
+            ',"occurred_at":',
+            _string(format_instant(fact.occurred_at)),
+            ',"prescription_id":',
+            _string(subject),
+            ',"recorded_at":',
+            _string(recorded_at.isoformat()),
+            ',"sequence":',
+            str(int(fact.sequence)),
+            ',"type":',
+            _string(fact.drx_type),
+            "}",
+        )
     )
     return hashlib.sha256(f"{previous}\n{content}".encode()).hexdigest()
+
+
+# A JSON string as `json.dumps(text, ensure_ascii=False)` writes it (the function it calls).
+_string = json.encoder.encode_basestring
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,12 @@ def configure_logging(stream: TextIO | None = None) -> None:
     handler.drx = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(logging.INFO)
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+    for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
+    # No access log: request lines carry query strings (a patient id, say). uvicorn writes one
+    # whenever its access logger has a handler, its own or an ancestor's (`hasHandlers()`),
+    # whatever `access_log=False` said, so the logger must reach none.
+    access = logging.getLogger("uvicorn.access")
+    access.handlers.clear()
+    access.propagate = False

@@ -76,7 +76,18 @@ _NUL_ESCAPE = b"\\u0000"
 # What a number that is not finite could look like: NaN and Infinity (which Python's and
 # pydantic's parsers take, RFC 8259 does not), or an exponent or a run of digits large enough
 # to overflow a float. A body without any of these has none; one with them is parsed again.
-_MAYBE_NOT_FINITE = re.compile(rb"NaN|Infinity|[eE]\+?\d{3}|\d{309}")
+# (Two plain searches and two patterns: half the time of one pattern with four branches.)
+_LARGE_EXPONENT = re.compile(rb"[eE]\+?\d{3}")
+_LONG_DIGITS = re.compile(rb"\d{309}")
+
+
+def _maybe_not_finite(body: bytes) -> bool:
+    return (
+        b"NaN" in body
+        or b"Infinity" in body
+        or _LARGE_EXPONENT.search(body) is not None
+        or _LONG_DIGITS.search(body) is not None
+    )
 
 
 def _refuse(_: str) -> float:
@@ -125,7 +136,7 @@ def parse_envelope(body: bytes) -> Envelope:
         if kinds & {"json_invalid", "model_type", "json_type"}:
             raise NotAJsonObjectError("the body is not a JSON object") from None
         raise EnvelopeError(describe_errors(error)) from None
-    if _MAYBE_NOT_FINITE.search(body) and _has_a_number_that_is_not_finite(body):
+    if _maybe_not_finite(body) and _has_a_number_that_is_not_finite(body):
         raise NotAJsonObjectError(
             "the body holds a number that is not finite (NaN, Infinity, or out of range), "
             "which JSON (RFC 8259) does not allow"

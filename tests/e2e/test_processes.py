@@ -343,3 +343,24 @@ def test_the_sqlite_files_beside_a_new_store_are_readable_by_their_owner_only(tm
         assert modes == dict.fromkeys(names, 0o600)
     finally:
         server.kill()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_the_server_logs_no_request_line_query_or_patient_data(tmp_path, workers):
+    """uvicorn writes an access line (with the query string: a patient id, say) whenever its
+    access logger reaches a handler; `drx serve` must keep it from reaching any, with one web
+    worker or several."""
+    settings = sqlite_settings(tmp_path)
+    migrate(settings)
+    secret = new_secret()
+    server = Server(server_env(settings, secret), tmp_path, "--workers", workers)
+    try:
+        assert server.deliver(load_example("received"), secret) == 202
+        assert server.request("GET", "/prescriptions?patient_id=drx_pt_TEST01")[0] == 200
+        assert server.request("GET", "/prescriptions/drx_rx_7Q2M9K")[0] in (200, 404)
+    finally:
+        server.kill()
+    logged = server.log.read_text()
+    assert "serving on" in logged  # the log is the server's
+    for never in ("drx_pt_TEST01", "Testy", "drx_rx_7Q2M9K", "GET /", "POST /", "HTTP/1.1"):
+        assert never not in logged, never

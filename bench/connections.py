@@ -6,7 +6,7 @@ back, each reconnecting as soon as it is closed.
     python bench/connections.py [--seconds 20]
 
 It runs `drx serve` on a SQLite store in a temporary directory, and prints each figure beside
-its bound (issue 12: /health under 50 ms, memory growth under 50 MB), measured in the same run.
+its bound (/health under 50 ms, memory growth under 50 MB), measured in the same run.
 """
 
 from __future__ import annotations

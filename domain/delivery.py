@@ -61,6 +61,16 @@ class ConflictingCopy:
     webhook_signature: str
 
 
+def _as_signed(source: RawDelivery | Delivery.ConflictReceived) -> dict[str, str]:
+    """A body as it was signed: the body and its three Standard Webhooks headers."""
+    return {
+        "body": source.body,
+        "webhook_id": source.webhook_id,
+        "webhook_timestamp": source.webhook_timestamp,
+        "webhook_signature": source.webhook_signature,
+    }
+
+
 class Repeat(Enum):
     SAME = "same"
     CORRECTION = "correction"
@@ -118,15 +128,7 @@ class Delivery(Aggregate):
 
         def apply(self, aggregate: Aggregate) -> None:
             assert isinstance(aggregate, Delivery)
-            aggregate.conflicts.append(
-                ConflictingCopy(
-                    self.timestamp,
-                    self.body,
-                    self.webhook_id,
-                    self.webhook_timestamp,
-                    self.webhook_signature,
-                )
-            )
+            aggregate.conflicts.append(ConflictingCopy(self.timestamp, **_as_signed(self)))
             aggregate._bodies.append(self.body)
 
     @event(Received)
@@ -180,13 +182,7 @@ class Delivery(Aggregate):
         self.trigger_event(Delivery.Corrected, **fields)
 
     def record_conflict(self, raw: RawDelivery) -> None:
-        self.trigger_event(
-            Delivery.ConflictReceived,
-            body=raw.body,
-            webhook_id=raw.webhook_id,
-            webhook_timestamp=raw.webhook_timestamp,
-            webhook_signature=raw.webhook_signature,
-        )
+        self.trigger_event(Delivery.ConflictReceived, **_as_signed(raw))
 
     @event(Processed)
     def mark_processed(self, fact_recorded: bool) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -90,54 +91,20 @@ def test_the_spliced_hash_is_the_hash_of_the_whole_object(
 @pytest.mark.parametrize("fact", FACTS, ids=lambda f: str(f.kind))
 def test_a_hash_covers_every_part_of_the_fact(fact):
     recorded_at = datetime(2025, 1, 1, tzinfo=UTC)
-    base = fact_hash("", "rx", 1, fact, recorded_at)
+
+    def hash_of(previous="", subject="rx", number=1, at=recorded_at, **changed):
+        return fact_hash(previous, subject, number, replace(fact, **changed), at)
+
+    base = hash_of()
     changed = [
-        fact_hash("x", "rx", 1, fact, recorded_at),
-        fact_hash("", "rx2", 1, fact, recorded_at),
-        fact_hash("", "rx", 2, fact, recorded_at),
-        fact_hash("", "rx", 1, fact, recorded_at + timedelta(microseconds=1)),
-        fact_hash(
-            "",
-            "rx",
-            1,
-            Fact.read(
-                fact.event_id + "x",
-                fact.kind,
-                fact.occurred_at,
-                fact.sequence,
-                fact.text,
-                fact.correlation,
-            ),
-            recorded_at,
-        ),
-        fact_hash(
-            "",
-            "rx",
-            1,
-            Fact.read(
-                fact.event_id,
-                fact.kind,
-                fact.occurred_at,
-                fact.sequence + 1,
-                fact.text,
-                fact.correlation,
-            ),
-            recorded_at,
-        ),
-        fact_hash(
-            "",
-            "rx",
-            1,
-            Fact.read(
-                fact.event_id,
-                fact.kind,
-                fact.occurred_at,
-                fact.sequence,
-                fact.text[:-1] + ',"z":1}',
-                fact.correlation,
-            ),
-            recorded_at,
-        ),
+        hash_of(previous="x"),
+        hash_of(subject="rx2"),
+        hash_of(number=2),
+        hash_of(at=recorded_at + timedelta(microseconds=1)),
+        hash_of(event_id=fact.event_id + "x"),
+        hash_of(sequence=fact.sequence + 1),
+        hash_of(correlation={**fact.correlation, "request_id": "r9"}),
+        hash_of(text=fact.text[:-1] + ',"z":1}'),
     ]
     assert base not in changed
     assert len(set(changed)) == len(changed)

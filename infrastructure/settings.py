@@ -77,7 +77,7 @@ class Settings:
             if size not in (16, 24, 32):
                 raise SettingsError(
                     "DRX_ENCRYPTION_KEY must be the base64 of 16, 24 or 32 random bytes "
-                    "(README, Encryption at rest, says how to make one)"
+                    "(docs/operations.md, Encryption at rest, says how to make one)"
                 )
         if self.dialect == "sqlite" and not self.database_url.startswith("sqlite:///"):
             raise SettingsError(

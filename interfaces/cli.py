@@ -24,6 +24,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from domain.errors import PrescriptionNotFoundError
 from infrastructure import dead_letters
@@ -142,8 +143,8 @@ def _with_audit_secrets(settings: Settings) -> Settings:
 
 
 def cmd_audit_verify(settings: Settings, _: argparse.Namespace) -> int:
-    settings = _with_audit_secrets(settings)
-    check_store_readable(settings)  # a wrong key is one line, not a finding per event
+    check_store_readable(settings)  # first: no store, or the wrong key, is the line to show
+    settings = _with_audit_secrets(settings)  # a wrong key is one line, not a finding per event
     with bootstrap(settings) as parts:
         report = parts.auditor.verify(Progress("audit"))
     summary = (
@@ -160,8 +161,8 @@ def cmd_audit_verify(settings: Settings, _: argparse.Namespace) -> int:
 
 
 def cmd_audit_export(settings: Settings, args: argparse.Namespace) -> int:
+    check_store_readable(settings)  # first: no store, or the wrong key, is the line to show
     settings = _with_audit_secrets(settings)
-    check_store_readable(settings)
     with bootstrap(settings) as parts:
         try:
             document = export_prescription(
@@ -235,6 +236,11 @@ def cmd_send(settings: Settings, args: argparse.Namespace) -> int:
             raise UsageError(
                 f"nothing answers at {args.url} ({reason}): is drx serve running there?"
             ) from None
+        if status == 401:  # every file would be refused alike: it is the secret
+            raise UsageError(
+                f"{args.url} refused the signature of {path} (401): --secret (or "
+                "DRX_WEBHOOK_SECRETS) is not a secret that server accepts"
+            )
         print(f"{path}: {status} {text}")
         worst = max(worst, DONE if 200 <= status < 300 else NOT_HOLDING)
     return worst
@@ -268,10 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help=COMMANDS[0][1])
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--port", type=_port, default=8000)
     serve.add_argument(
         "--workers",
-        type=int,
+        type=_at_least_one,
         default=1,
         help="web processes on the one port (default 1); the projections run in one more",
     )
@@ -321,17 +327,49 @@ def build_parser() -> argparse.ArgumentParser:
         help="the webhook (default http://127.0.0.1:8000/webhooks/drx)",
     )
     sim.add_argument("--secret", help="whsec_... (default: DRX_WEBHOOK_SECRETS or the dev secret)")
-    sim.add_argument("--prescriptions", type=int, default=100)
     sim.add_argument(
-        "--rate", type=float, default=None, help="deliveries per second (default: flat out)"
+        "--prescriptions", type=_at_least_one, default=100, help="how many (default 100)"
     )
-    sim.add_argument("--duplicates", type=float, default=0.1, help="share sent twice (default 0.1)")
+    sim.add_argument(
+        "--rate", type=_positive, default=None, help="deliveries per second (default: flat out)"
+    )
+    sim.add_argument(
+        "--duplicates", type=_share, default=0.1, help="share sent twice, 0 to 1 (default 0.1)"
+    )
     sim.add_argument("--shuffle", action="store_true", help="shuffle each prescription's events")
-    sim.add_argument("--connections", type=int, default=32)
+    sim.add_argument(
+        "--connections", type=_at_least_one, default=32, help="keep-alive connections (default 32)"
+    )
     sim.add_argument("--seed", type=int, default=None, help="repeat a run exactly")
     sim.add_argument("--api-key", help="to check the final states (default: DRX_API_KEYS)")
     sim.set_defaults(handler=cmd_simulate)
     return parser
+
+
+def _number(text: str, kind: type[int] | type[float], low: float, high: float, what: str) -> Any:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+    if not low <= value <= high:
+        raise argparse.ArgumentTypeError(f"{text} is not {what}")
+    return value
+
+
+def _at_least_one(text: str) -> int:
+    return int(_number(text, int, 1, 10**9, "a whole number of at least 1"))
+
+
+def _port(text: str) -> int:
+    return int(_number(text, int, 0, 65535, "a port (0 to 65535)"))
+
+
+def _positive(text: str) -> float:
+    return float(_number(text, float, 1e-9, 1e9, "a number above 0"))
+
+
+def _share(text: str) -> float:
+    return float(_number(text, float, 0, 1, "a share from 0 to 1"))
 
 
 # What a user can get wrong, each answered with its one line (exit 2).

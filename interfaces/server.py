@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import socket
 import tempfile
 from typing import Any
@@ -162,6 +163,7 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> None:
     sock = take_port(host, port)
     figures = metrics_directory()
     projector = projector_process.start(settings)
+    stop_on_sigterm()
     try:
         log.info(
             "serving on http://%s:%d with %d web worker(s), the store in %s",
@@ -182,6 +184,22 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> None:
         sock.close()
         os.environ.pop(MULTIPROCESS_DIR, None)
         shutil.rmtree(figures, ignore_errors=True)
+
+
+class _Stopped(SystemExit):
+    """SIGTERM reached the serving process: it stops as Ctrl-C stops it."""
+
+
+def _stop(signum: int, _frame: object) -> None:
+    raise _Stopped(0)
+
+
+def stop_on_sigterm() -> None:
+    """Make SIGTERM (what a service manager sends) end `serve` through its clean-up, as Ctrl-C
+    does. uvicorn takes the signal while it serves, shuts down, then sends it again to the
+    handler that was there before it: the default one would end the process on the spot,
+    leaving the projector's process and the metrics directory behind."""
+    signal.signal(signal.SIGTERM, _stop)
 
 
 def metrics_directory() -> str:

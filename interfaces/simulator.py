@@ -372,6 +372,11 @@ def check_states(
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         status, projections = get("/projections")
+        if status == 401:
+            raise SimulationError(
+                "the read API refused the API key (401), so the final states were not checked: "
+                "pass --api-key with one of the server's DRX_API_KEYS"
+            )
         if status == 200 and all(p["lag"] == 0 for p in projections):
             break
         time.sleep(0.2)

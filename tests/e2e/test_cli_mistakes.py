@@ -73,6 +73,34 @@ def test_a_command_in_a_directory_without_a_store_says_so_and_makes_none(
     assert list(elsewhere.iterdir()) == []
 
 
+@pytest.mark.parametrize("command", [["audit", "verify"], ["audit", "export", "drx_rx_1"]])
+def test_an_audit_without_a_store_or_secrets_names_the_missing_store_first(
+    elsewhere, capsys, command
+):
+    assert main(command) == 2
+    assert "there is no store at" in one_line(capsys)
+
+
+@pytest.mark.parametrize(
+    ("command", "said"),
+    [
+        (["serve", "--workers", "0"], "--workers: 0 is not a whole number of at least 1"),
+        (["serve", "--port", "70000"], "--port: 70000 is not a port"),
+        (["simulate", "--prescriptions", "-3"], "--prescriptions: -3 is not a whole number"),
+        (["simulate", "--duplicates", "2"], "--duplicates: 2 is not a share from 0 to 1"),
+        (["simulate", "--rate", "0"], "--rate: 0 is not a number above 0"),
+        (["simulate", "--connections", "x"], "--connections: 'x' is not a whole number"),
+    ],
+)
+def test_a_number_out_of_range_is_refused_before_anything_runs(elsewhere, capsys, command, said):
+    with pytest.raises(SystemExit) as stopped:
+        main(command)
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert said in err
+    assert "Traceback" not in err
+
+
 def test_a_sqlite_url_with_two_slashes_is_refused_and_makes_no_directory(
     elsewhere, monkeypatch, capsys
 ):
@@ -132,6 +160,31 @@ def test_simulate_with_the_wrong_secret_stops_early_and_says_why(client, elsewhe
         server.kill()
     assert code == 2
     assert "refused as unsigned (401)" in one_line(capsys)
+
+
+def test_send_and_simulate_told_no_by_a_real_server_say_which_setting_is_wrong(
+    client, elsewhere, capsys
+):
+    """A well-formed secret the server does not accept, an API key it does not accept: one
+    line each, naming the setting, not answers to read through or a state check that fails."""
+    from tests.e2e.test_processes import Server, server_env
+
+    secret = new_secret()
+    server = Server(server_env(client.app.state.parts.settings, secret), elsewhere)
+    webhook = f"{server.url}/webhooks/drx"
+    payload = str(FIXTURES / "examples" / "received.json")
+    try:
+        assert main(["send", payload, "--url", webhook, "--secret", new_secret()]) == 2
+        assert "refused the signature" in one_line(capsys)
+        simulate = ["simulate", "--url", webhook, "--secret", secret, "--prescriptions", "2"]
+        assert main([*simulate, "--api-key", "not-a-key"]) == 2
+        err = capsys.readouterr().err  # the sending went well: its progress line is there too
+        said = [line for line in err.splitlines() if line.startswith("drx: ")]
+        assert "Traceback" not in err
+        assert len(said) == 1
+        assert "refused the API key (401)" in said[0]
+    finally:
+        server.kill()
 
 
 def test_audit_verify_with_the_wrong_encryption_key_names_the_key(tmp_path, monkeypatch, capsys):

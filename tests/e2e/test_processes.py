@@ -58,7 +58,14 @@ class Server:
         with self.log.open("w") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "interfaces.cli", "serve", "--port", str(self.port), *args],
-                env={**os.environ, **env, "PYTHONPATH": str(Path(__file__).parents[2])},
+                # Its temporary files (the metrics directory) in the test's own directory,
+                # so that a killed server leaves nothing in the machine's /tmp.
+                env={
+                    **os.environ,
+                    **env,
+                    "PYTHONPATH": str(Path(__file__).parents[2]),
+                    "TMPDIR": str(cwd),
+                },
                 cwd=cwd,
                 stdout=subprocess.DEVNULL,
                 stderr=log,
@@ -364,3 +371,23 @@ def test_the_server_logs_no_request_line_query_or_patient_data(tmp_path, workers
     assert "serving on" in logged  # the log is the server's
     for never in ("drx_pt_TEST01", "Testy", "drx_rx_7Q2M9K", "GET /", "POST /", "HTTP/1.1"):
         assert never not in logged, never
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigterm_stops_the_server_through_its_clean_up(tmp_path, workers):
+    """What a service manager sends: the server, its workers and its projector stop, exit 0,
+    and the metrics directory is removed (uvicorn sends the signal again once it has shut
+    down, which the default handler would turn into an abrupt end)."""
+    settings = sqlite_settings(tmp_path)
+    migrate(settings)
+    server = Server(server_env(settings, new_secret()), tmp_path, "--workers", workers)
+    processes = descendants(server.process.pid)
+    assert list(tmp_path.glob("drx-metrics-*")), "the server keeps its figures there"
+    os.kill(server.process.pid, signal.SIGTERM)
+    assert server.process.wait(timeout=30) == 0
+    assert list(tmp_path.glob("drx-metrics-*")) == []
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() for pid in processes):
+        assert time.monotonic() < deadline, "a worker or the projector outlived the server"
+        time.sleep(0.05)
+    assert "Traceback" not in server.log.read_text()

@@ -84,6 +84,12 @@ class Prescriptions(Application[Any]):
         assert isinstance(prescription, Prescription)
         return [r.fact for r in prescription.recorded]
 
+    def delivery_at(self, aggregate_id: UUID, version: int) -> Delivery:
+        """A delivery as it stood at one of its versions."""
+        delivery: object = self.repository.get(aggregate_id, version=version)
+        assert isinstance(delivery, Delivery)
+        return delivery
+
     def _get(self, cls: type[T], aggregate_id: UUID, missing: DomainError) -> T:
         try:
             found: object = self.repository.get(aggregate_id)

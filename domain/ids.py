@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from functools import lru_cache
 from uuid import UUID, uuid5
 
@@ -18,3 +19,9 @@ def prescription_id(subject: str) -> UUID:
 @lru_cache(maxsize=16384)
 def delivery_id(event_id: str) -> UUID:
     return uuid5(_NAMESPACE, "delivery:" + event_id)
+
+
+def overdue_signal_id(subject: str, kind: str, request_id: str, opened_at: datetime) -> UUID:
+    """One per request (a request id may come again, opened at another instant)."""
+    key = "|".join((subject, kind, request_id, opened_at.astimezone(UTC).isoformat()))
+    return uuid5(_NAMESPACE, "overdue:" + key)

@@ -20,9 +20,12 @@ from uuid import UUID
 from eventsourcing.domain import DomainEventProtocol
 
 from domain.application import Prescriptions
+from domain.signals import Clock, SystemClock
 from infrastructure import dead_letters
+from infrastructure.change_feed import ChangeFeed, ChangesModel, channel_for
 from infrastructure.database import Cursor, ReadDatabase
 from infrastructure.leadership import Leadership, leadership_for
+from infrastructure.overdue import OverdueWatch
 from infrastructure.read_models import DeliveriesModel, PrescriptionsModel, ReadModel
 from infrastructure.read_tables import TRACKING_TABLE
 from infrastructure.settings import Settings
@@ -119,9 +122,10 @@ class Projector:
         leadership: Leadership,
         batch_size: int = 1000,
         poll_interval_s: float = 0.5,
+        watch: OverdueWatch | None = None,
     ) -> None:
         self.app, self.db, self.models = app, db, models
-        self.leadership = leadership
+        self.leadership, self.watch = leadership, watch
         self.batch_size, self.poll_interval_s = batch_size, poll_interval_s
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -329,6 +333,8 @@ class Projector:
         while not self._stop.is_set():
             try:
                 self.catch_up()
+                if self.watch is not None and not self._standing_by:
+                    self.watch.check()
                 failures = 0
             except Exception as exc:  # a store outage or a conflict: log, wait, try again
                 failures += 1
@@ -343,11 +349,33 @@ class Projector:
 
 
 def projector_for(
-    app: Prescriptions, db: ReadDatabase, settings: Settings, **options: Any
+    app: Prescriptions,
+    db: ReadDatabase,
+    settings: Settings,
+    clock: Clock | None = None,
+    **options: Any,
 ) -> Projector:
-    """The projector of every read model of the service, competing for the database's lead."""
-    models: list[ReadModel] = [
-        PrescriptionsModel(db.dialect, app.facts_until),
-        DeliveriesModel(db.dialect),
+    """The projector of every read model of the service, competing for the database's lead,
+    with the overdue watch beside it."""
+    models = read_models(app, db.dialect, channel=channel_for(settings.postgres_schema))
+    watch = OverdueWatch(app, ChangeFeed(db), settings.request_sla_s, clock or SystemClock())
+    return Projector(app, db, models, leadership_for(settings), watch=watch, **options)
+
+
+def read_models(
+    app: Prescriptions, dialect: str, *, suffix: str = "", channel: str | None = None
+) -> list[ReadModel]:
+    """Every read model of the service, in the order a batch applies them (`suffix`: writing
+    into fresh copies of their tables, for a rebuild; `channel`: where the change feed
+    announces its new changes, on PostgreSQL)."""
+    return [
+        PrescriptionsModel(dialect, app.facts_until, suffix=suffix),
+        DeliveriesModel(dialect, suffix=suffix),
+        ChangesModel(
+            dialect,
+            app.facts_until,
+            app.delivery_at,
+            suffix=suffix,
+            channel=channel,
+        ),
     ]
-    return Projector(app, db, models, leadership_for(settings), **options)

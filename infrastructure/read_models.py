@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 from uuid import UUID
 
 from eventsourcing.domain import DomainEventProtocol
@@ -23,7 +23,7 @@ from domain.instants import sortable_instant
 from domain.prescription import Prescription
 from domain.state import PrescriptionState, derive_state, extend_state, state_from_dict
 from infrastructure.database import Cursor, insert_rows
-from infrastructure.read_tables import DELIVERIES, PRESCRIPTIONS
+from infrastructure.read_tables import DELIVERIES, PRESCRIPTIONS, ReadTable
 
 Event = tuple[int, DomainEventProtocol[Any]]
 
@@ -33,6 +33,7 @@ class ReadModel(Protocol):
 
     name: str
     topics: tuple[str, ...]
+    tables: tuple[ReadTable, ...]  # what it writes (a rebuild fills fresh copies of them)
 
     def apply(self, cursor: Cursor, events: Sequence[Event]) -> None: ...
 
@@ -42,13 +43,13 @@ def row_key(dialect: str, aggregate_id: UUID) -> Any:
     return aggregate_id if dialect == "postgresql" else str(aggregate_id)
 
 
-def _in_list(dialect: str, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+def in_list(dialect: str, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
     if dialect == "postgresql":
         return f"{column} = ANY(%s)", [list(values)]
     return f"{column} IN ({', '.join(['%s'] * len(values))})", list(values)
 
 
-def _topics(*classes: type) -> tuple[str, ...]:
+def topics_of(*classes: type) -> tuple[str, ...]:
     return tuple(get_topic(cls) for cls in classes)
 
 
@@ -75,29 +76,52 @@ def decode_key(text: str) -> Key | None:
 
 
 @dataclass
-class _Entry:
+class Folded:
+    """A prescription's state as a read model keeps it, and where its fold stands."""
+
     subject: str
     state: PrescriptionState
     last: Key | None
-    updated_at: str
+    updated_at: str = ""
+
+    @classmethod
+    def opened(cls, subject: str) -> Self:
+        return cls(subject, derive_state(subject, []), None)
+
+    def fold(self, event: Prescription.FactRecorded, history: History) -> Fact:
+        """Take the event's fact into the state: a fact that orders after the last one folded
+        extends the state (`extend_state`), so its cost does not grow with the prescription's
+        history; one that orders before it (a late one: DRx's deliveries are unordered) has
+        the state derived again from the prescription's facts in the store, up to that fact's
+        version, so that the state stays the pure function of all its facts."""
+        fact = event.to_fact()
+        key = fact.order_key()
+        if (self.last is not None and key > self.last) or (
+            self.last is None and self.state.version == 0  # the first fact
+        ):
+            self.state = extend_state(self.state, fact)
+        else:  # a late fact, or a row written before the fold: derive it all again
+            facts = history(event.originator_id, event.originator_version)
+            self.state = derive_state(self.subject, facts)
+            key = max(f.order_key() for f in facts)
+        self.last = key if self.last is None else max(self.last, key)
+        self.updated_at = max(self.updated_at, sortable_instant(event.timestamp))
+        return fact
 
 
 class PrescriptionsModel:
     """`rx_prescriptions`: one row per prescription with its state (as the API's JSON), the
-    columns the list filters on, and where the state's fold stands.
-
-    A fact that orders after the last one folded extends the stored state (`extend_state`):
-    the cost of a new fact does not grow with the prescription's history. A fact that orders
-    before it (a late one: DRx's deliveries are unordered) has the state derived again from the
-    prescription's facts in the store, up to that fact's version: the state stays the pure
-    function of all its facts, in any arrival order (tests/unit/test_state.py).
+    columns the list filters on, and where the state's fold stands (`Folded.fold`: the state
+    stays the pure function of all its facts, in any arrival order, tests/unit/test_state.py).
     """
 
     name = "prescriptions"
-    topics = _topics(Prescription.Opened, *Prescription.FactRecorded.__subclasses__())
+    topics = topics_of(Prescription.Opened, *Prescription.FactRecorded.__subclasses__())
 
-    def __init__(self, dialect: str, history: History, table: str = PRESCRIPTIONS.name) -> None:
-        self.dialect, self.history, self.table = dialect, history, table
+    tables: tuple[ReadTable, ...] = (PRESCRIPTIONS,)
+
+    def __init__(self, dialect: str, history: History, *, suffix: str = "") -> None:
+        self.dialect, self.history, self.table = dialect, history, PRESCRIPTIONS.name + suffix
 
     def apply(self, cursor: Cursor, events: Sequence[Event]) -> None:
         ids = list({event.originator_id for _, event in events})
@@ -105,11 +129,10 @@ class PrescriptionsModel:
         # Every entry is one the batch touches: the rows were loaded for the batch's ids.
         for _, event in events:
             if isinstance(event, Prescription.Opened):
-                empty = derive_state(event.subject, [])
-                entries.setdefault(event.originator_id, _Entry(event.subject, empty, None, ""))
+                entries.setdefault(event.originator_id, Folded.opened(event.subject))
             elif isinstance(event, Prescription.FactRecorded):
                 # Its Opened event always comes first, in this batch or an earlier one.
-                self._fold(entries[event.originator_id], event)
+                entries[event.originator_id].fold(event, self.history)
         insert_rows(
             cursor,
             self.dialect,
@@ -119,38 +142,24 @@ class PrescriptionsModel:
             PRESCRIPTIONS.on_conflict_update(PRESCRIPTIONS.names[2:]),
         )
 
-    def _fold(self, entry: _Entry, event: Prescription.FactRecorded) -> None:
-        fact = event.to_fact()
-        key = fact.order_key()
-        if entry.last is not None and key > entry.last:
-            entry.state = extend_state(entry.state, fact)
-        elif entry.last is None and entry.state.version == 0:
-            entry.state = extend_state(entry.state, fact)  # the first fact
-        else:  # a late fact, or a row written before the fold: derive it all again
-            facts = self.history(event.originator_id, event.originator_version)
-            entry.state = derive_state(entry.subject, facts)
-            key = max(f.order_key() for f in facts)
-        entry.last = key if entry.last is None else max(entry.last, key)
-        entry.updated_at = max(entry.updated_at, sortable_instant(event.timestamp))
-
-    def _load(self, cursor: Cursor, ids: list[UUID]) -> dict[UUID, _Entry]:
+    def _load(self, cursor: Cursor, ids: list[UUID]) -> dict[UUID, Folded]:
         if not ids:
             return {}
         keys = [row_key(self.dialect, i) for i in ids]
-        where, params = _in_list(self.dialect, "aggregate_id", keys)
+        where, params = in_list(self.dialect, "aggregate_id", keys)
         cursor.execute(
             "SELECT aggregate_id, prescription_id, state, fold, updated_at"
             f" FROM {self.table} WHERE {where}",
             params,
         )
         return {
-            UUID(str(aggregate_id)): _Entry(
+            UUID(str(aggregate_id)): Folded(
                 subject, state_from_dict(json.loads(state)), decode_key(fold), updated_at
             )
             for aggregate_id, subject, state, fold, updated_at in cursor.fetchall()
         }
 
-    def _row(self, aggregate_id: UUID, entry: _Entry) -> tuple[Any, ...]:
+    def _row(self, aggregate_id: UUID, entry: Folded) -> tuple[Any, ...]:
         state = entry.state
         return (
             row_key(self.dialect, aggregate_id),
@@ -172,7 +181,7 @@ class DeliveriesModel:
     many conflicting copies came since."""
 
     name = "deliveries"
-    topics = _topics(
+    topics = topics_of(
         Delivery.Received,
         Delivery.Processed,
         Delivery.Parked,
@@ -180,8 +189,10 @@ class DeliveriesModel:
         Delivery.ConflictReceived,
     )
 
-    def __init__(self, dialect: str, table: str = DELIVERIES.name) -> None:
-        self.dialect, self.table = dialect, table
+    tables: tuple[ReadTable, ...] = (DELIVERIES,)
+
+    def __init__(self, dialect: str, *, suffix: str = "") -> None:
+        self.dialect, self.table = dialect, DELIVERIES.name + suffix
 
     def apply(self, cursor: Cursor, events: Sequence[Event]) -> None:
         """Folded in memory into whole rows, then written in one upsert: a delivery received
@@ -237,7 +248,7 @@ class DeliveriesModel:
     def _load(self, cursor: Cursor, keys: set[Any]) -> dict[Any, dict[str, Any]]:
         if not keys:
             return {}
-        where, params = _in_list(self.dialect, "aggregate_id", list(keys))
+        where, params = in_list(self.dialect, "aggregate_id", list(keys))
         cursor.execute(
             f"SELECT {', '.join(DELIVERIES.names)} FROM {self.table} WHERE {where}",
             params,

@@ -81,4 +81,42 @@ DELIVERIES = ReadTable(
     identity="event_id",
 )
 
-TABLES = {"prescriptions": PRESCRIPTIONS, "deliveries": DELIVERIES}
+CHANGES = ReadTable(
+    "rx_changes",
+    (
+        Column("position", "bigint"),  # from the stored event's notification id (domain/changes)
+        Column("type", "text"),
+        Column("aggregate_id", "uuid", compared=False),  # the prescription's
+        Column("prescription_id", "text"),
+        Column("patient_id", "text"),
+        Column("status", "text"),  # the state's status after the change
+        Column("recorded_at", "text"),
+        Column("document", "text"),  # the change as the API's JSON, served as stored
+    ),
+    identity="position",
+    key="position",
+    json_column="document",
+)
+
+# Where the change feed's fold of each prescription stands (its last state, as its last
+# prescription.changed carried it), and which of its open requests are due or signalled.
+CHANGE_HEADS = ReadTable(
+    "rx_change_heads",
+    (
+        Column("aggregate_id", "uuid", compared=False),
+        Column("prescription_id", "text"),
+        Column("state", "text"),
+        Column("fold", "text", compared=False),
+        Column("signalled", "text"),  # the open requests already signalled overdue, as JSON
+        Column("due_from", "text"),  # the earliest opened_at of its open, unsignalled requests
+    ),
+    identity="prescription_id",
+    json_column="state",
+)
+
+# Each projection's tables, by the projection's name.
+TABLES: dict[str, tuple[ReadTable, ...]] = {
+    "prescriptions": (PRESCRIPTIONS,),
+    "deliveries": (DELIVERIES,),
+    "changes": (CHANGES, CHANGE_HEADS),
+}

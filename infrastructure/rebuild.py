@@ -30,8 +30,8 @@ from typing import Any
 from domain.application import Prescriptions
 from infrastructure import dead_letters
 from infrastructure.database import Cursor, ReadDatabase
-from infrastructure.projector import read_position
-from infrastructure.read_models import DeliveriesModel, PrescriptionsModel, ReadModel
+from infrastructure.projector import read_models, read_position
+from infrastructure.read_models import ReadModel
 from infrastructure.read_tables import TABLES, TRACKING_TABLE, ReadTable
 
 BATCH = 10_000
@@ -64,21 +64,18 @@ class RebuildResult:
 
 @dataclass(frozen=True)
 class Target:
-    """A read model writing into a fresh copy of its table."""
+    """A read model writing into fresh copies of its tables."""
 
     model: ReadModel
-    table: ReadTable
+    tables: tuple[ReadTable, ...]
+
+
+FRESH = "_rebuild"
 
 
 def target(app: Prescriptions, dialect: str, name: str) -> Target:
-    table = TABLES[name]
-    fresh = f"{table.name}_rebuild"
-    model: ReadModel
-    if name == "prescriptions":
-        model = PrescriptionsModel(dialect, app.facts_until, fresh)
-    else:
-        model = DeliveriesModel(dialect, fresh)
-    return Target(model, table)
+    model = next(m for m in read_models(app, dialect, suffix=FRESH) if m.name == name)
+    return Target(model, TABLES[name])
 
 
 class Rebuilder:
@@ -89,15 +86,16 @@ class Rebuilder:
         self, name: str, *, verify: bool, progress: Progress | None = None
     ) -> RebuildResult:
         chosen = target(self.app, self.db.dialect, name)
-        live, fresh = chosen.table.name, f"{chosen.table.name}_rebuild"
+        pairs = [(table, f"{table.name}{FRESH}") for table in chosen.tables]
         result = RebuildResult(name)
         started = time.perf_counter()
-        indexes = self._create_fresh(live, fresh)
         try:
+            indexes = [self._create_fresh(table.name, fresh) for table, fresh in pairs]
             goal = read_position(self.db, name)
             skip = self._set_aside(name)
             position = self._bulk(chosen.model, 0, goal, skip, result, progress)
-            with self._final_transaction(live, name, swap=not verify) as (
+            live_names = [table.name for table, _ in pairs]
+            with self._final_transaction(live_names, name, swap=not verify) as (
                 cursor,
                 live_position,
             ):
@@ -106,18 +104,21 @@ class Rebuilder:
                     self._apply(cursor, chosen.model, events)
                     result.events += len(events)
                 result.position = live_position
-                cursor.execute(f"SELECT COUNT(*) FROM {fresh}")
+                cursor.execute(f"SELECT COUNT(*) FROM {pairs[0][1]}")
                 counted = cursor.fetchone()
                 result.rows = int(counted[0]) if counted else 0
                 if verify:
-                    result.differences = list(self._compare(cursor, chosen.table, fresh))
+                    for table, fresh in pairs:
+                        result.differences += self._compare(cursor, table, fresh)
                 else:
-                    self._swap(cursor, live, fresh, indexes)
+                    for (table, fresh), statements in zip(pairs, indexes, strict=True):
+                        self._swap(cursor, table.name, fresh, statements)
                     result.swapped = True
         finally:
             if not result.swapped:
                 with self.db.transaction() as cursor:
-                    cursor.execute(f"DROP TABLE IF EXISTS {fresh}")
+                    for _, fresh in pairs:
+                        cursor.execute(f"DROP TABLE IF EXISTS {fresh}")
         result.seconds = time.perf_counter() - started
         return result
 
@@ -196,7 +197,7 @@ class Rebuilder:
 
     @contextmanager
     def _final_transaction(
-        self, live: str, name: str, *, swap: bool
+        self, live: list[str], name: str, *, swap: bool
     ) -> Iterator[tuple[Cursor, int]]:
         """The last transaction, and the live projection's position in it."""
         with self.db.transaction() as cursor:
@@ -210,7 +211,7 @@ class Rebuilder:
             cursor.execute(f"SELECT position FROM {TRACKING_TABLE} WHERE name = %s{lock}", (name,))
             row = cursor.fetchone()
             if swap and postgres:
-                cursor.execute(f"LOCK TABLE {live} IN ACCESS EXCLUSIVE MODE")
+                cursor.execute(f"LOCK TABLE {', '.join(live)} IN ACCESS EXCLUSIVE MODE")
             yield cursor, int(row[0]) if row else 0
 
     def _swap(self, cursor: Cursor, live: str, fresh: str, indexes: list[str]) -> None:
@@ -257,7 +258,9 @@ def _row_differences(
 ) -> Iterator[Difference]:
     for index, name in enumerate(table.compared[1:], start=1):
         if name == table.json_column:
-            yield from _json_differences(old[0], json.loads(old[index]), json.loads(new[index]))
+            yield from _json_differences(
+                old[0], name, json.loads(old[index]), json.loads(new[index])
+            )
         elif _normal(name, old[index]) != _normal(name, new[index]):
             yield Difference(old[0], name, _normal(name, old[index]), _normal(name, new[index]))
 
@@ -268,8 +271,8 @@ def _normal(column: str, value: Any) -> Any:
 
 
 def _json_differences(
-    key: str, live: dict[str, Any], rebuilt: dict[str, Any]
+    key: str, column: str, live: dict[str, Any], rebuilt: dict[str, Any]
 ) -> Iterator[Difference]:
     for name in sorted(live.keys() | rebuilt.keys()):
         if live.get(name) != rebuilt.get(name):
-            yield Difference(key, f"state.{name}", live.get(name), rebuilt.get(name))
+            yield Difference(key, f"{column}.{name}", live.get(name), rebuilt.get(name))

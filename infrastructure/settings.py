@@ -44,6 +44,8 @@ class Settings:
     postgres_connect_timeout_s: int = 3
     postgres_schema: str = "public"
     sqlite_lock_timeout_s: int = 5
+    # How long a change, cancel or renewal request may stay open (DRX_REQUEST_SLA).
+    request_sla_s: float = 48 * 3600
     # Tables come from migrations; only tests of the library's own wiring turn this on.
     create_tables: bool = False
 
@@ -59,6 +61,7 @@ class Settings:
             postgres_max_overflow=_int(env, "DRX_POSTGRES_MAX_OVERFLOW", 5),
             postgres_lock_timeout_s=_int(env, "DRX_POSTGRES_LOCK_TIMEOUT", 5),
             postgres_schema=env.get("DRX_POSTGRES_SCHEMA", "").strip() or "public",
+            request_sla_s=duration(env, "DRX_REQUEST_SLA", 48 * 3600),
         )
         settings.validate()
         return settings
@@ -144,3 +147,19 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     if value < 1:
         raise SettingsError(f"{name} must be at least 1 (got {value})")
     return value
+
+
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration(env: Mapping[str, str], name: str, default: float) -> float:
+    """Seconds from `90s`, `30m`, `48h`, `2d` or a plain number of seconds."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    found = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smhd]?)", raw.lower())
+    if not found or float(found[1]) <= 0:
+        raise SettingsError(
+            f"{name} must be a duration such as 90s, 30m, 48h or a number of seconds (got {raw!r})"
+        )
+    return float(found[1]) * _UNITS[found[2]]

@@ -19,7 +19,10 @@ from typing import Any
 
 from domain.application import Prescriptions
 from domain.audit import Auditor
+from domain.signals import Clock, SystemClock
 from domain.unit_of_work import GroupCommitter, Intake
+from infrastructure.change_feed import ChangeFeed, channel_for
+from infrastructure.change_hub import ChangeHub
 from infrastructure.database import ReadDatabase, open_read_database
 from infrastructure.eventstore import open_prescriptions
 from infrastructure.migrations import StoreNotReadyError, check_ready
@@ -36,8 +39,11 @@ __all__ = ["Parts", "StoreNotReadyError", "bootstrap"]
 class Parts:
     """The service's parts over one store; `close` closes those that were built."""
 
-    def __init__(self, settings: Settings, **projector_options: Any) -> None:
+    def __init__(
+        self, settings: Settings, *, clock: Clock | None = None, **projector_options: Any
+    ) -> None:
         self.settings = settings
+        self.clock: Clock = clock or SystemClock()  # the one clock signals are timed by
         self._projector_options = projector_options
 
     @cached_property
@@ -56,8 +62,22 @@ class Parts:
     @cached_property
     def projector(self) -> Projector:
         return projector_for(
-            self.prescriptions, self.read_db, self.settings, **self._projector_options
+            self.prescriptions,
+            self.read_db,
+            self.settings,
+            self.clock,
+            **self._projector_options,
         )
+
+    @cached_property
+    def feed(self) -> ChangeFeed:
+        return ChangeFeed(self.read_db)
+
+    @cached_property
+    def hub(self) -> ChangeHub:
+        """This process's listener for new changes, shared by its streams (started by the
+        first stream)."""
+        return ChangeHub(self.feed, self.settings, channel_for(self.settings.postgres_schema))
 
     @cached_property
     def intake(self) -> Intake:
@@ -81,6 +101,8 @@ class Parts:
 
     def close(self) -> None:
         built = vars(self)
+        if "hub" in built:
+            self.hub.stop()
         if "committer" in built:
             self.committer.stop()
         if "projector" in built:
@@ -92,10 +114,12 @@ class Parts:
 
 
 @contextmanager
-def bootstrap(settings: Settings, **projector_options: Any) -> Iterator[Parts]:
+def bootstrap(
+    settings: Settings, *, clock: Clock | None = None, **projector_options: Any
+) -> Iterator[Parts]:
     """The parts over a store that is there and migrated (else `StoreNotReadyError`)."""
     check_ready(settings)
-    parts = Parts(settings, **projector_options)
+    parts = Parts(settings, clock=clock, **projector_options)
     try:
         yield parts
     finally:

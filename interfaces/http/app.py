@@ -12,6 +12,7 @@ from infrastructure.settings import Settings
 from interfaces.bootstrap import Parts
 from interfaces.http import webhooks
 from interfaces.http.api_page import assets_router, openapi_config
+from interfaces.http.changes import ChangeController
 from interfaces.http.deliveries import DeliveryController
 from interfaces.http.errors import handle_exception
 from interfaces.http.health import HealthController, ProjectionController
@@ -34,6 +35,7 @@ def create_app(settings: Settings, *, run_projections: bool = True) -> Litestar:
         route_handlers=[
             webhooks.WebhookController,
             PrescriptionController,
+            ChangeController,
             DeliveryController,
             ProjectionController,
             HealthController,
@@ -48,7 +50,7 @@ def create_app(settings: Settings, *, run_projections: bool = True) -> Litestar:
         on_startup=on_startup,
         # Only the projector stops with the app: an ASGI host may run the lifespan more than
         # once (test clients do). The pools close with the process, or with parts.close().
-        on_shutdown=[parts.projector.stop] if run_projections else [],
+        on_shutdown=[parts.projector.stop, parts.hub.stop] if run_projections else [parts.hub.stop],
         openapi_config=openapi_config(),
         # Our handler logs faults without their messages, which may quote patient data.
         logging_config=LoggingConfig(log_exceptions="never", configure_root_logger=False),

@@ -155,6 +155,44 @@ class WebhookAnswer(Out):
     conflict: bool | None = None
 
 
+ChangeType = Literal[
+    "prescription.changed",
+    "prescription.needs_review",
+    "prescription.request_overdue",
+    "delivery.parked",
+    "delivery.conflict",
+]
+
+
+class ChangedDelivery(Out):
+    event_id: str
+    type: str
+    subject: str
+    reason: str | None = None
+
+
+class Change(Out):
+    """One change of the feed: a recorded fact or a signal (contract, "The change feed");
+    which fields it carries depends on its type."""
+
+    position: int
+    type: ChangeType
+    prescription_id: str
+    event_id: str | None = None
+    fact_type: str | None = None
+    occurred_at: str | None = None
+    anomaly: Anomaly | None = None
+    request: OpenRequest | None = None
+    delivery: ChangedDelivery | None = None
+    recorded_at: str
+    state: Prescription | None = None
+
+
+class ChangePage(Out):
+    items: list[Change]
+    next_after: int
+
+
 class Problem(Out):
     """Every error answer."""
 

@@ -160,7 +160,7 @@ def test_projections_report_position_head_and_lag(client):
     post_signed(client, load_example("received"))
     settle(client)
     projections = client.get("/projections").json()
-    assert {p["name"] for p in projections} == {"prescriptions", "deliveries"}
+    assert {p["name"] for p in projections} == {"prescriptions", "deliveries", "changes"}
     assert all(p["lag"] == 0 and p["position"] == p["head"] > 0 for p in projections)
 
 
@@ -172,6 +172,8 @@ READ_ENDPOINTS = [
     ("GET", "/deliveries/evt_example_received"),
     ("POST", "/deliveries/evt_example_received/replay"),
     ("GET", "/projections"),
+    ("GET", "/changes"),
+    ("GET", "/changes/stream"),
 ]
 
 

@@ -222,7 +222,9 @@ def test_facts_in_order_extend_the_stored_state_and_a_late_one_derives_it_again(
         assert asked == []
         deliver(prescriptions, events[0])  # the earliest, last
         runner.catch_up()
-        assert asked == [len(events) + 1]  # every fact, and the Opened event before them
+        # Every fact, and the Opened event before them; once for each read model that folds
+        # the state (the prescriptions' and the change feed's).
+        assert asked == [len(events) + 1] * 2
         assert_read_model_equals_store(prescriptions, read_db)
     finally:
         runner.stop()

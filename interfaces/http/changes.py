@@ -1,0 +1,138 @@
+"""The change feed over HTTP: `GET /changes` (pages after a position) and `GET /changes/stream`
+(Server-Sent Events, resumable with `Last-Event-ID`)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from litestar import Controller, MediaType, Request, Response, get
+from litestar.di import NamedDependency
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import QueryParameter
+from litestar.response import ServerSentEvent, ServerSentEventMessage
+
+from domain.changes import TYPES
+from infrastructure.change_feed import ChangeFilter, FeedRow
+from interfaces.bootstrap import Parts
+from interfaces.http.auth import BEARER, require_api_key
+from interfaces.http.errors import ProblemError
+from interfaces.http.schemas import ChangePage, Problem
+
+# A stream says it is alive at least this often (the contract: at least every 15 s).
+HEARTBEAT_S = 10.0
+# What an EventSource waits before it reconnects after the connection drops, in ms.
+RETRY_MS = 2000
+
+REFUSED = {
+    400: ResponseSpec(Problem, description="a parameter is invalid; the body names it"),
+    401: ResponseSpec(Problem, description="no valid API key"),
+}
+Position = Annotated[
+    str | None,
+    QueryParameter(
+        description="start after this position (exclusive): a change's position, or 0",
+        pattern="^(0|[1-9][0-9]{0,17})$",
+    ),
+]
+_TYPE = "(" + "|".join(t.replace(".", "\\.") for t in TYPES) + ")"
+Types = Annotated[
+    str | None,
+    QueryParameter(
+        description="only these types, comma-separated: " + ", ".join(TYPES),
+        pattern=f"^({_TYPE}(,{_TYPE})*)?$",
+    ),
+]
+Id = Annotated[str | None, QueryParameter(max_length=200)]
+
+
+def _position(name: str, value: str | None) -> int | None:
+    if value is None or value == "":
+        return None
+    if not (value.isascii() and value.isdigit()) or len(value) > 18:
+        raise ProblemError(400, "invalid_parameter", f"{name} is not a position of the feed")
+    return int(value)
+
+
+def change_filter(
+    prescription_id: str | None, patient_id: str | None, types: str | None
+) -> ChangeFilter:
+    chosen = tuple(t.strip() for t in (types or "").split(",") if t.strip())
+    if set(chosen) - set(TYPES):  # the pattern lets none through; a subscription's too
+        raise ProblemError(
+            400, "invalid_parameter", f"types: a change type is one of {', '.join(TYPES)}"
+        )
+    return ChangeFilter(prescription_id or None, patient_id or None, chosen)
+
+
+def _message(row: FeedRow | None) -> ServerSentEventMessage:
+    if row is None:
+        return ServerSentEventMessage(comment="heartbeat")
+    return ServerSentEventMessage(data=row.document, event=row.type, id=row.position)
+
+
+class ChangeController(Controller):
+    path = "/changes"
+    tags = ("changes",)
+    guards = [require_api_key]  # noqa: RUF012 - Litestar's own attribute type
+    security = [BEARER]  # noqa: RUF012
+
+    @get(
+        "/",
+        operation_id="listChanges",
+        summary="The change feed in position order, after a position",
+        description=(
+            "Every recorded fact and every signal is one change, at a position that only grows "
+            "and stays valid across restarts and rebuilds. Keep the last position you handled "
+            "and ask again with after= it; next_after is where the next page starts (the "
+            "position given when no change matched)."
+        ),
+        sync_to_thread=True,
+        responses=REFUSED,
+    )
+    def list_changes(
+        self,
+        parts: NamedDependency[Parts],
+        after: Position = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+        prescription_id: Id = None,
+        patient_id: Id = None,
+        types: Types = None,
+    ) -> Response[ChangePage]:
+        start = _position("after", after) or 0
+        where = change_filter(prescription_id, patient_id, types)
+        rows = parts.feed.after(start, limit, where)
+        next_after = rows[-1].position if rows else start
+        # The stored changes are already the API's JSON: joined, not parsed and re-encoded.
+        body = '{"items":[%s],"next_after":%d}' % (  # noqa: UP031
+            ",".join(row.document for row in rows),
+            next_after,
+        )
+        return Response(body.encode(), media_type=MediaType.JSON)  # type: ignore[arg-type]
+
+    @get(
+        "/stream",
+        operation_id="streamChanges",
+        summary="The change feed as Server-Sent Events, from a position or from now",
+        description=(
+            "Each message: id the position, event the type, data the change's JSON. Starts "
+            "after the Last-Event-ID header (an EventSource sends it when it reconnects), else "
+            "after after=, else from now. A comment line comes at least every 15 s."
+        ),
+        responses=REFUSED,
+        media_type="text/event-stream",
+    )
+    async def stream_changes(
+        self,
+        request: Request[Any, Any, Any],
+        parts: NamedDependency[Parts],
+        after: Position = None,
+        prescription_id: Id = None,
+        patient_id: Id = None,
+        types: Types = None,
+    ) -> ServerSentEvent:
+        resumed = _position("Last-Event-ID", request.headers.get("last-event-id", "").strip())
+        start = resumed if resumed is not None else _position("after", after)
+        where = change_filter(prescription_id, patient_id, types)
+        heartbeat_s = getattr(request.app.state, "heartbeat_s", HEARTBEAT_S)
+        messages = parts.hub.follow(start, where, heartbeat_s, _message)
+        return ServerSentEvent(messages, retry_duration=RETRY_MS)

@@ -236,6 +236,7 @@ class FeedRow:
     prescription_id: str
     patient_id: str | None
     status: str | None
+    recorded_at: str  # RFC 3339, fixed width
     document: str  # the change's JSON, as stored
 
 
@@ -261,7 +262,27 @@ class ChangeFeed:
         self, position: int, limit: int, where: ChangeFilter = ChangeFilter()
     ) -> list[FeedRow]:
         """Up to `limit` changes after `position` that match, in position order."""
-        clauses, params = ["position > %s"], [position]
+        clauses, params = self._where(position, where)
+        rows = self.db.query(
+            "SELECT position, type, prescription_id, patient_id, status, recorded_at, document"  # noqa: S608
+            f" FROM {CHANGES.name} WHERE {' AND '.join(clauses)} ORDER BY position LIMIT %s",
+            (*params, limit),
+        )
+        return [FeedRow(int(p), *rest) for p, *rest in rows]
+
+    def count_after(self, position: int, where: ChangeFilter, cap: int) -> int:
+        """How many changes after `position` match (up to `cap`)."""
+        clauses, params = self._where(position, where)
+        rows = self.db.query(
+            f"SELECT COUNT(*) FROM (SELECT 1 FROM {CHANGES.name}"  # noqa: S608
+            f" WHERE {' AND '.join(clauses)} LIMIT %s) AS counted",
+            (*params, cap),
+        )
+        return int(rows[0][0]) if rows else 0
+
+    def _where(self, position: int, where: ChangeFilter) -> tuple[list[str], list[Any]]:
+        clauses: list[str] = ["position > %s"]
+        params: list[Any] = [position]
         for column in ("prescription_id", "patient_id"):
             value = getattr(where, column)
             if value is not None:
@@ -272,12 +293,7 @@ class ChangeFeed:
                 clause, more = in_list(self.db.dialect, column, list(values))
                 clauses.append(clause)
                 params.extend(more)
-        rows = self.db.query(
-            "SELECT position, type, prescription_id, patient_id, status, document"  # noqa: S608
-            f" FROM {CHANGES.name} WHERE {' AND '.join(clauses)} ORDER BY position LIMIT %s",
-            (*params, limit),
-        )
-        return [FeedRow(int(p), t, rx, pt, st, str(doc)) for p, t, rx, pt, st, doc in rows]
+        return clauses, params
 
     def due(self, opened_before: datetime, limit: int = 100) -> list[DueHead]:
         """Prescriptions with an open, unsignalled request opened before the instant."""

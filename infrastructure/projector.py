@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -134,7 +134,16 @@ class Projector:
         # The head every projection had reached at the last look: an idle poll is one query.
         self._caught_up_to = 0
         self._standing_by = False
+        self._leading = False
         self._positions: dict[str, int] | None = None
+        # Called after each catch-up that handled events (the dispatcher's wake-up).
+        self.after_batch: list[Callable[[], None]] = []
+
+    @property
+    def leading(self) -> bool:
+        """Whether this process ran the projections at its last look (the dispatcher and the
+        overdue watch run where they run)."""
+        return self._leading
 
     def head(self) -> int:
         return self.app.recorder.max_notification_id() or 0
@@ -150,7 +159,8 @@ class Projector:
     def catch_up(self) -> int:
         """Process what is there now, if this runner leads; the number of events handled."""
         with self._lock:
-            if not self.leadership.acquire():
+            self._leading = self.leadership.acquire()
+            if not self._leading:
                 if not self._standing_by:
                     log.info(
                         "another process runs the projections on this database: this one "
@@ -326,14 +336,17 @@ class Projector:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        self._leading = False
         self.leadership.release()
 
     def _run(self) -> None:
         failures = 0
         while not self._stop.is_set():
             try:
-                self.catch_up()
-                if self.watch is not None and not self._standing_by:
+                if self.catch_up():
+                    for listener in self.after_batch:
+                        listener()
+                if self.watch is not None and self._leading:
                     self.watch.check()
                 failures = 0
             except Exception as exc:  # a store outage or a conflict: log, wait, try again

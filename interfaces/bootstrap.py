@@ -30,6 +30,8 @@ from infrastructure.projector import Projector, projector_for
 from infrastructure.queries import ReadQueries
 from infrastructure.rebuild import Rebuilder
 from infrastructure.settings import Settings
+from infrastructure.subscriptions import SecretBox, SubscriptionStore
+from interfaces.dispatcher import Dispatcher
 from interfaces.drx.signature import SignatureVerifier
 from interfaces.drx.translator import report_digest, stored_fact
 
@@ -74,6 +76,20 @@ class Parts:
         return ChangeFeed(self.read_db)
 
     @cached_property
+    def subscriptions(self) -> SubscriptionStore:
+        return SubscriptionStore(self.read_db, self.feed, SecretBox(self.settings.encryption_key))
+
+    @cached_property
+    def dispatcher(self) -> Dispatcher:
+        """Runs where the projector leads; woken by it after each batch."""
+        projector = self.projector
+        dispatcher = Dispatcher(
+            self.subscriptions, self.feed, lambda: projector.leading, self.clock
+        )
+        projector.after_batch.append(dispatcher.wake)
+        return dispatcher
+
+    @cached_property
     def hub(self) -> ChangeHub:
         """This process's listener for new changes, shared by its streams (started by the
         first stream)."""
@@ -103,6 +119,8 @@ class Parts:
         built = vars(self)
         if "hub" in built:
             self.hub.stop()
+        if "dispatcher" in built:
+            self.dispatcher.stop()
         if "committer" in built:
             self.committer.stop()
         if "projector" in built:

@@ -46,6 +46,7 @@ def run(settings: Settings, *, with_parent: bool = False) -> None:
     with bootstrap(settings, poll_interval_s=POLL_INTERVAL_S) as parts:
         tune_for_serving()
         parts.projector.start()
+        parts.dispatcher.start()
         log.info("projector started on the store in %s", settings.describe_database())
         while not stop.wait(1.0):
             if with_parent and os.getppid() != parent:

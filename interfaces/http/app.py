@@ -19,6 +19,7 @@ from interfaces.http.health import HealthController, ProjectionController
 from interfaces.http.metrics import WebhookMetrics, webhook_timing
 from interfaces.http.paths import RawRequestGuard
 from interfaces.http.prescriptions import PrescriptionController
+from interfaces.http.subscriptions import SubscriptionController
 
 
 def create_app(settings: Settings, *, run_projections: bool = True) -> Litestar:
@@ -30,12 +31,13 @@ def create_app(settings: Settings, *, run_projections: bool = True) -> Litestar:
     """
     parts = Parts(settings)
     metrics = WebhookMetrics()
-    on_startup = [parts.projector.start] if run_projections else []
+    on_startup = [parts.projector.start, parts.dispatcher.start] if run_projections else []
     app = RawRequestGuard(
         route_handlers=[
             webhooks.WebhookController,
             PrescriptionController,
             ChangeController,
+            SubscriptionController,
             DeliveryController,
             ProjectionController,
             HealthController,
@@ -50,7 +52,11 @@ def create_app(settings: Settings, *, run_projections: bool = True) -> Litestar:
         on_startup=on_startup,
         # Only the projector stops with the app: an ASGI host may run the lifespan more than
         # once (test clients do). The pools close with the process, or with parts.close().
-        on_shutdown=[parts.projector.stop, parts.hub.stop] if run_projections else [parts.hub.stop],
+        on_shutdown=(
+            [parts.dispatcher.stop, parts.projector.stop, parts.hub.stop]
+            if run_projections
+            else [parts.hub.stop]
+        ),
         openapi_config=openapi_config(),
         # Our handler logs faults without their messages, which may quote patient data.
         logging_config=LoggingConfig(log_exceptions="never", configure_root_logger=False),

@@ -22,6 +22,7 @@ from domain.errors import (
     describe_fault,
 )
 from infrastructure.database import StoreNotReadyError
+from infrastructure.subscriptions import SubscriptionError, SubscriptionNotFoundError
 from interfaces.drx.signature import SignatureError
 from interfaces.drx.translator import EnvelopeError, NotAJsonObjectError
 from interfaces.http.metrics import OUTCOME_KEY
@@ -46,6 +47,8 @@ ERROR_TABLE: dict[type[Exception], tuple[int, str, str | None]] = {
     PrescriptionNotFoundError: (404, "prescription_not_found", "no prescription with id {}"),
     DeliveryNotFoundError: (404, "delivery_not_found", "no delivery with event id {}"),
     DeliveryNotParkedError: (409, "delivery_not_parked", "delivery {} is not parked"),
+    SubscriptionNotFoundError: (404, "subscription_not_found", "no subscription with id {}"),
+    SubscriptionError: (400, "invalid_parameter", None),
     EnvelopeError: (422, "invalid_envelope", None),
     HistoryDamagedError: (
         500,

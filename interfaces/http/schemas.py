@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 Status = Literal[
     "received",
@@ -191,6 +191,77 @@ class Change(Out):
 class ChangePage(Out):
     items: list[Change]
     next_after: int
+
+
+SubscriptionState = Literal["active", "paused", "disabled"]
+
+
+class NewSubscription(BaseModel):
+    """What an internal app registers: its endpoint, and which changes it wants (none listed:
+    all of them)."""
+
+    model_config = ConfigDict(extra="forbid")
+    url: str = Field(max_length=2000, examples=["https://orders.internal.example/drx-changes"])
+    types: list[ChangeType] = Field(default_factory=list, max_length=5)
+    statuses: list[Status] = Field(default_factory=list, max_length=13)
+    description: str | None = Field(default=None, max_length=500)
+
+
+class SubscriptionPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    state: Literal["active", "paused"]
+
+
+class Rewind(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    after: int = Field(ge=0, le=10**18)
+
+
+class LastAttempt(Out):
+    at: str
+    status: int | None
+    error: str | None
+
+
+class Subscription(Out):
+    id: str
+    url: str
+    description: str | None
+    types: list[str]
+    statuses: list[str]
+    state: SubscriptionState
+    position: int
+    lag: int
+    last_attempt: LastAttempt | None
+    disabled_reason: str | None
+
+
+class CreatedSubscription(Out):
+    """The secret is shown here only: the endpoint checks our signatures with it."""
+
+    id: str
+    secret: str
+    url: str
+    description: str | None
+    types: list[str]
+    statuses: list[str]
+    state: SubscriptionState
+    position: int
+
+
+class Attempt(Out):
+    id: int
+    at: str
+    position: int
+    webhook_id: str
+    status: int | None
+    error: str | None
+    duration_ms: int
+
+
+class AttemptPage(Out):
+    items: list[Attempt]
+    next_cursor: str | None
 
 
 class Problem(Out):

@@ -1,0 +1,346 @@
+"""Subscriptions as stored: internal apps' endpoints, each with its own secret, its filters,
+where it stands in the change feed, its state and its attempts log (plain tables: they are
+configuration and bookkeeping, not facts). The dispatcher (`interfaces/dispatcher.py`) moves a
+subscription's position only from the value it read, and only within the same `generation`, so
+that a pause, rewind or removal made meanwhile (by the API or the CLI, in another process) wins
+over a delivery in flight.
+
+A secret is stored as given, or, when DRX_ENCRYPTION_KEY is set, encrypted with AES-GCM under
+that key (`aesgcm:` and the base64 of nonce and ciphertext): a copy of the database does not
+give away the secrets that internal apps check our signatures with.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from domain.changes import TYPES as CHANGE_TYPES
+from domain.instants import sortable_instant
+from domain.state import STATUSES
+from infrastructure.change_feed import ChangeFeed, ChangeFilter
+from infrastructure.database import ReadDatabase
+
+ACTIVE, PAUSED, DISABLED = "active", "paused", "disabled"
+STATES = (ACTIVE, PAUSED, DISABLED)
+_ENCRYPTED = "aesgcm:"
+_COLUMNS = (
+    "id, url, description, types, statuses, secret, state, position, generation, failures,"
+    " failing_since, retry_at, disabled_reason, created_at"
+)
+
+
+class SubscriptionNotFoundError(LookupError):
+    """No subscription with that id."""
+
+
+class SecretBox:
+    """Encrypts subscription secrets at rest when a key is configured."""
+
+    def __init__(self, key_base64: str) -> None:
+        self._aead = AESGCM(base64.b64decode(key_base64)) if key_base64 else None
+
+    def seal(self, secret: str) -> str:
+        if self._aead is None:
+            return secret
+        nonce = os.urandom(12)
+        sealed = nonce + self._aead.encrypt(nonce, secret.encode(), b"drx-subscription")
+        return _ENCRYPTED + base64.b64encode(sealed).decode()
+
+    def open(self, stored: str) -> str:
+        if not stored.startswith(_ENCRYPTED):
+            return stored
+        if self._aead is None:
+            raise RuntimeError(
+                "a subscription secret is encrypted: set DRX_ENCRYPTION_KEY to the key it was "
+                "stored with"
+            )
+        sealed = base64.b64decode(stored.removeprefix(_ENCRYPTED))
+        return self._aead.decrypt(sealed[:12], sealed[12:], b"drx-subscription").decode()
+
+
+class SubscriptionError(ValueError):
+    """A subscription's URL or filter is not one it can have; the message says why."""
+
+
+def check_url(url: str) -> str:
+    """An http(s) URL with a host, at most 2,000 characters. Private addresses are allowed:
+    subscribers are internal apps, usually on the organisation's own network."""
+    parts = urlsplit(url)
+    if len(url) > 2000 or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SubscriptionError("url must be an http:// or https:// URL with a host")
+    if any(ord(c) < 33 or ord(c) == 127 for c in url):
+        raise SubscriptionError("url must not hold spaces or control characters")
+    return url
+
+
+def check_filters(types: Sequence[str], statuses: Sequence[str]) -> None:
+    unknown = set(types) - set(CHANGE_TYPES)
+    if unknown:
+        raise SubscriptionError(f"types: a change type is one of {', '.join(CHANGE_TYPES)}")
+    if set(statuses) - set(STATUSES):
+        raise SubscriptionError(f"statuses: a status is one of {', '.join(STATUSES)}")
+
+
+def new_secret() -> str:
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+@dataclass(frozen=True)
+class Subscription:
+    id: str
+    url: str
+    description: str | None
+    types: tuple[str, ...]
+    statuses: tuple[str, ...]
+    sealed_secret: str
+    state: str
+    position: int
+    generation: int
+    failures: int
+    failing_since: str | None
+    retry_at: str | None
+    disabled_reason: str | None
+    created_at: str
+
+    @property
+    def filter(self) -> ChangeFilter:
+        return ChangeFilter(types=self.types, statuses=self.statuses)
+
+    def webhook_id(self, position: int) -> str:
+        """The same for every attempt at one change; another after a rewind, so that a
+        receiver that keeps the ids it handled takes the change again."""
+        suffix = f"_r{self.generation}" if self.generation else ""
+        return f"msg_{self.id}_{position}{suffix}"
+
+
+@dataclass(frozen=True)
+class Attempt:
+    id: int
+    subscription_id: str
+    position: int
+    webhook_id: str
+    at: str
+    status: int | None
+    error: str | None
+    duration_ms: int
+
+
+def _now() -> str:
+    return sortable_instant(datetime.now(UTC))
+
+
+class SubscriptionStore:
+    def __init__(self, db: ReadDatabase, feed: ChangeFeed, box: SecretBox) -> None:
+        self.db, self.feed, self.box = db, feed, box
+
+    # Reading
+
+    def _one(self, subscription_id: str) -> Subscription:
+        rows = self.db.query(
+            f"SELECT {_COLUMNS} FROM drx_subscriptions WHERE id = %s",  # noqa: S608
+            (subscription_id,),
+        )
+        if not rows:
+            raise SubscriptionNotFoundError(subscription_id)
+        return _subscription(rows[0])
+
+    def get(self, subscription_id: str) -> Subscription:
+        return self._one(subscription_id)
+
+    def all(self) -> list[Subscription]:
+        rows = self.db.query(f"SELECT {_COLUMNS} FROM drx_subscriptions ORDER BY created_at, id")  # noqa: S608
+        return [_subscription(row) for row in rows]
+
+    def secret(self, subscription: Subscription) -> str:
+        return self.box.open(subscription.sealed_secret)
+
+    def lag(self, subscription: Subscription, cap: int = 100_000) -> int:
+        """How many matching changes it has still to get (counted up to `cap`)."""
+        return self.feed.count_after(subscription.position, subscription.filter, cap)
+
+    def last_attempt(self, subscription_id: str) -> Attempt | None:
+        found = self.attempts(subscription_id, 1, None)
+        return found[0] if found else None
+
+    def attempts(self, subscription_id: str, limit: int, before: int | None) -> list[Attempt]:
+        """Newest first; `before` an attempt id to continue after."""
+        columns = "id, subscription_id, position, webhook_id, at, status, error, duration_ms"
+        if before is None:
+            rows = self.db.query(
+                f"SELECT {columns} FROM drx_subscription_attempts"  # noqa: S608
+                " WHERE subscription_id = %s ORDER BY id DESC LIMIT %s",
+                (subscription_id, limit),
+            )
+        else:
+            rows = self.db.query(
+                f"SELECT {columns} FROM drx_subscription_attempts"  # noqa: S608
+                " WHERE subscription_id = %s AND id < %s ORDER BY id DESC LIMIT %s",
+                (subscription_id, before, limit),
+            )
+        return [Attempt(*row) for row in rows]
+
+    # Changing, from the API or the CLI
+
+    def create(
+        self,
+        url: str,
+        types: Sequence[str] = (),
+        statuses: Sequence[str] = (),
+        description: str | None = None,
+    ) -> tuple[Subscription, str]:
+        """A new active subscription from the feed's head now (it gets the changes from now
+        on; rewind it for older ones), and its secret, shown this once."""
+        check_url(url)
+        check_filters(types, statuses)
+        subscription_id = "sub_" + secrets.token_hex(8)
+        secret = new_secret()
+        with self.db.transaction() as cursor:
+            cursor.execute(
+                f"INSERT INTO drx_subscriptions ({_COLUMNS})"  # noqa: S608
+                " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 0, 0, NULL, NULL, NULL, %s)",
+                (
+                    subscription_id,
+                    url,
+                    description,
+                    json.dumps(list(types)),
+                    json.dumps(list(statuses)),
+                    self.box.seal(secret),
+                    ACTIVE,
+                    self.feed.head(),
+                    _now(),
+                ),
+            )
+        return self._one(subscription_id), secret
+
+    def set_state(self, subscription_id: str, state: str) -> Subscription:
+        """Pause, or make active (a disabled one too: its failures are forgotten)."""
+        if state not in (ACTIVE, PAUSED):
+            raise ValueError(state)
+        reset = ", failures = 0, failing_since = NULL, retry_at = NULL, disabled_reason = NULL"
+        self._update(subscription_id, f"state = %s{reset if state == ACTIVE else ''}", (state,))
+        return self._one(subscription_id)
+
+    def rewind(self, subscription_id: str, after: int) -> Subscription:
+        """Deliver again from after `after` (with new webhook ids), failures forgotten."""
+        self._update(
+            subscription_id,
+            "position = %s, generation = generation + 1, failures = 0, failing_since = NULL,"
+            " retry_at = NULL",
+            (after,),
+        )
+        return self._one(subscription_id)
+
+    def remove(self, subscription_id: str) -> None:
+        with self.db.transaction() as cursor:
+            cursor.execute("DELETE FROM drx_subscriptions WHERE id = %s", (subscription_id,))
+            if cursor.rowcount == 0:
+                raise SubscriptionNotFoundError(subscription_id)
+            cursor.execute(
+                "DELETE FROM drx_subscription_attempts WHERE subscription_id = %s",
+                (subscription_id,),
+            )
+
+    def _update(self, subscription_id: str, sets: str, params: Sequence[Any]) -> None:
+        with self.db.transaction() as cursor:
+            cursor.execute(
+                f"UPDATE drx_subscriptions SET {sets} WHERE id = %s",  # noqa: S608
+                (*params, subscription_id),
+            )
+            if cursor.rowcount == 0:
+                raise SubscriptionNotFoundError(subscription_id)
+
+    # The dispatcher's bookkeeping: each moves the row only from what the dispatcher read.
+
+    def record(
+        self,
+        subscription: Subscription,
+        position: int,
+        *,
+        status: int | None,
+        error: str | None,
+        duration_ms: int,
+        delivered: bool,
+        state: str | None = None,
+        failures: int = 0,
+        failing_since: str | None = None,
+        retry_at: str | None = None,
+        disabled_reason: str | None = None,
+    ) -> bool:
+        """One attempt at the change at `position`, and where the subscription stands after
+        it; False (nothing moved) when the subscription changed meanwhile."""
+        with self.db.transaction() as cursor:
+            cursor.execute(
+                "UPDATE drx_subscriptions SET position = %s, state = %s, failures = %s,"
+                " failing_since = %s, retry_at = %s, disabled_reason = %s"
+                " WHERE id = %s AND generation = %s AND position = %s AND state = %s",
+                (
+                    position if delivered else subscription.position,
+                    state or subscription.state,
+                    failures,
+                    failing_since,
+                    retry_at,
+                    disabled_reason,
+                    subscription.id,
+                    subscription.generation,
+                    subscription.position,
+                    ACTIVE,
+                ),
+            )
+            if cursor.rowcount == 0:
+                return False
+            cursor.execute(
+                "INSERT INTO drx_subscription_attempts"
+                " (subscription_id, position, webhook_id, at, status, error, duration_ms)"
+                " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                (
+                    subscription.id,
+                    position,
+                    subscription.webhook_id(position),
+                    _now(),
+                    status,
+                    error,
+                    duration_ms,
+                ),
+            )
+        return True
+
+    def skip_to(self, subscription: Subscription, position: int) -> bool:
+        """Move past changes that do not match it (none to send up to `position`)."""
+        with self.db.transaction() as cursor:
+            cursor.execute(
+                "UPDATE drx_subscriptions SET position = %s"
+                " WHERE id = %s AND generation = %s AND position = %s",
+                (position, subscription.id, subscription.generation, subscription.position),
+            )
+            return bool(cursor.rowcount == 1)
+
+
+def _subscription(row: Sequence[Any]) -> Subscription:
+    (sid, url, description, types, statuses, secret, state, position, generation) = row[:9]
+    failures, failing_since, retry_at, disabled_reason, created_at = row[9:]
+    return Subscription(
+        sid,
+        url,
+        description,
+        tuple(json.loads(types)),
+        tuple(json.loads(statuses)),
+        secret,
+        state,
+        int(position),
+        int(generation),
+        int(failures),
+        failing_since,
+        retry_at,
+        disabled_reason,
+        created_at,
+    )

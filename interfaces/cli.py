@@ -33,7 +33,7 @@ from infrastructure.eventstore import StoreKeyError, check_store_readable
 from infrastructure.migrations import MigrationError, StoreNotReadyError, migrate
 from infrastructure.rebuild import PROJECTION_NAMES, RebuildError
 from infrastructure.settings import Settings, SettingsError
-from interfaces import projector_process, server
+from interfaces import projector_process, server, subscription_commands
 from interfaces.bootstrap import bootstrap
 from interfaces.documents import export_prescription
 from interfaces.drx.signature import SecretError, secret_key, signed_headers
@@ -246,6 +246,10 @@ def cmd_send(settings: Settings, args: argparse.Namespace) -> int:
     return worst
 
 
+def cmd_subscriptions(settings: Settings, args: argparse.Namespace) -> int:
+    return subscription_commands.run(settings, args, UsageError)
+
+
 COMMANDS: list[tuple[str, str]] = [
     ("serve", "apply pending migrations, then run the web service and the projections"),
     ("migrate", "apply pending migrations, each once"),
@@ -258,6 +262,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("audit export", "one prescription's audit document, as JSON"),
     ("send", "sign payload files as DRx would and POST them"),
     ("simulate", "a DRx stand-in: send signed lifecycles"),
+    *subscription_commands.COMMANDS,
 ]
 
 
@@ -343,6 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=None, help="repeat a run exactly")
     sim.add_argument("--api-key", help="to check the final states (default: DRX_API_KEYS)")
     sim.set_defaults(handler=cmd_simulate)
+    subscription_commands.add_parser(commands, cmd_subscriptions)
     return parser
 
 

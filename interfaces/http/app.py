@@ -7,6 +7,7 @@ from typing import Any, cast
 from litestar import Litestar
 from litestar.di import Provide
 from litestar.logging import LoggingConfig
+from litestar.routes import HTTPRoute
 
 from infrastructure.settings import Settings
 from interfaces.bootstrap import Parts
@@ -62,4 +63,22 @@ def create_app(settings: Settings, *, run_projections: bool = True) -> Litestar:
         logging_config=LoggingConfig(log_exceptions="never", configure_root_logger=False),
     )
     app.state.parts = parts
+    allow_every_method(app)
     return app
+
+
+def allow_every_method(app: Litestar) -> None:
+    """Make OPTIONS name every method of its path. Litestar 2.25 builds a path's automatic
+    OPTIONS handler with the first handler registered there and, when more handlers join the
+    path, keeps it answering with that first route's methods only (`OPTIONS, POST` for
+    /subscriptions, which also takes GET). The handler reads the methods from the route it was
+    made for, when called: that route is given the methods of the route it now serves.
+    tests/e2e/test_subscriptions.py checks the answer."""
+    for route in app.routes:
+        if not isinstance(route, HTTPRoute):
+            continue
+        for handler in route.route_handlers:
+            if handler.http_methods == {"OPTIONS"}:
+                for cell in getattr(handler.fn, "__closure__", None) or ():
+                    if isinstance(cell.cell_contents, HTTPRoute):
+                        cell.cell_contents.methods = route.methods

@@ -16,6 +16,7 @@ from infrastructure.change_feed import ChangeFilter, FeedRow
 from interfaces.bootstrap import Parts
 from interfaces.http.auth import BEARER, require_api_key
 from interfaces.http.errors import ProblemError
+from interfaces.http.pagination import QueryId
 from interfaces.http.schemas import ChangePage, Problem
 
 # A stream says it is alive at least this often (the contract: at least every 15 s).
@@ -42,7 +43,6 @@ Types = Annotated[
         pattern=f"^({_TYPE}(,{_TYPE})*)?$",
     ),
 ]
-Id = Annotated[str | None, QueryParameter(max_length=200)]
 
 
 def _position(name: str, value: str | None) -> int | None:
@@ -94,8 +94,8 @@ class ChangeController(Controller):
         parts: NamedDependency[Parts],
         after: Position = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
-        prescription_id: Id = None,
-        patient_id: Id = None,
+        prescription_id: QueryId = None,
+        patient_id: QueryId = None,
         types: Types = None,
     ) -> Response[ChangePage]:
         start = _position("after", after) or 0
@@ -126,8 +126,8 @@ class ChangeController(Controller):
         request: Request[Any, Any, Any],
         parts: NamedDependency[Parts],
         after: Position = None,
-        prescription_id: Id = None,
-        patient_id: Id = None,
+        prescription_id: QueryId = None,
+        patient_id: QueryId = None,
         types: Types = None,
     ) -> ServerSentEvent:
         resumed = _position("Last-Event-ID", request.headers.get("last-event-id", "").strip())

@@ -30,6 +30,8 @@ DeliveryCursor = Annotated[
         pattern="^(|0|[1-9][0-9]{0,17})$",
     ),
 ]
+# An id in a query: the service refuses U+0000 anywhere in a path or query (paths.py).
+QueryId = Annotated[str | None, QueryParameter(max_length=200, pattern=_NO_NUL)]
 Instant = Annotated[
     str | None,
     QueryParameter(

@@ -19,6 +19,7 @@ from interfaces.http.auth import BEARER, require_api_key
 from interfaces.http.pagination import (
     Instant,
     PrescriptionCursor,
+    QueryId,
     next_cursor,
     parse_instant,
     prescription_cursor,
@@ -56,8 +57,8 @@ class PrescriptionController(Controller):
         self,
         parts: NamedDependency[Parts],
         status: FromQuery[Status | None] = None,
-        patient_id: FromQuery[str | None] = None,
-        pharmacy_ncpdp_id: FromQuery[str | None] = None,
+        patient_id: QueryId = None,
+        pharmacy_ncpdp_id: QueryId = None,
         needs_review: FromQuery[bool | None] = None,
         updated_since: Instant = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from infrastructure.subscriptions import URL_MAX, URL_PATTERN
 
 Status = Literal[
     "received",
@@ -196,25 +198,40 @@ class ChangePage(Out):
 SubscriptionState = Literal["active", "paused", "disabled"]
 
 
-class NewSubscription(BaseModel):
+class In(BaseModel):
+    """A request body. Fields it does not know are ignored: the OpenAPI document cannot say
+    otherwise (Litestar publishes no additionalProperties for a model), and a client must not
+    be refused for what the document allows."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class NewSubscription(In):
     """What an internal app registers: its endpoint, and which changes it wants (none listed:
     all of them)."""
 
-    model_config = ConfigDict(extra="forbid")
-    url: str = Field(max_length=2000, examples=["https://orders.internal.example/drx-changes"])
+    url: Annotated[str, StringConstraints(max_length=URL_MAX, pattern=URL_PATTERN)] = Field(
+        examples=["https://orders.internal.example/drx-changes"]
+    )
     types: list[ChangeType] = Field(default_factory=list, max_length=5)
     statuses: list[Status] = Field(default_factory=list, max_length=13)
     description: str | None = Field(default=None, max_length=500)
 
 
-class SubscriptionPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SubscriptionPatch(In):
     state: Literal["active", "paused"]
 
 
-class Rewind(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Rewind(In):
     after: int = Field(ge=0, le=10**18)
+
+    @field_validator("after", mode="before")
+    @classmethod
+    def _not_a_boolean(cls, value: Any) -> Any:
+        # Litestar validates bodies with strict=False, which lets a JSON true through as 1.
+        if isinstance(value, bool):
+            raise ValueError("after is a position, not a boolean")
+        return value
 
 
 class LastAttempt(Out):

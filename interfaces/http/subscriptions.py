@@ -9,7 +9,7 @@ from typing import Annotated
 from litestar import Controller, delete, get, patch, post
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath, QueryParameter
+from litestar.params import FromPath, JSONBody, QueryParameter
 
 from domain.instants import format_instant
 from infrastructure.subscriptions import Subscription as Stored
@@ -79,7 +79,9 @@ class SubscriptionController(Controller):
         sync_to_thread=True,
         responses=REFUSED,
     )
-    def create(self, data: NewSubscription, parts: NamedDependency[Parts]) -> CreatedSubscription:
+    def create(
+        self, data: JSONBody[NewSubscription], parts: NamedDependency[Parts]
+    ) -> CreatedSubscription:
         made, secret = parts.subscriptions.create(
             data.url, data.types, data.statuses, data.description
         )
@@ -127,7 +129,10 @@ class SubscriptionController(Controller):
         responses={**REFUSED, **NOT_FOUND},
     )
     def update(
-        self, subscription_id: FromPath[str], data: SubscriptionPatch, parts: NamedDependency[Parts]
+        self,
+        subscription_id: FromPath[str],
+        data: JSONBody[SubscriptionPatch],
+        parts: NamedDependency[Parts],
     ) -> Subscription:
         store = parts.subscriptions
         return shown(store, store.set_state(subscription_id, data.state))
@@ -142,7 +147,7 @@ class SubscriptionController(Controller):
         responses={**REFUSED, **NOT_FOUND},
     )
     def rewind(
-        self, subscription_id: FromPath[str], data: Rewind, parts: NamedDependency[Parts]
+        self, subscription_id: FromPath[str], data: JSONBody[Rewind], parts: NamedDependency[Parts]
     ) -> Subscription:
         store = parts.subscriptions
         return shown(store, store.rewind(subscription_id, data.after))

@@ -6,6 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from infrastructure.migrations import migrate
+from tests.conftest import migrated_postgres, sqlite_settings
 from tests.helpers import serving
 
 
@@ -13,3 +15,15 @@ from tests.helpers import serving
 def client(settings) -> Iterator:
     with serving(settings) as test_client:
         yield test_client
+
+
+@pytest.fixture
+def store(request, tmp_path):
+    """Migrated settings for the servers: a new SQLite file, or a new PostgreSQL schema."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        chosen = sqlite_settings(tmp_path)
+        migrate(chosen)
+        yield chosen
+        return
+    with migrated_postgres(request.getfixturevalue("postgres_url")) as chosen:
+        yield chosen

@@ -26,7 +26,7 @@ from bench.common import descendants, niceness
 from infrastructure.eventstore import open_prescriptions
 from infrastructure.migrations import migrate
 from interfaces import projector_process
-from tests.conftest import migrated_postgres, sqlite_settings
+from tests.conftest import sqlite_settings
 from tests.helpers import (
     API_KEY,
     AUTH,
@@ -115,18 +115,6 @@ class Server:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=10)
-
-
-@pytest.fixture
-def store(request, tmp_path):
-    """Migrated settings for the servers: a new SQLite file, or a new PostgreSQL schema."""
-    if getattr(request, "param", "sqlite") == "sqlite":
-        chosen = sqlite_settings(tmp_path)
-        migrate(chosen)
-        yield chosen
-        return
-    with migrated_postgres(request.getfixturevalue("postgres_url")) as chosen:
-        yield chosen
 
 
 def server_env(settings, secret: str) -> dict[str, str]:

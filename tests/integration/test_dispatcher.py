@@ -185,13 +185,16 @@ def test_three_days_of_failures_disable_it(parts, receivers, dispatching):
     dispatching(clock=clock)
     deliver_some(parts, lifecycles=1)
     deadline = time.monotonic() + 10
-    while receiver.requests < 1:
+
+    def recorded():
+        return len(parts.subscriptions.attempts(subscription.id, 100, None))
+
+    while recorded() < 1:
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    for _ in range(3):  # retries come as the back-off runs out, the first failure still open
+    for n in range(3):  # retries come as the back-off runs out, the first failure still open
         clock.advance(timedelta(hours=23))
-        before = receiver.requests
-        while receiver.requests == before:
+        while recorded() < n + 2:  # each attempt recorded before the clock moves again
             assert time.monotonic() < deadline
             time.sleep(0.02)
     assert parts.subscriptions.get(subscription.id).state != DISABLED  # 69 hours

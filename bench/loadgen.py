@@ -31,6 +31,9 @@ class LoadResult:
     statuses: Counter[int] = field(default_factory=Counter)
     latencies_s: list[float] = field(default_factory=list)
     due_s: list[float] = field(default_factory=list)  # each request's due time, from the start
+    # (request index, status, perf_counter when answered): perf_counter is the system's
+    # monotonic clock on Linux, so other processes' receipt times compare with it.
+    answered: list[tuple[int, int, float]] = field(default_factory=list)
     errors: int = 0
 
     @property
@@ -138,7 +141,9 @@ async def _drive(
                     continue
                 result.sent += 1
                 result.statuses[status] += 1
-                result.latencies_s.append(time.perf_counter() - due)
+                now = time.perf_counter()
+                result.answered.append((index, status, now))
+                result.latencies_s.append(now - due)
                 result.due_s.append(due - start)
         finally:
             writer.close()

@@ -19,6 +19,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 from uuid import UUID
 
@@ -238,6 +239,16 @@ class FeedRow:
     status: str | None
     recorded_at: str  # RFC 3339, fixed width
     document: str  # the change's JSON, as stored
+
+    @cached_property
+    def sse(self) -> bytes:
+        """The change as one Server-Sent Events message, encoded once for every stream that
+        sends it (the JSON holds no line break: it is one data line)."""
+        return b"id: %d\r\nevent: %s\r\ndata: %s\r\n\r\n" % (
+            self.position,
+            self.type.encode(),
+            self.document.encode(),
+        )
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ import bisect
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import psycopg
@@ -99,8 +100,11 @@ class ChangeHub:
         if self._conn is None:
             self._conn = psycopg.connect(postgres_conninfo(self.settings), autocommit=True)
             self._conn.execute(f'LISTEN "{self.channel}"')
-        for _ in self._conn.notifies(timeout=self.poll_s, stop_after=1):
-            pass
+        # In short slices, so that a stop is seen soon; a notification ends the wait at once.
+        deadline = time.monotonic() + self.poll_s
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            for _ in self._conn.notifies(timeout=0.2, stop_after=1):
+                return
 
     def _close_listener(self) -> None:
         if self._conn is not None:
@@ -148,34 +152,40 @@ class ChangeHub:
             return self._rows[bisect.bisect_right(self._positions, position) :], self._head
 
     async def follow(
-        self,
-        after: int | None,
-        where: ChangeFilter,
-        heartbeat_s: float,
-        emit: Callable[[FeedRow | None], Any],
-    ) -> AsyncIterator[Any]:
+        self, after: int | None, where: ChangeFilter, heartbeat_s: float
+    ) -> AsyncIterator[list[FeedRow]]:
         """The changes that match `where`, from after `after` (None: from now) and then as
-        they come, each as `emit(row)`; `emit(None)` (a heartbeat) when none came for
-        `heartbeat_s`. Ends only when the client goes (the task is cancelled)."""
+        they come, in batches (all that were there at a look); an empty batch when nothing was
+        sent for `heartbeat_s`. Ends only when the client goes (the task is cancelled)."""
         self.start()
         loop = asyncio.get_running_loop()
         self._loops.setdefault(loop, asyncio.Event())
         position = self._head if after is None else after
+        quiet_since = loop.time()  # when the stream last sent anything
         while True:
             found = self._buffered_after(position)
             if found is None:  # far behind: read from the database
                 head = self._head
                 rows = await asyncio.to_thread(self.feed.after, position, PAGE, where)
-                reached = rows[-1].position if len(rows) == PAGE else max(head, position)
+                # A short page holds every match up to the database's head at the query, which
+                # may be past `head` (rows the hub has not read yet): go on from the later one.
+                last = rows[-1].position if rows else position
+                reached = last if len(rows) == PAGE else max(head, position, last)
             else:
                 rows, reached = [r for r in found[0] if where.matches(r)], found[1]
-            for row in rows:
-                yield emit(row)
+            if rows:
+                yield rows
+                quiet_since = loop.time()
             position = max(position, reached)
             if self._head > position:
                 continue
             event = self._loops[loop]
-            try:
-                await asyncio.wait_for(event.wait(), heartbeat_s)
-            except TimeoutError:
-                yield emit(None)
+            # Due heartbeat_s after the last thing sent, whatever woke the stream meanwhile
+            # (changes its filter leaves out wake it too).
+            remaining = quiet_since + heartbeat_s - loop.time()
+            if remaining > 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), remaining)
+                    continue
+            yield []
+            quiet_since = loop.time()

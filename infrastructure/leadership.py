@@ -1,4 +1,5 @@
-"""Which process runs the projections: the one holding a lock that dies with it.
+"""Which process runs the projections (or the dispatcher): the one holding a lock that dies
+with it.
 
 PostgreSQL: a session advisory lock on a connection of its own (released when the process or its
 connection dies). SQLite: an exclusive `flock` on a file beside the database (released by the OS
@@ -30,9 +31,9 @@ class Leadership(Protocol):
 
 
 class PostgresLeadership:
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        digest = hashlib.sha256(f"drx-projections:{settings.postgres_schema}".encode()).digest()
+    def __init__(self, settings: Settings, role: str = "projections") -> None:
+        self._settings, self._role = settings, role
+        digest = hashlib.sha256(f"drx-{role}:{settings.postgres_schema}".encode()).digest()
         self._key = int.from_bytes(digest[:8], "big", signed=True)
         self._conn: psycopg.Connection[Any] | None = None
 
@@ -48,7 +49,7 @@ class PostgresLeadership:
         row = conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key,)).fetchone()
         if row and row[0]:
             self._conn = conn
-            log.info("this process now runs the projections")
+            log.info("this process now runs the %s", self._role)
             return True
         conn.close()
         return False
@@ -61,8 +62,8 @@ class PostgresLeadership:
 
 
 class FileLeadership:
-    def __init__(self, path: str) -> None:
-        self._path = path
+    def __init__(self, path: str, role: str = "projections") -> None:
+        self._path, self._role = path, role
         self._file: IO[str] | None = None
 
     def acquire(self) -> bool:
@@ -76,7 +77,7 @@ class FileLeadership:
             file.close()
             return False
         self._file = file
-        log.info("this process (pid %d) now runs the projections", os.getpid())
+        log.info("this process (pid %d) now runs the %s", os.getpid(), self._role)
         return True
 
     def release(self) -> None:
@@ -86,7 +87,10 @@ class FileLeadership:
             self._file = None
 
 
-def leadership_for(settings: Settings) -> PostgresLeadership | FileLeadership:
+def leadership_for(
+    settings: Settings, role: str = "projections"
+) -> PostgresLeadership | FileLeadership:
+    """The lead of one role (the projections, the subscriptions' dispatcher) on the database."""
     if settings.dialect == "postgresql":
-        return PostgresLeadership(settings)
-    return FileLeadership(settings.sqlite_path + ".projections.lock")
+        return PostgresLeadership(settings, role)
+    return FileLeadership(f"{settings.sqlite_path}.{role}.lock", role)

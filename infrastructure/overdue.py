@@ -54,8 +54,15 @@ class OverdueWatch:
                 if key in self._pending:
                     continue
                 self._pending.add(key)
-                if raise_overdue(self.app, head.subject, request, self.sla):
-                    raised += 1
+                try:
+                    if raise_overdue(self.app, head.subject, request, self.sla):
+                        raised += 1
+                except Exception as exc:  # this prescription's; the others go on
+                    log.warning(
+                        "an overdue signal could not be raised (%s): tried again later",
+                        type(exc).__name__,
+                    )
+                    self._pending.discard(key)
         self._pending &= seen
         if raised:
             log.info("%d request(s) overdue: signalled on the change feed", raised)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -136,13 +136,11 @@ class Projector:
         self._standing_by = False
         self._leading = False
         self._positions: dict[str, int] | None = None
-        # Called after each catch-up that handled events (the dispatcher's wake-up).
-        self.after_batch: list[Callable[[], None]] = []
 
     @property
     def leading(self) -> bool:
-        """Whether this process ran the projections at its last look (the dispatcher and the
-        overdue watch run where they run)."""
+        """Whether this process ran the projections at its last look (the overdue watch runs
+        where they run)."""
         return self._leading
 
     def head(self) -> int:
@@ -156,8 +154,9 @@ class Projector:
             for p in self.models
         ]
 
-    def catch_up(self) -> int:
-        """Process what is there now, if this runner leads; the number of events handled."""
+    def catch_up(self, *, watch: bool = False) -> int:
+        """Process what is there now, if this runner leads; the number of events handled.
+        `watch`: run the overdue watch too, between batches (the background loop does)."""
         with self._lock:
             self._leading = self.leadership.acquire()
             if not self._leading:
@@ -173,6 +172,8 @@ class Projector:
             self._standing_by = False
             handled = 0
             while True:
+                if watch:  # between batches too: a catch-up lasts as long as DRx keeps sending
+                    self._watch()
                 head = self.head()
                 if head <= self._caught_up_to:  # nothing stored since the last look
                     return handled
@@ -181,6 +182,16 @@ class Projector:
                     self._caught_up_to = head
                     return handled
                 handled += batch
+
+    def _watch(self) -> None:
+        """The overdue watch (at most once per its interval); its failures are its own, kept
+        out of the projections' back-off."""
+        if self.watch is None:
+            return
+        try:
+            self.watch.check()
+        except Exception as exc:
+            log.warning("the overdue watch failed: %s", dead_letters.describe_failure(exc))
 
     def _catch_up_batch(self, head: int) -> int | None:
         """One batch for every projection behind `head`: the notification log read once (the
@@ -343,11 +354,7 @@ class Projector:
         failures = 0
         while not self._stop.is_set():
             try:
-                if self.catch_up():
-                    for listener in self.after_batch:
-                        listener()
-                if self.watch is not None and self._leading:
-                    self.watch.check()
+                self.catch_up(watch=True)
                 failures = 0
             except Exception as exc:  # a store outage or a conflict: log, wait, try again
                 failures += 1

@@ -18,7 +18,7 @@ import os
 import re
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,9 +28,11 @@ from domain.changes import TYPES as CHANGE_TYPES
 from domain.instants import sortable_instant
 from domain.state import STATUSES
 from infrastructure.change_feed import ChangeFeed, ChangeFilter
-from infrastructure.database import ReadDatabase
+from infrastructure.database import Cursor, ReadDatabase, insert_rows
 
 ACTIVE, PAUSED, DISABLED = "active", "paused", "disabled"
+KEPT_ATTEMPTS = 10_000  # per subscription, the latest
+PRUNE_EVERY = 100  # writes (each up to 100 ms of attempts): how often one trims the log
 STATES = (ACTIVE, PAUSED, DISABLED)
 _ENCRYPTED = "aesgcm:"
 _COLUMNS = (
@@ -73,12 +75,13 @@ class SubscriptionError(ValueError):
 
 
 # An http(s) URL with a host (a name or an IPv4 address; an IPv6 literal wants a name), an
-# optional port, and no space or control character anywhere: what the API's schema publishes,
-# and what is stored.
+# optional port (1-65535), no user:password@ (never sent: the secret authenticates us), and
+# printable ASCII only (a path outside it is percent-encoded by its owner): what the API's
+# schema publishes, what is stored, and what goes on the request line as it is.
 URL_PATTERN = (
-    r"^https?://(?:[^/?#@\u0000-\u0020\u007f-\u009f]+@)?"
-    r"[A-Za-z0-9._~%-]+(?::[0-9]{1,5})?"
-    r"(?:[/?#][^\u0000-\u0020\u007f-\u009f]*)?$"
+    r"^https?://[A-Za-z0-9._~%-]+"
+    r"(?::(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?"
+    r"(?:[/?#][!-~]*)?$"
 )
 # (Character classes spelt out, not \s: Python's and JSON Schema's regexes differ on it.)
 URL_MAX = 2000
@@ -89,8 +92,8 @@ def check_url(url: str) -> str:
     are allowed: subscribers are internal apps, usually on the organisation's own network."""
     if len(url) > URL_MAX or not re.match(URL_PATTERN, url):
         raise SubscriptionError(
-            "url must be an http:// or https:// URL with a host, without spaces or control "
-            "characters"
+            "url must be an http:// or https:// URL with a host, an optional port (1-65535), no "
+            "user:password@, and printable ASCII only (percent-encode the rest)"
         )
     return url
 
@@ -136,6 +139,17 @@ class Subscription:
 
 
 @dataclass(frozen=True)
+class AttemptRecord:
+    """One attempt as the dispatcher made it, to be written."""
+
+    position: int
+    webhook_id: str
+    status: int | None
+    error: str | None
+    took_ms: int
+
+
+@dataclass(frozen=True)
 class Attempt:
     id: int
     subscription_id: str
@@ -154,6 +168,7 @@ def _now() -> str:
 class SubscriptionStore:
     def __init__(self, db: ReadDatabase, feed: ChangeFeed, box: SecretBox) -> None:
         self.db, self.feed, self.box = db, feed, box
+        self._writes = 0
 
     # Reading
 
@@ -243,7 +258,9 @@ class SubscriptionStore:
         return self._one(subscription_id)
 
     def rewind(self, subscription_id: str, after: int) -> Subscription:
-        """Deliver again from after `after` (with new webhook ids), failures forgotten."""
+        """Deliver again from after `after` (with new webhook ids), failures forgotten. A
+        position past the feed's head is the head: nothing yet to come is skipped."""
+        after = min(after, self.feed.head())
         self._update(
             subscription_id,
             "position = %s, generation = generation + 1, failures = 0, failing_since = NULL,"
@@ -271,70 +288,87 @@ class SubscriptionStore:
             if cursor.rowcount == 0:
                 raise SubscriptionNotFoundError(subscription_id)
 
-    # The dispatcher's bookkeeping: each moves the row only from what the dispatcher read.
+    # The dispatcher's bookkeeping: it moves the row only from what the dispatcher read.
 
     def record(
         self,
         subscription: Subscription,
         position: int,
+        attempts: Sequence[AttemptRecord],
         *,
-        status: int | None,
-        error: str | None,
-        duration_ms: int,
-        delivered: bool,
         state: str | None = None,
         failures: int = 0,
         failing_since: str | None = None,
         retry_at: str | None = None,
         disabled_reason: str | None = None,
-    ) -> bool:
-        """One attempt at the change at `position`, and where the subscription stands after
-        it; False (nothing moved) when the subscription changed meanwhile."""
+    ) -> Subscription | None:
+        """Where the subscription stands after `attempts` (delivered up to `position`; with no
+        failure given, its failures are over), in one transaction; None, and nothing written,
+        when it was changed meanwhile (paused, rewound, removed)."""
+        after = replace(
+            subscription,
+            position=position,
+            state=state or subscription.state,
+            failures=failures,
+            failing_since=failing_since,
+            retry_at=retry_at,
+            disabled_reason=disabled_reason,
+        )
         with self.db.transaction() as cursor:
             cursor.execute(
-                "UPDATE drx_subscriptions SET position = %s, state = %s, failures = %s,"
-                " failing_since = %s, retry_at = %s, disabled_reason = %s"
-                " WHERE id = %s AND generation = %s AND position = %s AND state = %s",
+                # A pause made meanwhile stays (the state changes here only to disabled), and
+                # the progress made before it is kept: a resume does not send it again.
+                "UPDATE drx_subscriptions SET position = %s, state = COALESCE(%s, state),"
+                " failures = %s, failing_since = %s, retry_at = %s,"
+                " disabled_reason = COALESCE(%s, disabled_reason)"
+                " WHERE id = %s AND generation = %s AND position = %s",
                 (
-                    position if delivered else subscription.position,
-                    state or subscription.state,
-                    failures,
-                    failing_since,
-                    retry_at,
+                    after.position,
+                    state,
+                    after.failures,
+                    after.failing_since,
+                    after.retry_at,
                     disabled_reason,
                     subscription.id,
                     subscription.generation,
                     subscription.position,
-                    ACTIVE,
                 ),
             )
             if cursor.rowcount == 0:
-                return False
-            cursor.execute(
+                return None
+            now = _now()
+            insert_rows(
+                cursor,
+                self.db.dialect,
                 "INSERT INTO drx_subscription_attempts"
-                " (subscription_id, position, webhook_id, at, status, error, duration_ms)"
-                " VALUES (%s, %s, %s, %s, %s, %s, %s)",
-                (
-                    subscription.id,
-                    position,
-                    subscription.webhook_id(position),
-                    _now(),
-                    status,
-                    error,
-                    duration_ms,
-                ),
+                " (subscription_id, position, webhook_id, at, status, error, duration_ms)",
+                ("text", "bigint", "text", "text", "integer", "text", "integer"),
+                [
+                    (subscription.id, a.position, a.webhook_id, now, a.status, a.error, a.took_ms)
+                    for a in attempts
+                ],
             )
-        return True
+            self._writes += 1
+            if self._writes % PRUNE_EVERY == 0:
+                self._prune(cursor, subscription.id)
+        return after
 
-    def skip_to(self, subscription: Subscription, position: int) -> bool:
-        """Move past changes that do not match it (none to send up to `position`)."""
-        with self.db.transaction() as cursor:
+    @staticmethod
+    def _prune(cursor: Cursor, subscription_id: str) -> None:
+        """Keep the latest KEPT_ATTEMPTS attempts of a subscription (the log is for looking
+        into a bad day, not an archive: at 300 changes a second it would grow by 26 million
+        rows a day)."""
+        cursor.execute(
+            "SELECT id FROM drx_subscription_attempts WHERE subscription_id = %s"
+            " ORDER BY id DESC LIMIT 1 OFFSET %s",
+            (subscription_id, KEPT_ATTEMPTS),
+        )
+        oldest_kept = cursor.fetchone()
+        if oldest_kept is not None:
             cursor.execute(
-                "UPDATE drx_subscriptions SET position = %s"
-                " WHERE id = %s AND generation = %s AND position = %s",
-                (position, subscription.id, subscription.generation, subscription.position),
+                "DELETE FROM drx_subscription_attempts WHERE subscription_id = %s AND id <= %s",
+                (subscription_id, oldest_kept[0]),
             )
-            return bool(cursor.rowcount == 1)
 
 
 def _subscription(row: Sequence[Any]) -> Subscription:

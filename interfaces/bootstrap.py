@@ -25,6 +25,7 @@ from infrastructure.change_feed import ChangeFeed, channel_for
 from infrastructure.change_hub import ChangeHub
 from infrastructure.database import ReadDatabase, open_read_database
 from infrastructure.eventstore import open_prescriptions
+from infrastructure.leadership import leadership_for
 from infrastructure.migrations import StoreNotReadyError, check_ready
 from infrastructure.projector import Projector, projector_for
 from infrastructure.queries import ReadQueries
@@ -81,13 +82,13 @@ class Parts:
 
     @cached_property
     def dispatcher(self) -> Dispatcher:
-        """Runs where the projector leads; woken by it after each batch."""
-        projector = self.projector
-        dispatcher = Dispatcher(
-            self.subscriptions, self.feed, lambda: projector.leading, self.clock
+        """Runs while this process holds the dispatcher's lead (one per database)."""
+        return Dispatcher(
+            self.subscriptions,
+            self.hub,
+            leadership_for(self.settings, "dispatcher").acquire,
+            self.clock,
         )
-        projector.after_batch.append(dispatcher.wake)
-        return dispatcher
 
     @cached_property
     def hub(self) -> ChangeHub:

@@ -1,48 +1,54 @@
 """The subscription dispatcher: POSTs each change a subscription matches to its URL, signed with
 its own secret by the Standard Webhooks scheme, in position order, at least once.
 
-- It runs where the projections run (one process per database; a standby takes over with the
-  projector's leadership), woken by the projector after each batch, and re-reads the
-  subscriptions every second, so that one added, paused or rewound by the API or the CLI, in any
-  process, is taken up within a second.
-- Each active subscription has a thread of its own, with its own connection and timeouts, so a
-  slow or dead endpoint holds up only its own subscription; the webhook's processes are not
-  touched at all.
-- One change at a time per subscription, the next only after a 2xx: order per subscription. The
-  position moves after the 2xx is recorded; a crash between the two sends that change again,
-  with the same `webhook-id` (`msg_<subscription>_<position>`, and `_r<n>` after a rewind).
+- It runs in one process per database (`drx serve` starts it beside the projector, with a
+  leadership of its own, so that a standby takes over when it dies), and follows the change
+  feed through a `ChangeHub` like the streams do: woken by PostgreSQL's NOTIFY, or polling the
+  feed's head on SQLite; it reads the subscriptions again every second, so that one added,
+  paused, resumed, rewound or removed by the API or the CLI, in any process, is taken up
+  within a second.
+- Each active subscription is an asyncio task with its own connection (`endpoint.py`) and
+  timeout, so a slow or dead endpoint holds up only its own subscription; the webhook's
+  processes are not touched.
+- One change at a time per subscription, the next only after a 2xx: order per subscription.
+  Where it stands is written after the 2xx, every 100 ms at most (with the attempts since), so
+  a crash sends the changes since that write again, with the same `webhook-id`
+  (`msg_<subscription>_<position>`, and `_r<n>` after a rewind).
 - Any other answer, or none (a timeout, a refused connection), is retried after a back-off from
   about a second, doubling up to ten minutes, or after the endpoint's `Retry-After` (seconds or
   an HTTP date, at most an hour); a 410 disables the subscription at once, and so do 3 days of
   failures without a success. Every attempt is logged in the attempts table (status, a short
-  error, duration; never the body either way).
+  error, duration; never a body either way).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
+from typing import Any
 from urllib.parse import urlsplit
-
-import httpx
 
 from domain.instants import sortable_instant
 from domain.signals import Clock
-from infrastructure.change_feed import ChangeFeed, FeedRow
+from infrastructure.change_feed import FeedRow
+from infrastructure.change_hub import ChangeHub
 from infrastructure.subscriptions import (
     ACTIVE,
     DISABLED,
+    AttemptRecord,
     Subscription,
-    SubscriptionNotFoundError,
     SubscriptionStore,
 )
-from interfaces.drx.signature import sign
+from interfaces.drx.signature import secret_key, sign_with_key
+from interfaces.endpoint import Endpoint, EndpointError
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +56,10 @@ BACKOFF_FIRST_S = 1.0
 BACKOFF_MAX_S = 600.0
 RETRY_AFTER_MAX_S = 3600.0
 GIVE_UP_AFTER = timedelta(days=3)
-TIMEOUT = httpx.Timeout(10.0, connect=5.0)
-PAGE = 100
+TIMEOUT_S = 10.0
 REFRESH_S = 1.0
+FLUSH_S = 0.1
+FLUSH_AT = 200  # attempts
 
 
 def backoff_s(
@@ -94,166 +101,197 @@ def _where(url: str) -> str:
     return f"{parts.scheme}://{parts.hostname}"
 
 
+@dataclass
+class _Progress:
+    """A subscription's task's view of where it stands, and what it has not written yet."""
+
+    subscription: Subscription
+    position: int
+    attempts: list[AttemptRecord] = field(default_factory=list)
+    written_at: float = field(default_factory=time.monotonic)
+
+
+class _Changed(Exception):
+    """The subscription was changed elsewhere (paused, rewound, removed): its task ends and the
+    supervisor starts it again as it now is."""
+
+
 class Dispatcher:
     def __init__(
         self,
         store: SubscriptionStore,
-        feed: ChangeFeed,
+        hub: ChangeHub,
         leading: Callable[[], bool],
         clock: Clock,
         *,
-        timeout: httpx.Timeout = TIMEOUT,
+        timeout_s: float = TIMEOUT_S,
         refresh_s: float = REFRESH_S,
         first_backoff_s: float = BACKOFF_FIRST_S,
+        release: Callable[[], None] | None = None,
     ) -> None:
-        self.store, self.feed, self.leading, self.clock = store, feed, leading, clock
-        self.timeout, self.refresh_s = timeout, refresh_s
+        self.store, self.hub, self.leading, self.clock = store, hub, leading, clock
+        self.release = release
+        self.timeout_s, self.refresh_s = timeout_s, refresh_s
         self.first_backoff_s = first_backoff_s
-        self._stop = threading.Event()
-        self._news = threading.Condition()
-        self._ticks = 0
-        self._workers: dict[str, threading.Thread] = {}
-        self._thread: threading.Thread | None = None
         self._rng = random.Random()  # noqa: S311 - spreads retries; no secret comes of it
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopped: asyncio.Event | None = None  # the stop, on the dispatcher's loop
+        self._tasks: dict[str, tuple[Subscription, asyncio.Task[None]]] = {}
+
+    # Running: in a thread of its own (`start`), or in the calling one (`run`)
 
     def start(self) -> None:
         if self._thread is not None:
             return
         self._stop.clear()
-        self._thread = threading.Thread(target=self._supervise, name="drx-dispatcher", daemon=True)
+        self._thread = threading.Thread(target=self.run, name="drx-dispatcher", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        self.wake()
-        for thread in [self._thread, *self._workers.values()]:
-            if thread is not None:
-                thread.join(timeout=15)
-        self._thread = None
-        self._workers.clear()
+        loop, stopped = self._loop, self._stopped
+        if loop is not None and stopped is not None:
+            with contextlib.suppress(RuntimeError):  # the loop ended meanwhile
+                loop.call_soon_threadsafe(stopped.set)
+        if self._thread is not None:
+            self._thread.join(timeout=15)
+            self._thread = None
+        if self.release is not None:
+            self.release()
 
-    def wake(self) -> None:
-        """New changes may be there (the projector calls this after each batch)."""
-        with self._news:
-            self._ticks += 1
-            self._news.notify_all()
+    def run(self) -> None:
+        asyncio.run(self._supervise())
 
-    def _wait_for_news(self, seen: int, timeout_s: float) -> None:
-        with self._news:
-            self._news.wait_for(lambda: self._ticks != seen or self._stop.is_set(), timeout_s)
-
-    def _supervise(self) -> None:
+    async def _supervise(self) -> None:
+        self._loop, self._stopped = asyncio.get_running_loop(), asyncio.Event()
+        if self._stop.is_set():
+            return
         failures = 0
-        while not self._stop.is_set():
-            try:
-                if self.leading():
-                    self._start_workers()
-                failures = 0
-            except Exception as exc:  # the database away: try again
-                failures += 1
-                if failures == 1:
-                    log.warning("subscriptions paused: %s", type(exc).__name__)
-            self._stop.wait(self.refresh_s)
+        try:
+            while not self._stop.is_set():
+                try:
+                    leading = await asyncio.to_thread(self.leading)
+                    if leading:
+                        await self._keep_tasks(await asyncio.to_thread(self.store.all))
+                    else:
+                        self._cancel_all()
+                    failures = 0
+                except Exception as exc:  # the database away: try again
+                    failures += 1
+                    if failures == 1:
+                        log.warning("subscriptions wait for the database: %s", type(exc).__name__)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopped.wait(), self.refresh_s)
+        finally:
+            self._cancel_all()
+            await asyncio.gather(
+                *(task for _, task in self._tasks.values()), return_exceptions=True
+            )
 
-    def _start_workers(self) -> None:
-        self._workers = {k: t for k, t in self._workers.items() if t.is_alive()}
-        for subscription in self.store.all():
-            if subscription.state == ACTIVE and subscription.id not in self._workers:
-                thread = threading.Thread(
-                    target=self._work,
-                    args=(subscription.id,),
-                    name=f"drx-dispatch-{subscription.id}",
-                    daemon=True,
-                )
-                self._workers[subscription.id] = thread
-                thread.start()
+    async def _keep_tasks(self, subscriptions: list[Subscription]) -> None:
+        """One task per active subscription, as it now is."""
+        now = {s.id: s for s in subscriptions}
+        for sid, (was, task) in list(self._tasks.items()):
+            current = now.get(sid)
+            changed = current is None or current.state != ACTIVE
+            changed = changed or (current is not None and current.generation != was.generation)
+            if task.done() or changed:
+                task.cancel()
+                del self._tasks[sid]
+        for subscription in subscriptions:
+            if subscription.state == ACTIVE and subscription.id not in self._tasks:
+                task = asyncio.create_task(self._deliver(subscription))
+                self._tasks[subscription.id] = (subscription, task)
+
+    def _cancel_all(self) -> None:
+        for _, task in self._tasks.values():
+            task.cancel()
 
     # One subscription
 
-    def _work(self, subscription_id: str) -> None:
-        with httpx.Client(
-            timeout=self.timeout, follow_redirects=False, headers={"user-agent": "drx-dispatcher"}
-        ) as client:
-            while not self._stop.is_set() and self.leading():
-                try:
-                    if not self._round(client, subscription_id):
-                        return
-                except SubscriptionNotFoundError:
-                    return
-                except Exception as exc:  # our database away: the supervisor starts us again
-                    log.warning(
-                        "subscription %s waits for the database: %s",
-                        subscription_id,
-                        type(exc).__name__,
-                    )
-                    self._stop.wait(1.0)
-                    return
+    async def _deliver(self, subscription: Subscription) -> None:
+        progress = _Progress(subscription, subscription.position)
+        try:
+            key = secret_key(self.store.secret(subscription))
+        except Exception as exc:  # a secret that cannot be read will never sign: say so, once
+            await self._write(
+                progress,
+                state=DISABLED,
+                disabled_reason=f"its secret cannot be read ({type(exc).__name__}): is "
+                "DRX_ENCRYPTION_KEY the key it was stored with?",
+            )
+            log.error("subscription %s disabled: its secret cannot be read", subscription.id)
+            return
+        endpoint = Endpoint(subscription.url, self.timeout_s)
+        try:
+            await self._wait_for_retry(progress)
+            async for rows in self.hub.follow(progress.position, subscription.filter, FLUSH_S):
+                for row in rows:
+                    while not await self._attempt(endpoint, key, progress, row):
+                        await self._wait_for_retry(progress)
+                    if self._due(progress):
+                        await self._write(progress)
+                if not rows:
+                    await self._write(progress)
+        except _Changed:
+            return
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._write(progress))
+            raise
+        except Exception as exc:  # our database away: the supervisor starts it again
+            log.warning(
+                "subscription %s waits (%s): the dispatcher tries again within a second",
+                subscription.id,
+                type(exc).__name__,
+            )
+        finally:
+            endpoint.close()
 
-    def _round(self, client: httpx.Client, subscription_id: str) -> bool:
-        """Send what is due; False when the subscription is no longer active."""
-        subscription = self.store.get(subscription_id)
-        if subscription.state != ACTIVE:
-            return False
-        now = sortable_instant(self.clock.now())
-        if subscription.retry_at and subscription.retry_at > now:
-            self._stop.wait(0.2)  # short: a rewind or resume meanwhile is seen soon
-            return True
-        seen = self._ticks
-        head = self.feed.head()
-        rows = self.feed.after(subscription.position, PAGE, subscription.filter)
-        if not rows:
-            if head > subscription.position:
-                self.store.skip_to(subscription, head)
-            self._wait_for_news(seen, self.refresh_s)
-            return True
-        for row in rows:
-            if self._stop.is_set() or not self._send(client, subscription, row):
-                return True  # failed, or changed meanwhile: read it again
-            subscription = replace(subscription, position=row.position)
-        return True
+    def _due(self, progress: _Progress) -> bool:
+        return (
+            len(progress.attempts) >= FLUSH_AT or time.monotonic() - progress.written_at >= FLUSH_S
+        )
 
-    def _send(self, client: httpx.Client, subscription: Subscription, row: FeedRow) -> bool:
-        """One attempt; True when it was delivered and recorded."""
+    async def _attempt(
+        self, endpoint: Endpoint, key: bytes, progress: _Progress, row: FeedRow
+    ) -> bool:
+        """One POST of the change; True when it was taken (a 2xx)."""
+        subscription = progress.subscription
         body = envelope(row)
         webhook_id = subscription.webhook_id(row.position)
         timestamp = int(time.time())
         headers = {
             "content-type": "application/json",
+            "user-agent": "drx-dispatcher",
             "webhook-id": webhook_id,
             "webhook-timestamp": str(timestamp),
-            "webhook-signature": sign(self.store.secret(subscription), webhook_id, timestamp, body),
+            "webhook-signature": sign_with_key(key, webhook_id, timestamp, body),
         }
-        status: int | None = None
-        error: str | None = None
-        retry_after: str | None = None
         started = time.perf_counter()
+        status: int | None = None
+        retry_after: str | None = None
+        error: str | None = None
         try:
-            # Streamed and not read: an endpoint's answer body is never needed, nor kept.
-            with client.stream("POST", subscription.url, content=body, headers=headers) as answer:
-                status, retry_after = answer.status_code, answer.headers.get("retry-after")
-        except httpx.TimeoutException:
-            error = "no answer in time"
-        except httpx.HTTPError as exc:
-            error = f"could not deliver ({type(exc).__name__})"
-        duration_ms = round((time.perf_counter() - started) * 1000)
+            status, retry_after = await endpoint.post(body, headers)
+        except EndpointError as exc:
+            error = str(exc)
+        took = round((time.perf_counter() - started) * 1000)
         if status is not None and 200 <= status < 300:
-            return self.store.record(
-                subscription, row.position, status=status, error=None,
-                duration_ms=duration_ms, delivered=True,
-            )  # fmt: skip
-        if status is not None:
-            error = f"HTTP {status}"
-        return self._failed(subscription, row.position, status, error, duration_ms, retry_after)
+            progress.attempts.append(AttemptRecord(row.position, webhook_id, status, None, took))
+            progress.position = row.position
+            return True
+        error = error or f"HTTP {status}"
+        progress.attempts.append(AttemptRecord(row.position, webhook_id, status, error, took))
+        await self._failed(progress, status, error, retry_after)
+        return False
 
-    def _failed(
-        self,
-        subscription: Subscription,
-        position: int,
-        status: int | None,
-        error: str | None,
-        duration_ms: int,
-        retry_after: str | None,
-    ) -> bool:
+    async def _failed(
+        self, progress: _Progress, status: int | None, error: str, retry_after: str | None
+    ) -> None:
+        subscription = progress.subscription
         now = self.clock.now()
         failing_since = subscription.failing_since or sortable_instant(now)
         failures = subscription.failures + 1
@@ -267,13 +305,8 @@ class Dispatcher:
                 failures, retry_after_s(retry_after, now), self._rng, self.first_backoff_s
             )
             retry_at = sortable_instant(now + timedelta(seconds=wait))
-        self.store.record(
-            subscription,
-            position,
-            status=status,
-            error=error,
-            duration_ms=duration_ms,
-            delivered=False,
+        written = await self._write(
+            progress,
             state=state,
             failures=failures,
             failing_since=failing_since,
@@ -282,7 +315,8 @@ class Dispatcher:
         )
         if state == DISABLED:
             log.warning("subscription %s disabled: %s", subscription.id, reason)
-        elif failures == 1 or failures % 10 == 0:
+            raise _Changed
+        if written and (failures == 1 or failures % 10 == 0):
             log.info(
                 "subscription %s: delivery to %s failed (%s), attempt %d",
                 subscription.id,
@@ -290,4 +324,26 @@ class Dispatcher:
                 error,
                 failures,
             )
-        return False
+
+    async def _wait_for_retry(self, progress: _Progress) -> None:
+        """Until the subscription's retry time, by the clock (short sleeps: a clock that tests
+        drive, and a stop, are seen soon)."""
+        while progress.subscription.retry_at:
+            if sortable_instant(self.clock.now()) >= progress.subscription.retry_at:
+                return
+            await asyncio.sleep(min(0.2, self.refresh_s))
+
+    async def _write(self, progress: _Progress, **state: Any) -> bool:
+        """Write where it stands and the attempts since; _Changed when the subscription was
+        changed meanwhile."""
+        attempts, progress.attempts = progress.attempts, []
+        progress.written_at = time.monotonic()
+        if not attempts and not state and progress.position == progress.subscription.position:
+            return False
+        updated = await asyncio.to_thread(
+            self.store.record, progress.subscription, progress.position, attempts, **state
+        )
+        if updated is None:
+            raise _Changed
+        progress.subscription = updated
+        return True

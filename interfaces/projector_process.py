@@ -1,4 +1,5 @@
-"""The projections in a process of their own, beside the web workers of `drx serve`.
+"""The projections, and the subscriptions' dispatcher, each in a process of its own beside the
+web workers of `drx serve`.
 
 Python runs one thread at a time per process: projecting in a web process takes its time from
 answering webhooks. So `drx serve` starts this process once, whatever the number of web workers,
@@ -7,7 +8,9 @@ and the web workers only read the read models. It polls the event store every 50
 projections' leadership (one leader per database, so a second `drx serve` on the same database
 waits as a standby), and ends with its parent.
 `drx projections run` runs the same loop in the foreground, for a deployment that puts the web
-workers somewhere else.
+workers somewhere else. The dispatcher's process (`role="dispatcher"`) is alike: its own lead
+on the database, its own CPU (its POSTs never take the projector's turns), ending with its
+parent.
 """
 
 from __future__ import annotations
@@ -26,38 +29,46 @@ from interfaces.runtime import tune_for_serving
 
 log = logging.getLogger(__name__)
 
+PROJECTOR, DISPATCHER = "projector", "dispatcher"
 POLL_INTERVAL_S = 0.05
-# Beside the web workers (`drx serve`), the projector yields the CPU to them: an answer to DRx
-# waits for nothing but its own commit, while the read models are eventually consistent anyway.
-# Under a sustained burst that saturates the machine the projections' lag grows, and is made up
-# once the burst is over (`GET /projections` shows it).
-NICENESS = 10
+# Beside the web workers (`drx serve`), the projector and the dispatcher yield the CPU to them:
+# an answer to DRx waits for nothing but its own commit, while the read models and the
+# subscriptions are eventually consistent anyway. Under a sustained burst that saturates the
+# machine their lag grows, and is made up once the burst is over (`GET /projections`, `GET
+# /subscriptions` show it). Measured (bench/changes.py, bench/RESULTS.md): at nice 0 the
+# dispatcher took half the webhook's flat-out rate with 10 subscriptions listening.
+NICENESS = {PROJECTOR: 10, DISPATCHER: 10}
 
 
-def run(settings: Settings, *, with_parent: bool = False) -> None:
-    """Project until SIGTERM or SIGINT (or, `with_parent`, until the parent process is gone)."""
+def run(settings: Settings, *, with_parent: bool = False, role: str = PROJECTOR) -> None:
+    """Project (or dispatch) until SIGTERM or SIGINT (or, `with_parent`, until the parent
+    process is gone)."""
     configure_logging()
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     parent = os.getppid()
     if with_parent:
-        os.nice(NICENESS)
+        os.nice(NICENESS[role])
     with bootstrap(settings, poll_interval_s=POLL_INTERVAL_S) as parts:
         tune_for_serving()
-        parts.projector.start()
-        parts.dispatcher.start()
-        log.info("projector started on the store in %s", settings.describe_database())
+        part = parts.projector if role == PROJECTOR else parts.dispatcher
+        part.start()
+        log.info("%s started on the store in %s", role, settings.describe_database())
         while not stop.wait(1.0):
             if with_parent and os.getppid() != parent:
-                log.info("the serving process is gone; the projector stops")
+                log.info("the serving process is gone; the %s stops", role)
                 break
 
 
-def start(settings: Settings) -> BaseProcess:
-    """The projector as a child process (spawned: nothing of this process's state is shared)."""
+def start(settings: Settings, role: str = PROJECTOR) -> BaseProcess:
+    """The projector (or the dispatcher) as a child process (spawned: nothing of this
+    process's state is shared)."""
     process = multiprocessing.get_context("spawn").Process(
-        target=run, args=(settings,), kwargs={"with_parent": True}, name="drx-projector"
+        target=run,
+        args=(settings,),
+        kwargs={"with_parent": True, "role": role},
+        name=f"drx-{role}",
     )
     process.start()
     return process

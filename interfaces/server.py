@@ -60,6 +60,9 @@ _TOO_LARGE = json.dumps(
 ).encode()
 
 
+STREAM_PATH = "/changes/stream"
+
+
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a head size limit and a request read deadline."""
 
@@ -72,6 +75,17 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm_deadline()
+
+    def shutdown(self) -> None:
+        """At the server's shutdown: a change stream never ends by itself, and uvicorn would
+        wait for it forever (SIGTERM would never stop drx serve); it is closed now, and its
+        EventSource reconnects, with Last-Event-ID, to a server that runs."""
+        cycle = self.cycle
+        streaming = cycle is not None and cycle.response_started and not cycle.response_complete
+        if streaming and cycle.scope["path"] == STREAM_PATH:
+            self.transport.close()
+            return
+        super().shutdown()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_deadline()
@@ -163,6 +177,7 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> None:
     sock = take_port(host, port)
     figures = metrics_directory()
     projector = projector_process.start(settings)
+    dispatcher = projector_process.start(settings, projector_process.DISPATCHER)
     stop_on_sigterm()
     try:
         log.info(
@@ -181,6 +196,7 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> None:
             uvicorn.Server(config).run(sockets=[sock])
     finally:
         projector_process.stop(projector)
+        projector_process.stop(dispatcher)
         sock.close()
         os.environ.pop(MULTIPROCESS_DIR, None)
         shutil.rmtree(figures, ignore_errors=True)

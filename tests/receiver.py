@@ -27,6 +27,7 @@ class Received:
     webhook_id: str
     payload: dict[str, Any]
     at: float
+    number: int = 0  # of the request, in arrival order
 
 
 @dataclass
@@ -63,8 +64,9 @@ class Receiver:
                 if 200 <= told.status < 300:
                     with receiver._lock:
                         receiver.received.append(
-                            Received(self.headers["webhook-id"], payload, time.monotonic())
+                            Received(self.headers["webhook-id"], payload, time.monotonic(), number)
                         )
+                        receiver.received.sort(key=lambda r: r.number)  # arrival order
                 self.send_response(told.status)
                 if told.retry_after is not None:
                     self.send_header("Retry-After", told.retry_after)

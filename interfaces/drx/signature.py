@@ -62,7 +62,12 @@ def _mac(key: bytes, webhook_id: str, webhook_timestamp: str, body: bytes) -> by
 
 def sign(secret: str, webhook_id: str, webhook_timestamp: int, body: bytes) -> str:
     """The `webhook-signature` header DRx would send with this body."""
-    return "v1," + _mac(secret_key(secret), webhook_id, str(webhook_timestamp), body).decode()
+    return sign_with_key(secret_key(secret), webhook_id, webhook_timestamp, body)
+
+
+def sign_with_key(key: bytes, webhook_id: str, webhook_timestamp: int, body: bytes) -> str:
+    """`sign` with the secret's key already decoded (`secret_key`): for many bodies."""
+    return "v1," + _mac(key, webhook_id, str(webhook_timestamp), body).decode()
 
 
 def signed_headers(secret: str, webhook_id: str, body: bytes) -> dict[str, str]:

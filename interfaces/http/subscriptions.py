@@ -85,7 +85,6 @@ class SubscriptionController(Controller):
         made, secret = parts.subscriptions.create(
             data.url, data.types, data.statuses, data.description
         )
-        parts.dispatcher.wake()
         return CreatedSubscription(
             id=made.id,
             secret=secret,

@@ -265,10 +265,11 @@ def test_several_workers_share_one_port_land_racing_deliveries_and_lead_projecti
             assert time.monotonic() < deadline, server.log.read_text()
             time.sleep(0.1)
         # The web workers at the default priority (with multiprocessing's resource tracker),
-        # and the projector alone yielding to them.
+        # and the projector and the dispatcher alone yielding to them.
         niceness_seen = sorted(niceness(pid) for pid in descendants(server.process.pid))
-        assert niceness_seen.count(projector_process.NICENESS) == 1, niceness_seen
-        assert niceness_seen.count(0) == len(niceness_seen) - 1 >= 3, niceness_seen
+        lowered = sorted(projector_process.NICENESS.values())
+        assert [n for n in niceness_seen if n] == lowered, niceness_seen
+        assert niceness_seen.count(0) == len(niceness_seen) - len(lowered) >= 3, niceness_seen
         # One set of figures for the whole service, whichever worker answers the scrape.
         for _ in range(6):
             with urllib.request.urlopen(f"{server.url}/metrics", timeout=10) as response:
@@ -317,7 +318,7 @@ def test_the_simulator_sends_shuffled_duplicated_lifecycles_and_every_state_chec
 
 def test_the_sqlite_files_beside_a_new_store_are_readable_by_their_owner_only(tmp_path):
     """A first `drx serve` in an empty directory, on the defaults, as a new user runs it: the
-    database, its WAL and shared memory, the projections' lock and the development secrets
+    database, its WAL and shared memory, the projector's and dispatcher's locks and the development secrets
     are created 0600 (they hold patient data, and the keys to the API)."""
     previous = os.umask(0o022)
     try:
@@ -329,11 +330,12 @@ def test_the_sqlite_files_beside_a_new_store_are_readable_by_their_owner_only(tm
         secret = (tmp_path / "drx.sqlite3.secrets").read_text().split("DRX_WEBHOOK_SECRETS=")[1]
         assert server.deliver(load_example("received"), secret.split()[0]) == 202
         deadline = time.monotonic() + 20  # the projector takes its lock once it has started
-        while not (tmp_path / "drx.sqlite3.projections.lock").exists():
-            assert time.monotonic() < deadline, "the projector never took its lock"
+        locks = ["drx.sqlite3.projections.lock", "drx.sqlite3.dispatcher.lock"]
+        while not all((tmp_path / lock).exists() for lock in locks):
+            assert time.monotonic() < deadline, "the projector or dispatcher never took its lock"
             time.sleep(0.05)
         names = ["drx.sqlite3", "drx.sqlite3-wal", "drx.sqlite3-shm"]
-        names += ["drx.sqlite3.projections.lock", "drx.sqlite3.secrets"]
+        names += [*locks, "drx.sqlite3.secrets"]
         modes = {name: (tmp_path / name).stat().st_mode & 0o777 for name in names}
         assert modes == dict.fromkeys(names, 0o600)
     finally:

@@ -1,0 +1,95 @@
+"""The dispatcher's HTTP client against endpoints that answer badly: what it makes of each."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from interfaces.endpoint import Endpoint, EndpointError
+
+
+def exchange(answer: bytes, *, posts: int = 1, close_after: bool = False):
+    """POST `posts` times to a local server that reads each request and writes `answer`."""
+
+    async def run():
+        async def handle(reader, writer):
+            for _ in range(posts):
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                await reader.readexactly(length)
+                writer.write(answer)
+                await writer.drain()
+                if close_after:
+                    writer.close()
+                    return
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        endpoint = Endpoint(f"http://127.0.0.1:{port}/hook", timeout_s=2)
+        try:
+            return [
+                await endpoint.post(b"{}", {"content-type": "application/json"})
+                for _ in range(posts)
+            ]
+        finally:
+            endpoint.close()
+            server.close()
+
+    return asyncio.run(run())
+
+
+def test_a_2xx_is_taken_whatever_its_body():
+    huge = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + b"%x\r\n" % (3 << 20)
+    assert exchange(huge + b"x" * 100) == [(200, None)]  # a 3 MiB chunk is not read
+    lying = b"HTTP/1.1 204 No Content\r\ncontent-length: nope\r\n\r\n"
+    assert exchange(lying) == [(204, None)]
+
+
+def test_a_head_over_64_kib_is_an_error_not_a_crash():
+    with pytest.raises(EndpointError, match="LimitOverrunError"):
+        exchange(b"HTTP/1.1 200 OK\r\nx-big: " + b"a" * (70 * 1024) + b"\r\n\r\n")
+
+
+def test_status_and_retry_after_are_read_and_a_kept_alive_connection_is_reused():
+    answer = b"HTTP/1.1 503 Busy\r\nretry-after: 7\r\ncontent-length: 2\r\n\r\nno"
+    assert exchange(answer, posts=3) == [(503, "7")] * 3
+
+
+def test_an_endpoint_that_closes_after_each_answer_is_posted_again_on_a_new_connection():
+    answer = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
+
+    async def run():
+        served = []
+
+        async def handle(reader, writer):
+            head = await reader.readuntil(b"\r\n\r\n")
+            await reader.readexactly(
+                int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            )
+            served.append(1)
+            writer.write(answer)
+            await writer.drain()
+            writer.close()  # no keep-alive, and no "connection: close" said
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        endpoint = Endpoint(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/", 2)
+        try:
+            got = [await endpoint.post(b"{}", {}) for _ in range(3)]
+        finally:
+            endpoint.close()
+            server.close()
+        return got, len(served)
+
+    got, served = asyncio.run(run())
+    assert got == [(200, None)] * 3
+    assert served == 3
+
+
+def test_nothing_listening_is_an_error_naming_it():
+    async def run():
+        endpoint = Endpoint("http://127.0.0.1:9/", timeout_s=2)
+        return await endpoint.post(b"{}", {})
+
+    with pytest.raises(EndpointError, match="could not deliver"):
+        asyncio.run(run())

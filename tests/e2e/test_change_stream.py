@@ -269,11 +269,11 @@ def listed(url: str, *, after: int = 0, limit: int = 25, **where: str) -> list[d
     items: list[dict[str, Any]] = []
     while True:
         page = get_json(f"{url}/changes?{urlencode({'after': after, 'limit': limit, **where})}")
-        if not page["items"]:
-            assert page["next_after"] == after
+        items += page["items"]
+        if len(page["items"]) < limit:  # the last page: it says the feed's head, or later
+            assert page["next_after"] >= (items[-1]["position"] if items else after)
             return items
         assert page["next_after"] == page["items"][-1]["position"]
-        items += page["items"]
         after = page["next_after"]
 
 

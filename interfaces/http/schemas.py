@@ -240,7 +240,7 @@ class LastAttempt(Out):
     error: str | None
 
 
-class Subscription(Out):
+class SubscriptionFields(Out):
     id: str
     url: str
     description: str | None
@@ -248,22 +248,18 @@ class Subscription(Out):
     statuses: list[str]
     state: SubscriptionState
     position: int
+
+
+class Subscription(SubscriptionFields):
     lag: int
     last_attempt: LastAttempt | None
     disabled_reason: str | None
 
 
-class CreatedSubscription(Out):
+class CreatedSubscription(SubscriptionFields):
     """The secret is shown here only: the endpoint checks our signatures with it."""
 
-    id: str
     secret: str
-    url: str
-    description: str | None
-    types: list[str]
-    statuses: list[str]
-    state: SubscriptionState
-    position: int
 
 
 class Attempt(Out):

@@ -89,3 +89,16 @@ def test_only_the_one_bootstrap_builds_the_services_parts():
         if f"{name}(" in path.read_text()
     ]
     assert offenders == []
+
+
+def test_the_apis_published_vocabulary_is_the_domains():
+    """The OpenAPI document's enumerations are written as Literals (a type checker needs them
+    spelt out): they must say what the domain says."""
+    from typing import get_args
+
+    from domain.changes import TYPES
+    from domain.state import STATUSES
+    from interfaces.http.schemas import ChangeType, Status
+
+    assert get_args(Status) == STATUSES
+    assert get_args(ChangeType) == TYPES

@@ -109,6 +109,7 @@ class _Progress:
     position: int
     attempts: list[AttemptRecord] = field(default_factory=list)
     written_at: float = field(default_factory=time.monotonic)
+    writing: asyncio.Task[bool] | None = None  # the write in flight, if any
 
 
 class _Changed(Exception):
@@ -232,9 +233,9 @@ class Dispatcher:
                     while not await self._attempt(endpoint, key, progress, row):
                         await self._wait_for_retry(progress)
                     if self._due(progress):
-                        await self._write(progress)
+                        self._write_soon(progress)
                 if not rows:
-                    await self._write(progress)
+                    self._write_soon(progress)
         except _Changed:
             return
         except asyncio.CancelledError:
@@ -334,14 +335,33 @@ class Dispatcher:
             await asyncio.sleep(min(0.2, self.refresh_s))
 
     async def _write(self, progress: _Progress, **state: Any) -> bool:
-        """Write where it stands and the attempts since; _Changed when the subscription was
-        changed meanwhile."""
+        """Write where it stands and the attempts since (after the write in flight, if any);
+        _Changed when the subscription was changed meanwhile."""
+        await self._settle(progress)
+        return await self._commit(progress, **state)
+
+    def _write_soon(self, progress: _Progress) -> None:
+        """The same in the background, so that sending goes on while it commits; one write in
+        flight at a time (the next one takes what came meanwhile)."""
+        task = progress.writing
+        if task is not None and not task.done():
+            return
+        if task is not None:
+            task.result()  # _Changed, or the database's error, from the last one
+        progress.writing = asyncio.create_task(self._commit(progress))
+
+    async def _settle(self, progress: _Progress) -> None:
+        task, progress.writing = progress.writing, None
+        if task is not None:
+            await task
+
+    async def _commit(self, progress: _Progress, **state: Any) -> bool:
         attempts, progress.attempts = progress.attempts, []
-        progress.written_at = time.monotonic()
-        if not attempts and not state and progress.position == progress.subscription.position:
+        position, progress.written_at = progress.position, time.monotonic()
+        if not attempts and not state and position == progress.subscription.position:
             return False
         updated = await asyncio.to_thread(
-            self.store.record, progress.subscription, progress.position, attempts, **state
+            self.store.record, progress.subscription, position, attempts, **state
         )
         if updated is None:
             raise _Changed

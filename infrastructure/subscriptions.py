@@ -18,7 +18,7 @@ import os
 import re
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -110,6 +110,10 @@ def new_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
+def _now() -> str:
+    return sortable_instant(datetime.now(UTC))
+
+
 @dataclass(frozen=True)
 class Subscription:
     id: str
@@ -147,6 +151,7 @@ class AttemptRecord:
     status: int | None
     error: str | None
     took_ms: int
+    at: str = field(default_factory=_now)  # when it was made, not when it was written
 
 
 @dataclass(frozen=True)
@@ -159,10 +164,6 @@ class Attempt:
     status: int | None
     error: str | None
     duration_ms: int
-
-
-def _now() -> str:
-    return sortable_instant(datetime.now(UTC))
 
 
 class SubscriptionStore:
@@ -336,7 +337,6 @@ class SubscriptionStore:
             )
             if cursor.rowcount == 0:
                 return None
-            now = _now()
             insert_rows(
                 cursor,
                 self.db.dialect,
@@ -344,7 +344,7 @@ class SubscriptionStore:
                 " (subscription_id, position, webhook_id, at, status, error, duration_ms)",
                 ("text", "bigint", "text", "text", "integer", "text", "integer"),
                 [
-                    (subscription.id, a.position, a.webhook_id, now, a.status, a.error, a.took_ms)
+                    (subscription.id, a.position, a.webhook_id, a.at, a.status, a.error, a.took_ms)
                     for a in attempts
                 ],
             )

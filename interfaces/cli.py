@@ -18,6 +18,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 import urllib.error
 import urllib.request
@@ -403,6 +404,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return NOT_DONE
     except KeyboardInterrupt:
         return NOT_DONE
+    except BrokenPipeError:  # `drx ... | head`: the reader had enough; nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return DONE
 
 
 if __name__ == "__main__":

@@ -271,7 +271,7 @@ class Dispatcher:
             "webhook-timestamp": str(timestamp),
             "webhook-signature": sign_with_key(key, webhook_id, timestamp, body),
         }
-        started = time.perf_counter()
+        started, at = time.perf_counter(), sortable_instant(self.clock.now())
         status: int | None = None
         retry_after: str | None = None
         error: str | None = None
@@ -281,11 +281,13 @@ class Dispatcher:
             error = str(exc)
         took = round((time.perf_counter() - started) * 1000)
         if status is not None and 200 <= status < 300:
-            progress.attempts.append(AttemptRecord(row.position, webhook_id, status, None, took))
+            progress.attempts.append(
+                AttemptRecord(row.position, webhook_id, status, None, took, at)
+            )
             progress.position = row.position
             return True
         error = error or f"HTTP {status}"
-        progress.attempts.append(AttemptRecord(row.position, webhook_id, status, error, took))
+        progress.attempts.append(AttemptRecord(row.position, webhook_id, status, error, took, at))
         await self._failed(progress, status, error, retry_after)
         return False
 

@@ -114,9 +114,17 @@ def _invalid_parameters(exc: ValidationException) -> Response[dict[str, Any]]:
     return problem(400, "invalid_parameter", f"invalid: {names}", problems=problems)
 
 
+# pydantic's messages about a body name what is allowed, never what was sent: kept whole.
+_ALLOWED_NAMED = ("Input should be", "String should match pattern", "String should have at most")
+
+
 def _without_value(message: str) -> str:
     """`Invalid enum value 'bogus'` (or `"it's"`) quotes what was sent: keep the sentence, not
     the value."""
+    if message.startswith(_ALLOWED_NAMED):
+        return message[:400]
+    if message == "'data'":  # Litestar's way of saying that the body was missing
+        return "a JSON body is required"
     return re.split(r" ['\"]", message, maxsplit=1)[0]
 
 

@@ -39,6 +39,9 @@ def test_the_subscription_api_registers_lists_pauses_rewinds_and_removes(client)
     assert (paused.status_code, paused.json()["state"]) == (200, "paused")
     wrong = client.patch(f"/subscriptions/{sid}", json={"state": "disabled"})
     assert (wrong.status_code, wrong.json()["error"]) == (400, "invalid_parameter")
+    assert "'paused'" in wrong.json()["problems"][0]["problem"]  # what it takes, said whole
+    bodiless = client.post(f"/subscriptions/{sid}/rewind")
+    assert bodiless.json()["problems"][0]["problem"] == "a JSON body is required"
     rewound = client.post(f"/subscriptions/{sid}/rewind", json={"after": 0})
     assert (rewound.status_code, rewound.json()["position"]) == (200, 0)
     past = client.post(f"/subscriptions/{sid}/rewind", json={"after": 10**12})

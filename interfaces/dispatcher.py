@@ -25,15 +25,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from domain.instants import sortable_instant
@@ -51,6 +53,7 @@ from interfaces.drx.signature import secret_key, sign_with_key
 from interfaces.endpoint import Endpoint, EndpointError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 BACKOFF_FIRST_S = 1.0
 BACKOFF_MAX_S = 600.0
@@ -140,6 +143,7 @@ class Dispatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped: asyncio.Event | None = None  # the stop, on the dispatcher's loop
         self._tasks: dict[str, tuple[Subscription, asyncio.Task[None]]] = {}
+        self._db_threads: ThreadPoolExecutor | None = None
 
     # Running: in a thread of its own (`start`), or in the calling one (`run`)
 
@@ -163,7 +167,18 @@ class Dispatcher:
             self.release()
 
     def run(self) -> None:
-        asyncio.run(self._supervise())
+        with ThreadPoolExecutor(4, thread_name_prefix="drx-dispatch-db") as pool:
+            self._db_threads = pool
+            asyncio.run(self._supervise())
+
+    async def _in_db_thread(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """A blocking database call, in threads of the dispatcher's own: asyncio's default
+        threads also resolve the endpoints' host names, and a lookup that hangs must not hold
+        up every subscription's bookkeeping."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._db_threads, functools.partial(call, *args, **kwargs)
+        )
 
     async def _supervise(self) -> None:
         self._loop, self._stopped = asyncio.get_running_loop(), asyncio.Event()
@@ -173,9 +188,9 @@ class Dispatcher:
         try:
             while not self._stop.is_set():
                 try:
-                    leading = await asyncio.to_thread(self.leading)
+                    leading = await self._in_db_thread(self.leading)
                     if leading:
-                        await self._keep_tasks(await asyncio.to_thread(self.store.all))
+                        await self._keep_tasks(await self._in_db_thread(self.store.all))
                     else:
                         self._cancel_all()
                     failures = 0
@@ -362,7 +377,7 @@ class Dispatcher:
         position, progress.written_at = progress.position, time.monotonic()
         if not attempts and not state and position == progress.subscription.position:
             return False
-        updated = await asyncio.to_thread(
+        updated = await self._in_db_thread(
             self.store.record, progress.subscription, position, attempts, **state
         )
         if updated is None:

@@ -131,6 +131,9 @@ class ChangeHub:
 
     def _wake_streams(self) -> None:
         for loop in list(self._loops):
+            if loop.is_closed():  # its streams are gone with it (a test client's, say)
+                self._loops.pop(loop, None)
+                continue
             with contextlib.suppress(RuntimeError):  # a loop that closed meanwhile
                 loop.call_soon_threadsafe(self._pulse, loop)
 
@@ -157,7 +160,8 @@ class ChangeHub:
         """The changes that match `where`, from after `after` (None: from now) and then as
         they come, in batches (all that were there at a look); an empty batch when nothing was
         sent for `heartbeat_s`. Ends only when the client goes (the task is cancelled)."""
-        self.start()
+        if self._thread is None:  # the first stream of this process: one query, off the loop
+            await asyncio.to_thread(self.start)
         loop = asyncio.get_running_loop()
         self._loops.setdefault(loop, asyncio.Event())
         position = self._head if after is None else after

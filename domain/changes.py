@@ -35,11 +35,6 @@ def position(notification_id: int, slot: int = 0) -> int:
     return notification_id * SLOTS + slot
 
 
-def notification_of(change_position: int) -> int:
-    """The notification id of the stored event a change came from."""
-    return change_position // SLOTS
-
-
 @dataclass(frozen=True)
 class Change:
     position: int

@@ -134,14 +134,7 @@ class Projector:
         # The head every projection had reached at the last look: an idle poll is one query.
         self._caught_up_to = 0
         self._standing_by = False
-        self._leading = False
         self._positions: dict[str, int] | None = None
-
-    @property
-    def leading(self) -> bool:
-        """Whether this process ran the projections at its last look (the overdue watch runs
-        where they run)."""
-        return self._leading
 
     def head(self) -> int:
         return self.app.recorder.max_notification_id() or 0
@@ -158,8 +151,7 @@ class Projector:
         """Process what is there now, if this runner leads; the number of events handled.
         `watch`: run the overdue watch too, between batches (the background loop does)."""
         with self._lock:
-            self._leading = self.leadership.acquire()
-            if not self._leading:
+            if not self.leadership.acquire():
                 if not self._standing_by:
                     log.info(
                         "another process runs the projections on this database: this one "
@@ -347,7 +339,6 @@ class Projector:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
-        self._leading = False
         self.leadership.release()
 
     def _run(self) -> None:

@@ -33,7 +33,6 @@ from infrastructure.database import Cursor, ReadDatabase, insert_rows
 ACTIVE, PAUSED, DISABLED = "active", "paused", "disabled"
 KEPT_ATTEMPTS = 10_000  # per subscription, the latest
 PRUNE_EVERY = 100  # writes (each up to 100 ms of attempts): how often one trims the log
-STATES = (ACTIVE, PAUSED, DISABLED)
 _ENCRYPTED = "aesgcm:"
 _COLUMNS = (
     "id, url, description, types, statuses, secret, state, position, generation, failures,"

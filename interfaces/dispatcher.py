@@ -207,8 +207,11 @@ class Dispatcher:
             )
 
     async def _keep_tasks(self, subscriptions: list[Subscription]) -> None:
-        """One task per active subscription, as it now is."""
+        """One task per active subscription, as it now is. A task that has ended (disabled,
+        paused, rewound, or its database away) starts again only from a read made after it
+        ended: `subscriptions` may have been read before, and would start it as it was."""
         now = {s.id: s for s in subscriptions}
+        ended = set()
         for sid, (was, task) in list(self._tasks.items()):
             current = now.get(sid)
             changed = current is None or current.state != ACTIVE
@@ -216,7 +219,10 @@ class Dispatcher:
             if task.done() or changed:
                 task.cancel()
                 del self._tasks[sid]
+                ended.add(sid)
         for subscription in subscriptions:
+            if subscription.id in ended:
+                continue
             if subscription.state == ACTIVE and subscription.id not in self._tasks:
                 task = asyncio.create_task(self._deliver(subscription))
                 self._tasks[subscription.id] = (subscription, task)

@@ -5,6 +5,7 @@ each signature with the standardwebhooks library: order, at least once, back-off
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import time
 from datetime import UTC, datetime, timedelta
@@ -115,8 +116,10 @@ def test_a_filtered_subscription_gets_only_what_it_asked_for(parts, receivers, d
 
 
 def test_failures_are_retried_in_order_honouring_retry_after_and_timeouts(
-    parts, receivers, dispatching
+    parts, receivers, dispatching, caplog
 ):
+    caplog.set_level(logging.INFO)
+
     def answer(n):
         if n < 2:
             return Answer(503, retry_after="1")
@@ -148,6 +151,11 @@ def test_failures_are_retried_in_order_honouring_retry_after_and_timeouts(
         (500, "HTTP 500"),
         (200, None),
     ]
+    # What the failures logged names the subscription and the endpoint's host, never its
+    # secret or the URL's path (which may hold a token).
+    assert "delivery to http://127.0.0.1 failed" in caplog.text
+    assert receiver.secret not in caplog.text
+    assert "/hook" not in caplog.text
     # Retry-After: 1 was honoured: the second attempt came about a second after the first.
     first, second = (datetime.fromisoformat(a.at) for a in attempts[:2])
     assert second - first >= timedelta(seconds=0.9)

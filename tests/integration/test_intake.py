@@ -126,6 +126,26 @@ def test_a_fault_in_our_code_parks_the_delivery_the_rest_flow_and_replay_works(
         intake.take(ReplayDelivery("evt_example_shipped", fact))  # type: ignore[arg-type]
 
 
+def test_a_replay_that_parks_again_for_the_same_reason_records_nothing(
+    prescriptions, intake, monkeypatch
+):
+    poison("evt_example_shipped", monkeypatch)
+    assert deliver(prescriptions, load_example("shipped")) is Outcome.PARKED
+    parked = prescriptions.delivery("evt_example_shipped")
+    body = parked.body.encode()
+    fact = read_fact(parse_envelope(body), body)
+    head = prescriptions.recorder.max_notification_id()
+    for _ in range(100):  # the bug is still there: every replay parks for the same reason
+        receipt = intake.take(ReplayDelivery("evt_example_shipped", fact))  # type: ignore[arg-type]
+        assert (receipt.outcome, receipt.reason) == (Outcome.PARKED, parked.reason)
+    assert prescriptions.recorder.max_notification_id() == head
+    # Another reason is news: recorded once.
+    receipt = intake.take(ReplayDelivery("evt_example_shipped", None, "unknown type"))
+    assert receipt.reason == "unknown type"
+    assert prescriptions.recorder.max_notification_id() == head + 1
+    assert prescriptions.delivery("evt_example_shipped").reason == "unknown type"
+
+
 def test_concurrent_deliveries_for_one_prescription_all_land(prescriptions):
     lifecycle = load_lifecycle(LIFECYCLES[-1])
     with ThreadPoolExecutor(max_workers=6) as pool:

@@ -25,6 +25,7 @@ from domain.delivery import Delivery
 from domain.fact_data import canonical_json, to_document
 from domain.facts import Fact
 from domain.prescription import Prescription
+from domain.seals import Finding
 
 BATCH = 5000
 
@@ -38,14 +39,6 @@ class SignatureCheck(Protocol):
 class DeliveryReader(Protocol):
     def __call__(self, body: str) -> Fact | None:
         """The fact a stored body reports, or None when it cannot be read."""
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One thing wrong: `where` names the prescription or delivery, `what` says what."""
-
-    where: str
-    what: str
 
 
 @dataclass

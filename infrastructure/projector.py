@@ -5,7 +5,8 @@ the read database, and a position only moves from the value the batch started fr
 and-set), so a crash or restart neither skips nor doubles an event, and a second projector that
 got in by mistake rolls back instead of applying a batch twice. It runs in one place per
 database: the process that holds the leadership lock (`leadership.py`). An event a read model
-cannot apply is set aside as a dead letter (`dead_letters.py`) while the rest go on.
+cannot apply is set aside as a dead letter (`dead_letters.py`) while the rest go on. Between
+batches, the leader also runs the overdue watch (`overdue.py`) and the audit sealer (`seals.py`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from infrastructure.leadership import Leadership, leadership_for
 from infrastructure.overdue import OverdueWatch
 from infrastructure.read_models import DeliveriesModel, PrescriptionsModel, ReadModel
 from infrastructure.read_tables import TRACKING_TABLE
+from infrastructure.seals import Sealer
 from infrastructure.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -123,9 +125,10 @@ class Projector:
         batch_size: int = 1000,
         poll_interval_s: float = 0.5,
         watch: OverdueWatch | None = None,
+        sealer: Sealer | None = None,
     ) -> None:
         self.app, self.db, self.models = app, db, models
-        self.leadership, self.watch = leadership, watch
+        self.leadership, self.watch, self.sealer = leadership, watch, sealer
         self.batch_size, self.poll_interval_s = batch_size, poll_interval_s
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -149,7 +152,8 @@ class Projector:
 
     def catch_up(self, *, watch: bool = False) -> int:
         """Process what is there now, if this runner leads; the number of events handled.
-        `watch`: run the overdue watch too, between batches (the background loop does)."""
+        `watch`: run the overdue watch and the sealer too, between batches (the background
+        loop does)."""
         with self._lock:
             if not self.leadership.acquire():
                 if not self._standing_by:
@@ -166,6 +170,7 @@ class Projector:
             while True:
                 if watch:  # between batches too: a catch-up lasts as long as DRx keeps sending
                     self._watch()
+                    self._seal()
                 head = self.head()
                 if head <= self._caught_up_to:  # nothing stored since the last look
                     return handled
@@ -184,6 +189,16 @@ class Projector:
             self.watch.check()
         except Exception as exc:
             log.warning("the overdue watch failed: %s", dead_letters.describe_failure(exc))
+
+    def _seal(self) -> None:
+        """The audit seals (at most once per the sealer's interval); their failures are their
+        own too."""
+        if self.sealer is None:
+            return
+        try:
+            self.sealer.tick()
+        except Exception as exc:
+            log.warning("sealing the store failed: %s", dead_letters.describe_failure(exc))
 
     def _catch_up_batch(self, head: int) -> int | None:
         """One batch for every projection behind `head`: the notification log read once (the

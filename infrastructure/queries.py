@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +23,8 @@ class PrescriptionFilter:
 class Page:
     items: list[Any]
     last_key: Any | None  # the key to continue after, None on the last page
+    # Each item's (prescription id, patient id), where the PHI access log wants them.
+    subjects: list[tuple[str, str | None]] = field(default_factory=list)
 
 
 class ReadQueries:
@@ -31,12 +33,14 @@ class ReadQueries:
     def __init__(self, db: ReadDatabase) -> None:
         self.db = db
 
-    def prescription_json(self, prescription_id: str) -> str | None:
-        """The state as stored: JSON text in the API's shape, served without re-encoding."""
+    def prescription_json(self, prescription_id: str) -> tuple[str, str | None] | None:
+        """The state as stored (JSON text in the API's shape, served without re-encoding), and
+        its patient's id."""
         rows = self.db.query(
-            "SELECT state FROM rx_prescriptions WHERE prescription_id = %s", (prescription_id,)
+            "SELECT state, patient_id FROM rx_prescriptions WHERE prescription_id = %s",
+            (prescription_id,),
         )
-        return str(rows[0][0]) if rows else None
+        return (str(rows[0][0]), rows[0][1]) if rows else None
 
     def prescriptions_json(self, where: PrescriptionFilter, limit: int, after: str | None) -> Page:
         """States as stored JSON text, ordered by prescription id: a page boundary never moves
@@ -57,13 +61,17 @@ class ReadQueries:
             clauses.append("prescription_id > %s")
             params.append(after)
         rows, last_key = self._page(
-            "SELECT prescription_id, state FROM rx_prescriptions",
+            "SELECT prescription_id, state, patient_id FROM rx_prescriptions",
             clauses,
             params,
             "prescription_id",
             limit,
         )
-        return Page([str(state) for _, state in rows], last_key)
+        return Page(
+            [str(state) for _, state, _ in rows],
+            last_key,
+            [(str(prescription_id), patient) for prescription_id, _, patient in rows],
+        )
 
     def deliveries(self, status: str | None, limit: int, after: int | None) -> Page:
         """In arrival order (the notification id of each delivery's first event)."""

@@ -37,6 +37,8 @@ class Settings:
     api_keys: tuple[str, ...] = field(default=(), repr=False)
     # Base64 of a 16, 24 or 32-byte AES key: the event store's events are encrypted with it.
     encryption_key: str = field(default="", repr=False)
+    # Base64 of a 32-byte Ed25519 private key seed: audit checkpoints are signed with it.
+    audit_signing_key: str = field(default="", repr=False)
     # PostgreSQL tuning, with defaults for a small service; see README "PostgreSQL".
     postgres_pool_size: int = 5
     postgres_max_overflow: int = 5
@@ -57,6 +59,7 @@ class Settings:
             webhook_secrets=split_list(env.get("DRX_WEBHOOK_SECRETS", "")),
             api_keys=split_list(env.get("DRX_API_KEYS", "")),
             encryption_key=env.get("DRX_ENCRYPTION_KEY", "").strip(),
+            audit_signing_key=env.get("DRX_AUDIT_SIGNING_KEY", "").strip(),
             postgres_pool_size=_int(env, "DRX_POSTGRES_POOL_SIZE", 5),
             postgres_max_overflow=_int(env, "DRX_POSTGRES_MAX_OVERFLOW", 5),
             postgres_lock_timeout_s=_int(env, "DRX_POSTGRES_LOCK_TIMEOUT", 5),
@@ -67,21 +70,22 @@ class Settings:
         return settings
 
     def validate(self) -> None:
+        configured_keys(self.api_keys)
         if self.dialect not in ("sqlite", "postgresql"):
             raise SettingsError(
                 "DRX_DATABASE_URL must start with sqlite:/// or postgresql:// "
                 f"(got a URL with scheme {self.dialect!r})"
             )
-        if self.encryption_key:
-            try:
-                size = len(base64.b64decode(self.encryption_key, validate=True))
-            except (binascii.Error, ValueError):
-                size = 0
-            if size not in (16, 24, 32):
-                raise SettingsError(
-                    "DRX_ENCRYPTION_KEY must be the base64 of 16, 24 or 32 random bytes "
-                    "(docs/operations.md, Encryption at rest, says how to make one)"
-                )
+        if self.encryption_key and _decoded_size(self.encryption_key) not in (16, 24, 32):
+            raise SettingsError(
+                "DRX_ENCRYPTION_KEY must be the base64 of 16, 24 or 32 random bytes "
+                "(docs/operations.md, Encryption at rest, says how to make one)"
+            )
+        if self.audit_signing_key and _decoded_size(self.audit_signing_key) != 32:
+            raise SettingsError(
+                "DRX_AUDIT_SIGNING_KEY must be the base64 of a 32-byte Ed25519 private key seed "
+                "(docs/operations.md, Sealed checkpoints, says how to make one)"
+            )
         if self.dialect == "sqlite" and not self.database_url.startswith("sqlite:///"):
             raise SettingsError(
                 "DRX_DATABASE_URL: a SQLite URL takes three slashes before a relative path "
@@ -129,6 +133,51 @@ class Settings:
             return f"SQLite file {Path(self.sqlite_path).resolve()}"
         pg = self.postgres
         return f"PostgreSQL {pg.user}@{pg.host}:{pg.port}/{pg.dbname}"
+
+
+SCOPES = ("read", "operate", "audit")
+
+
+@dataclass(frozen=True)
+class ConfiguredKey:
+    """One entry of DRX_API_KEYS: `KEY`, `NAME:KEY` or `NAME:KEY:SCOPES` (scopes joined by
+    `+`; none given is all three). A key without a name is named by its place in the list,
+    `DRX_API_KEYS[1]` for the first, so that the access log can say which key it was without
+    ever showing the key."""
+
+    name: str
+    key: str = field(repr=False)
+    scopes: frozenset[str]
+
+
+def configured_keys(entries: tuple[str, ...]) -> list[ConfiguredKey]:
+    found = []
+    for place, entry in enumerate(entries, start=1):
+        parts = entry.split(":")
+        if len(parts) > 3 or not all(parts):
+            raise SettingsError(
+                f"DRX_API_KEYS entry {place} must be KEY, NAME:KEY or NAME:KEY:SCOPES"
+            )
+        name, key = (parts[0], parts[1]) if len(parts) > 1 else (f"DRX_API_KEYS[{place}]", parts[0])
+        scopes = frozenset(parts[2].split("+")) if len(parts) == 3 else frozenset(SCOPES)
+        if not scopes <= set(SCOPES):
+            raise SettingsError(
+                f"DRX_API_KEYS entry {place} ({name}): scopes are joined by + from "
+                f"{', '.join(SCOPES)}"
+            )
+        found.append(ConfiguredKey(name, key, scopes))
+    names = [k.name for k in found]
+    if len(set(names)) != len(names):
+        raise SettingsError("DRX_API_KEYS: two entries share a name")
+    return found
+
+
+def _decoded_size(key_base64: str) -> int:
+    """The number of bytes a base64 key holds; 0 when it is not base64."""
+    try:
+        return len(base64.b64decode(key_base64, validate=True))
+    except (binascii.Error, ValueError):
+        return 0
 
 
 def split_list(value: str) -> tuple[str, ...]:

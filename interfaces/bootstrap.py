@@ -21,6 +21,8 @@ from domain.application import Prescriptions
 from domain.audit import Auditor
 from domain.signals import Clock, SystemClock
 from domain.unit_of_work import GroupCommitter, Intake
+from infrastructure.access_log import AccessLog, AccessQueries
+from infrastructure.api_keys import KeyRing, KeyStore
 from infrastructure.change_feed import ChangeFeed, channel_for
 from infrastructure.change_hub import ChangeHub
 from infrastructure.database import ReadDatabase, open_read_database
@@ -30,7 +32,8 @@ from infrastructure.migrations import StoreNotReadyError, check_ready
 from infrastructure.projector import Projector, projector_for
 from infrastructure.queries import ReadQueries
 from infrastructure.rebuild import Rebuilder
-from infrastructure.settings import Settings
+from infrastructure.seals import Sealer, SealVerifier
+from infrastructure.settings import Settings, configured_keys
 from infrastructure.subscriptions import SecretBox, SubscriptionStore
 from interfaces.dispatcher import Dispatcher
 from interfaces.drx.signature import SignatureVerifier
@@ -63,12 +66,31 @@ class Parts:
         return ReadQueries(self.read_db)
 
     @cached_property
+    def key_store(self) -> KeyStore:
+        return KeyStore(self.read_db)
+
+    @cached_property
+    def keys(self) -> KeyRing:
+        """The API keys this process accepts (started with the web app)."""
+        return KeyRing(configured_keys(self.settings.api_keys), self.key_store)
+
+    @cached_property
+    def access_log(self) -> AccessLog:
+        """This process's writer of the PHI access log (started with the web app)."""
+        return AccessLog(self.read_db)
+
+    @cached_property
+    def access(self) -> AccessQueries:
+        return AccessQueries(self.read_db)
+
+    @cached_property
     def projector(self) -> Projector:
         return projector_for(
             self.prescriptions,
             self.read_db,
             self.settings,
             self.clock,
+            sealer=self.sealer,
             **self._projector_options,
         )
 
@@ -113,11 +135,25 @@ class Parts:
         return Auditor(self.prescriptions, self.verifier.matches, stored_fact)
 
     @cached_property
+    def sealer(self) -> Sealer:
+        """Seals the store's new events and access-log rows, writes checkpoints (run by the
+        projector's loop where it leads, and by `drx audit checkpoint`)."""
+        return Sealer(self.read_db, self.settings, self.clock)
+
+    @cached_property
+    def seal_verifier(self) -> SealVerifier:
+        return SealVerifier(self.settings)
+
+    @cached_property
     def rebuilder(self) -> Rebuilder:
         return Rebuilder(self.prescriptions, self.read_db)
 
     def close(self) -> None:
         built = vars(self)
+        if "keys" in built:
+            self.keys.stop()
+        if "access_log" in built:
+            self.access_log.stop()
         if "hub" in built:
             self.hub.stop()
         if "dispatcher" in built:

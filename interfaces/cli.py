@@ -28,13 +28,21 @@ from pathlib import Path
 from typing import Any
 
 from domain.errors import PrescriptionNotFoundError
+from domain.seals import Checkpoint, CheckpointFormatError, read_checkpoint
 from infrastructure import dead_letters
 from infrastructure.dev_credentials import read_dev_credentials
 from infrastructure.eventstore import StoreKeyError, check_store_readable
 from infrastructure.migrations import MigrationError, StoreNotReadyError, migrate
 from infrastructure.rebuild import PROJECTION_NAMES, RebuildError
-from infrastructure.settings import Settings, SettingsError
-from interfaces import projector_process, server, subscription_commands
+from infrastructure.seals import SealReport
+from infrastructure.settings import Settings, SettingsError, configured_keys
+from interfaces import (
+    access_commands,
+    key_commands,
+    projector_process,
+    server,
+    subscription_commands,
+)
 from interfaces.bootstrap import bootstrap
 from interfaces.documents import export_prescription
 from interfaces.drx.signature import SecretError, secret_key, signed_headers
@@ -143,22 +151,74 @@ def _with_audit_secrets(settings: Settings) -> Settings:
     return dataclasses.replace(settings, webhook_secrets=tuple(secrets))
 
 
-def cmd_audit_verify(settings: Settings, _: argparse.Namespace) -> int:
+def cmd_audit_verify(settings: Settings, args: argparse.Namespace) -> int:
+    """The facts' chains and the deliveries' signatures, then the seals and the checkpoints
+    (the stored ones and each `--checkpoint FILE`); exit 1 on any finding."""
+    files = [(path, _read_checkpoint(path)) for path in args.checkpoint]
     check_store_readable(settings)  # first: no store, or the wrong key, is the line to show
     settings = _with_audit_secrets(settings)  # a wrong key is one line, not a finding per event
     with bootstrap(settings) as parts:
         report = parts.auditor.verify(Progress("audit"))
+        seals = parts.seal_verifier.verify(files, Progress("seals"))
     summary = (
         f"{report.events:,} events: {report.prescriptions:,} prescriptions, "
         f"{report.facts:,} facts, {report.deliveries:,} deliveries"
     )
-    if report.intact:
-        print(f"intact: {summary}; every chain holds and every signature verifies")
-        return DONE
-    print(f"NOT INTACT: {len(report.findings)} finding(s) in {summary}")
-    for finding in report.findings:
-        print(f"  {finding.where}: {finding.what}")
-    return NOT_HOLDING
+    findings = [*report.findings, *seals.findings]
+    if findings:
+        print(f"NOT INTACT: {len(findings)} finding(s) in {summary}")
+        for finding in findings:
+            print(f"  {finding.where}: {finding.what}")
+    else:
+        print(
+            f"intact: {summary}; every chain holds and every signature verifies, every seal "
+            "and checkpoint holds"
+        )
+    print(_seals_summary(seals))
+    return NOT_HOLDING if findings else DONE
+
+
+def _seals_summary(seals: SealReport) -> str:
+    events, access = seals.sequences["events"], seals.sequences["access"]
+    unsigned = f", {len(seals.unsigned)} of them unsigned" if seals.unsigned else ""
+    return (
+        f"seals: {events.sealed:,} events sealed ({events.unsealed:,} not yet), "
+        f"{access.sealed:,} access-log rows ({access.unsealed:,} not yet); "
+        f"{seals.checkpoints:,} checkpoint(s) checked{unsigned}"
+    )
+
+
+def _read_checkpoint(path: str) -> Checkpoint:
+    try:
+        return read_checkpoint(Path(path).read_text(encoding="utf-8"))
+    except OSError as error:
+        raise UsageError(f"cannot read {path}: {error.strerror}") from None
+    except (CheckpointFormatError, UnicodeDecodeError) as error:
+        raise UsageError(f"{path} is not an audit checkpoint: {error}") from None
+
+
+def cmd_audit_checkpoint(settings: Settings, args: argparse.Namespace) -> int:
+    """Seal the store up to its head now; print (and store, and with `--output` write) the
+    checkpoint."""
+    with bootstrap(settings) as parts:
+        checkpoint = parts.sealer.checkpoint()
+    text = json.dumps(checkpoint.document(), indent=2)
+    if args.output:
+        try:
+            Path(args.output).write_text(text + "\n", encoding="utf-8")
+        except OSError as error:
+            raise UsageError(
+                f"cannot write {args.output}: {error.strerror} (the checkpoint is stored all "
+                "the same: drx audit checkpoint again writes a new one)"
+            ) from None
+    print(text)
+    if checkpoint.signature is None:
+        print(
+            "drx: the checkpoint is unsigned: set DRX_AUDIT_SIGNING_KEY (the base64 of a 32-byte "
+            "seed) to sign checkpoints",
+            file=sys.stderr,
+        )
+    return DONE
 
 
 def cmd_audit_export(settings: Settings, args: argparse.Namespace) -> int:
@@ -174,8 +234,13 @@ def cmd_audit_export(settings: Settings, args: argparse.Namespace) -> int:
             )
         except PrescriptionNotFoundError:
             raise UsageError(f"no prescription with id {args.prescription_id}") from None
+        access_commands.record_command(parts, "drx audit export", 200, document)
     print(json.dumps(document, indent=2, ensure_ascii=False))
     return DONE
+
+
+def cmd_audit_access(settings: Settings, args: argparse.Namespace) -> int:
+    return access_commands.run(settings, args)
 
 
 def _secret(settings: Settings, given: str | None) -> str:
@@ -194,9 +259,9 @@ def _secret(settings: Settings, given: str | None) -> str:
 
 
 def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
-    api_key = args.api_key or next(
-        iter(settings.api_keys or read_dev_credentials(settings).get("DRX_API_KEYS", ())), None
-    )
+    entries = settings.api_keys or read_dev_credentials(settings).get("DRX_API_KEYS", ())
+    readers = (k.key for k in configured_keys(entries) if "read" in k.scopes)
+    api_key = args.api_key or next(readers, None)
     return simulate(
         url=args.url,
         secret=_secret(settings, args.secret),
@@ -251,6 +316,10 @@ def cmd_subscriptions(settings: Settings, args: argparse.Namespace) -> int:
     return subscription_commands.run(settings, args, UsageError)
 
 
+def cmd_keys(settings: Settings, args: argparse.Namespace) -> int:
+    return key_commands.run(settings, args, UsageError)
+
+
 COMMANDS: list[tuple[str, str]] = [
     ("serve", "apply pending migrations, then run the web service and the projections"),
     ("migrate", "apply pending migrations, each once"),
@@ -259,11 +328,14 @@ COMMANDS: list[tuple[str, str]] = [
     ("projections rebuild", "rebuild read models from the store, then swap them in (--verify)"),
     ("projections dead-letters", "the events a projection set aside, with why"),
     ("projections retry", "apply the dead letters again after a fix"),
-    ("audit verify", "check every fact's chain and every delivery's signature"),
+    ("audit verify", "check every fact's chain and signature, the seals, the checkpoints"),
     ("audit export", "one prescription's audit document, as JSON"),
+    ("audit checkpoint", "seal the store now and print the signed checkpoint (--output FILE)"),
     ("send", "sign payload files as DRx would and POST them"),
     ("simulate", "a DRx stand-in: send signed lifecycles"),
     *subscription_commands.COMMANDS,
+    *key_commands.COMMANDS,
+    ("audit access", access_commands.HELP),
 ]
 
 
@@ -312,21 +384,15 @@ def build_parser() -> argparse.ArgumentParser:
     retry.add_argument("name", nargs="?", choices=PROJECTION_NAMES)
     retry.set_defaults(handler=cmd_projections_retry)
 
-    audit = commands.add_parser("audit", help="the stored history's integrity").add_subparsers(
-        dest="audit_command", required=True, metavar="SUBCOMMAND"
-    )
-    audit.add_parser("verify", help=COMMANDS[7][1]).set_defaults(handler=cmd_audit_verify)
-    export = audit.add_parser("export", help=COMMANDS[8][1])
-    export.add_argument("prescription_id")
-    export.set_defaults(handler=cmd_audit_export)
+    _add_audit(commands)
 
-    send = commands.add_parser("send", help=COMMANDS[9][1])
+    send = commands.add_parser("send", help=COMMANDS[10][1])
     send.add_argument("payloads", nargs="+", metavar="PAYLOAD.json")
     send.add_argument("--url", default="http://127.0.0.1:8000/webhooks/drx")
     send.add_argument("--secret", help="whsec_... (default: DRX_WEBHOOK_SECRETS or the dev secret)")
     send.set_defaults(handler=cmd_send)
 
-    sim = commands.add_parser("simulate", help=COMMANDS[10][1])
+    sim = commands.add_parser("simulate", help=COMMANDS[11][1])
     sim.add_argument(
         "--url",
         default="http://127.0.0.1:8000/webhooks/drx",
@@ -350,7 +416,33 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--api-key", help="to check the final states (default: DRX_API_KEYS)")
     sim.set_defaults(handler=cmd_simulate)
     subscription_commands.add_parser(commands, cmd_subscriptions)
+    key_commands.add_parser(commands, cmd_keys)
     return parser
+
+
+def _add_audit(commands: Any) -> None:
+    """`drx audit ...`: verify, export, checkpoint, access."""
+    audit = commands.add_parser("audit", help="the stored history's integrity").add_subparsers(
+        dest="audit_command", required=True, metavar="SUBCOMMAND"
+    )
+    verify = audit.add_parser("verify", help=COMMANDS[7][1])
+    verify.add_argument(
+        "--checkpoint",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="FILE",
+        help="a checkpoint kept outside the database (drx audit checkpoint --output): check the "
+        "store against it too",
+    )
+    verify.set_defaults(handler=cmd_audit_verify)
+    export = audit.add_parser("export", help=COMMANDS[8][1])
+    export.add_argument("prescription_id")
+    export.set_defaults(handler=cmd_audit_export)
+    access_commands.add_parser(audit, cmd_audit_access)
+    checkpoint = audit.add_parser("checkpoint", help=COMMANDS[9][1])
+    checkpoint.add_argument("--output", metavar="FILE", help="write the checkpoint there too")
+    checkpoint.set_defaults(handler=cmd_audit_checkpoint)
 
 
 def _number(text: str, kind: type[int] | type[float], low: float, high: float, what: str) -> Any:

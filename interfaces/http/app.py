@@ -12,7 +12,9 @@ from litestar.routes import HTTPRoute
 from infrastructure.settings import Settings
 from interfaces.bootstrap import Parts
 from interfaces.http import webhooks
+from interfaces.http.access import access_logging
 from interfaces.http.api_page import assets_router, openapi_config
+from interfaces.http.audit import AuditController
 from interfaces.http.changes import ChangeController
 from interfaces.http.deliveries import DeliveryController
 from interfaces.http.errors import handle_exception
@@ -32,7 +34,14 @@ def create_app(settings: Settings, *, run_projections: bool = True) -> Litestar:
     """
     parts = Parts(settings)
     metrics = WebhookMetrics()
-    on_startup = [parts.projector.start, parts.dispatcher.start] if run_projections else []
+    # What starts and stops with the app: an ASGI host may run the lifespan more than once
+    # (test clients do), so each can start again. The pools close with the process, or with
+    # parts.close().
+    on_startup = [parts.keys.start, parts.access_log.start]
+    on_shutdown = [parts.hub.stop, parts.keys.stop, parts.access_log.stop]
+    if run_projections:
+        on_startup += [parts.projector.start, parts.dispatcher.start]
+        on_shutdown[:0] = [parts.dispatcher.stop, parts.projector.stop]
     app = RawRequestGuard(
         route_handlers=[
             webhooks.WebhookController,
@@ -42,6 +51,7 @@ def create_app(settings: Settings, *, run_projections: bool = True) -> Litestar:
             DeliveryController,
             ProjectionController,
             HealthController,
+            AuditController,
             assets_router(),
         ],
         dependencies={
@@ -49,15 +59,12 @@ def create_app(settings: Settings, *, run_projections: bool = True) -> Litestar:
             "metrics": Provide(lambda: metrics, sync_to_thread=False),
         },
         exception_handlers={Exception: handle_exception},
-        middleware=[cast(Any, webhook_timing(metrics, webhooks.PATH))],
+        middleware=[
+            cast(Any, webhook_timing(metrics, webhooks.PATH)),
+            cast(Any, access_logging(parts.access_log)),
+        ],
         on_startup=on_startup,
-        # Only the projector stops with the app: an ASGI host may run the lifespan more than
-        # once (test clients do). The pools close with the process, or with parts.close().
-        on_shutdown=(
-            [parts.dispatcher.stop, parts.projector.stop, parts.hub.stop]
-            if run_projections
-            else [parts.hub.stop]
-        ),
+        on_shutdown=on_shutdown,
         openapi_config=openapi_config(),
         # Our handler logs faults without their messages, which may quote patient data.
         logging_config=LoggingConfig(log_exceptions="never", configure_root_logger=False),

@@ -15,7 +15,8 @@ from litestar.response import Stream
 from domain.changes import TYPES
 from infrastructure.change_feed import ChangeFilter, FeedRow
 from interfaces.bootstrap import Parts
-from interfaces.http.auth import BEARER, require_api_key
+from interfaces.http.access import PHI, StreamEntries, carried
+from interfaces.http.auth import BEARER, KEY_REFUSALS, require_read
 from interfaces.http.errors import ProblemError
 from interfaces.http.pagination import QueryId
 from interfaces.http.schemas import ChangePage, Problem
@@ -27,7 +28,7 @@ RETRY_MS = 2000
 
 REFUSED = {
     400: ResponseSpec(Problem, description="a parameter is invalid; the body names it"),
-    401: ResponseSpec(Problem, description="no valid API key"),
+    **KEY_REFUSALS,
 }
 Position = Annotated[
     str | None,
@@ -68,18 +69,21 @@ def change_filter(
 HEARTBEAT = b": heartbeat\r\n\r\n"  # a comment alone: an EventSource dispatches nothing
 
 
-async def _messages(batches: AsyncIterator[list[FeedRow]]) -> AsyncIterator[bytes]:
+async def _messages(
+    batches: AsyncIterator[list[FeedRow]], entries: StreamEntries
+) -> AsyncIterator[bytes]:
     """Server-Sent Events, a batch of changes per write: at DRx's flat-out rate and a hundred
     streams, one write per change cost the web workers most of their CPU."""
     yield b"retry: %d\r\n\r\n" % RETRY_MS
     async for rows in batches:
+        entries.carrying(rows)
         yield b"".join(row.sse for row in rows) if rows else HEARTBEAT
 
 
 class ChangeController(Controller):
     path = "/changes"
     tags = ("changes",)
-    guards = [require_api_key]  # noqa: RUF012 - Litestar's own attribute type
+    guards = [require_read]  # noqa: RUF012 - Litestar's own attribute type
     security = [BEARER]  # noqa: RUF012
 
     @get(
@@ -95,9 +99,11 @@ class ChangeController(Controller):
         ),
         sync_to_thread=True,
         responses=REFUSED,
+        opt=PHI,
     )
     def list_changes(
         self,
+        request: Request[Any, Any, Any],
         parts: NamedDependency[Parts],
         after: Position = None,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
@@ -109,6 +115,9 @@ class ChangeController(Controller):
         where = change_filter(prescription_id, patient_id, types)
         head = parts.feed.head()  # before the query: every change up to it is committed
         rows = parts.feed.after(start, limit, where)
+        answer = carried(request)
+        for row in rows:
+            answer.add(row.prescription_id, row.patient_id)
         next_after = rows[-1].position if rows else start
         if len(rows) < limit:  # every match up to the head is here: go on from the head
             next_after = max(next_after, head)
@@ -130,6 +139,7 @@ class ChangeController(Controller):
         ),
         responses=REFUSED,
         media_type="text/event-stream",
+        opt=PHI,
     )
     async def stream_changes(
         self,
@@ -146,7 +156,7 @@ class ChangeController(Controller):
         heartbeat_s = getattr(request.app.state, "heartbeat_s", HEARTBEAT_S)
         batches = parts.hub.follow(start, where, heartbeat_s)
         return Stream(
-            _messages(batches),
+            _messages(batches, StreamEntries(parts.access_log, request.scope)),
             media_type="text/event-stream",
             headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
         )

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from litestar import Controller, get, post
+from litestar import Controller, Request, get, post
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, QueryParameter
@@ -18,7 +18,8 @@ from domain.handlers import Outcome
 from domain.instants import format_instant
 from interfaces.bootstrap import Parts
 from interfaces.drx.translator import read_stored
-from interfaces.http.auth import BEARER, require_api_key
+from interfaces.http.access import PHI, carried
+from interfaces.http.auth import BEARER, KEY_REFUSALS, require_operate
 from interfaces.http.pagination import DeliveryCursor, delivery_cursor, next_cursor
 from interfaces.http.paths import path_id
 from interfaces.http.schemas import (
@@ -30,7 +31,6 @@ from interfaces.http.schemas import (
     Replay,
 )
 
-UNAUTHORIZED = {401: ResponseSpec(Problem, description="no valid API key")}
 NOT_FOUND = {404: ResponseSpec(Problem, description="no delivery with that event id")}
 
 
@@ -60,7 +60,7 @@ def _detail(delivery: StoredDelivery) -> DeliveryDetail:
 class DeliveryController(Controller):
     path = "/deliveries"
     tags = ("deliveries",)
-    guards = [require_api_key]  # noqa: RUF012 - Litestar's own attribute type
+    guards = [require_operate]  # noqa: RUF012 - Litestar's own attribute type
     security = [BEARER]  # noqa: RUF012
 
     @get(
@@ -70,17 +70,22 @@ class DeliveryController(Controller):
         sync_to_thread=True,
         responses={
             400: ResponseSpec(Problem, description="a parameter is invalid"),
-            **UNAUTHORIZED,
+            **KEY_REFUSALS,
         },
+        opt=PHI,
     )
     def list_deliveries(
         self,
+        request: Request[Any, Any, Any],
         parts: NamedDependency[Parts],
         status: FromQuery[Literal["processed", "parked", "conflict"] | None] = None,
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
         cursor: DeliveryCursor = None,
     ) -> DeliveryPage:
         page = parts.queries.deliveries(status, limit, delivery_cursor(cursor))
+        answer = carried(request)
+        for item in page.items:
+            answer.add(item["subject"])
         return DeliveryPage(
             items=[_listed(item) for item in page.items], next_cursor=next_cursor(page.last_key)
         )
@@ -90,12 +95,22 @@ class DeliveryController(Controller):
         operation_id="getDelivery",
         summary="One stored delivery with its raw payload and, when parked, why",
         sync_to_thread=True,
-        responses={**UNAUTHORIZED, **NOT_FOUND},
+        responses={**KEY_REFUSALS, **NOT_FOUND},
+        opt=PHI,
     )
     def get_delivery(
-        self, event_id: FromPath[str], parts: NamedDependency[Parts]
+        self,
+        request: Request[Any, Any, Any],
+        event_id: FromPath[str],
+        parts: NamedDependency[Parts],
     ) -> DeliveryDetail:
-        return _detail(parts.prescriptions.delivery(path_id(event_id)))
+        detail = _detail(parts.prescriptions.delivery(path_id(event_id)))
+        answer = carried(request)
+        answer.add(detail.subject)
+        answer.add_patients_in(detail.payload)
+        for copy in detail.conflicting_copies:
+            answer.add_patients_in(json.loads(copy.raw_body))  # stored only when JSON objects
+        return detail
 
     @post(
         "/{event_id:str}/replay",
@@ -104,7 +119,7 @@ class DeliveryController(Controller):
         status_code=200,
         sync_to_thread=True,
         responses={
-            **UNAUTHORIZED,
+            **KEY_REFUSALS,
             **NOT_FOUND,
             409: ResponseSpec(Problem, description="the delivery is not parked"),
             503: ResponseSpec(Problem, description="the store cannot take it now"),

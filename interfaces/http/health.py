@@ -13,7 +13,7 @@ from litestar.params import FromPath
 from infrastructure import dead_letters
 from infrastructure.migrations import pending
 from interfaces.bootstrap import Parts
-from interfaces.http.auth import BEARER, require_api_key
+from interfaces.http.auth import BEARER, KEY_REFUSALS, require_operate
 from interfaces.http.errors import STORE_UNAVAILABLE, ProblemError, problem
 from interfaces.http.metrics import CONTENT_TYPE, WebhookMetrics
 from interfaces.http.paths import path_id
@@ -87,7 +87,7 @@ class HealthController(Controller):
 
 class ProjectionController(Controller):
     tags = ("operations",)
-    guards = [require_api_key]  # noqa: RUF012 - Litestar's own attribute type
+    guards = [require_operate]  # noqa: RUF012 - Litestar's own attribute type
     security = [BEARER]  # noqa: RUF012
 
     @get(
@@ -95,7 +95,7 @@ class ProjectionController(Controller):
         operation_id="listProjections",
         summary="Each projection's position, the head of the event store, and the lag",
         sync_to_thread=True,
-        responses={401: ResponseSpec(Problem, description="no valid API key")},
+        responses=KEY_REFUSALS,
     )
     def projections(self, parts: NamedDependency[Parts]) -> list[ProjectionState]:
         return [
@@ -115,7 +115,7 @@ class ProjectionController(Controller):
         summary="The events a projection set aside, with why",
         sync_to_thread=True,
         responses={
-            401: ResponseSpec(Problem, description="no valid API key"),
+            **KEY_REFUSALS,
             404: ResponseSpec(Problem, description="no projection of that name"),
         },
     )
@@ -142,7 +142,7 @@ class ProjectionController(Controller):
         status_code=200,
         sync_to_thread=True,
         responses={
-            401: ResponseSpec(Problem, description="no valid API key"),
+            **KEY_REFUSALS,
             404: ResponseSpec(Problem, description="no projection of that name"),
         },
     )

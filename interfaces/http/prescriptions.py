@@ -4,9 +4,9 @@ of an instant and the history from the event store."""
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
-from litestar import Controller, MediaType, Response, get
+from litestar import Controller, MediaType, Request, Response, get
 from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, QueryParameter
@@ -15,7 +15,8 @@ from domain.errors import PrescriptionNotFoundError
 from infrastructure.queries import PrescriptionFilter
 from interfaces.bootstrap import Parts
 from interfaces.documents import history_document
-from interfaces.http.auth import BEARER, require_api_key
+from interfaces.http.access import PHI, carried
+from interfaces.http.auth import BEARER, KEY_REFUSALS, require_read
 from interfaces.http.pagination import (
     Instant,
     PrescriptionCursor,
@@ -36,14 +37,14 @@ from interfaces.http.schemas import (
 NOT_FOUND = {404: ResponseSpec(Problem, description="no such prescription")}
 REFUSED = {
     400: ResponseSpec(Problem, description="a parameter is invalid; the body names it"),
-    401: ResponseSpec(Problem, description="no valid API key"),
+    **KEY_REFUSALS,
 }
 
 
 class PrescriptionController(Controller):
     path = "/prescriptions"
     tags = ("prescriptions",)
-    guards = [require_api_key]  # noqa: RUF012 - Litestar's own attribute type
+    guards = [require_read]  # noqa: RUF012 - Litestar's own attribute type
     security = [BEARER]  # noqa: RUF012
 
     @get(
@@ -52,9 +53,11 @@ class PrescriptionController(Controller):
         summary="Prescriptions in id order, filtered, in keyset pages",
         sync_to_thread=True,
         responses=REFUSED,
+        opt=PHI,
     )
     def list_prescriptions(
         self,
+        request: Request[Any, Any, Any],
         parts: NamedDependency[Parts],
         status: FromQuery[Status | None] = None,
         patient_id: QueryId = None,
@@ -74,6 +77,9 @@ class PrescriptionController(Controller):
             ),
         )
         page = parts.queries.prescriptions_json(where, limit, prescription_cursor(cursor))
+        answer = carried(request)
+        for prescription, patient in page.subjects:
+            answer.add(prescription, patient)
         # The stored states are already the API's JSON: joined, not parsed and re-encoded.
         body = '{"items":[%s],"next_cursor":%s}' % (  # noqa: UP031
             ",".join(page.items),
@@ -91,9 +97,11 @@ class PrescriptionController(Controller):
         ),
         sync_to_thread=True,
         responses={**REFUSED, **NOT_FOUND},
+        opt=PHI,
     )
     def get_prescription(
         self,
+        request: Request[Any, Any, Any],
         prescription_id: FromPath[str],
         parts: NamedDependency[Parts],
         as_of: Instant = None,
@@ -102,10 +110,15 @@ class PrescriptionController(Controller):
         if as_of is not None:
             moment = parse_instant("as_of", as_of)
             then = parts.prescriptions.state(prescription_id, as_of=moment).as_dict()
+            answer = carried(request)
+            answer.add(prescription_id)
+            answer.add_patients_in(then)
             return Response(Prescription.model_validate(then))
-        state = parts.queries.prescription_json(prescription_id)
-        if state is None:
+        found = parts.queries.prescription_json(prescription_id)
+        if found is None:
             raise PrescriptionNotFoundError(prescription_id)
+        state, patient = found
+        carried(request).add(prescription_id, patient)
         return Response(state.encode(), media_type=MediaType.JSON)  # type: ignore[arg-type]
 
     @get(
@@ -113,9 +126,18 @@ class PrescriptionController(Controller):
         operation_id="getPrescriptionHistory",
         summary="Every recorded fact of a prescription, in recorded order",
         sync_to_thread=True,
-        responses={401: REFUSED[401], **NOT_FOUND},
+        responses={**KEY_REFUSALS, **NOT_FOUND},
+        opt=PHI,
     )
-    def get_history(self, prescription_id: FromPath[str], parts: NamedDependency[Parts]) -> History:
+    def get_history(
+        self,
+        request: Request[Any, Any, Any],
+        prescription_id: FromPath[str],
+        parts: NamedDependency[Parts],
+    ) -> History:
         prescription_id = path_id(prescription_id)
-        recorded = parts.prescriptions.history(prescription_id)
-        return History.model_validate(history_document(prescription_id, recorded))
+        document = history_document(prescription_id, parts.prescriptions.history(prescription_id))
+        answer = carried(request)
+        answer.add(prescription_id)
+        answer.add_patients_in(document)
+        return History.model_validate(document)

@@ -277,6 +277,23 @@ class AttemptPage(Out):
     next_cursor: str | None
 
 
+class AccessEntry(Out):
+    """One answer that carried patient or prescription data: who (the key's name), when, what."""
+
+    at: str
+    key: str
+    method: str
+    path: str
+    status: int
+    prescription_ids: list[str]
+    patient_ids: list[str]
+
+
+class AccessPage(Out):
+    items: list[AccessEntry]
+    next_cursor: str | None
+
+
 class Problem(Out):
     """Every error answer."""
 

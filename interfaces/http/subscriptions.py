@@ -15,7 +15,7 @@ from domain.instants import format_instant
 from infrastructure.subscriptions import Subscription as Stored
 from infrastructure.subscriptions import SubscriptionStore
 from interfaces.bootstrap import Parts
-from interfaces.http.auth import BEARER, require_api_key
+from interfaces.http.auth import BEARER, KEY_REFUSALS, require_operate
 from interfaces.http.pagination import DeliveryCursor, delivery_cursor, next_cursor
 from interfaces.http.schemas import (
     Attempt,
@@ -31,7 +31,7 @@ from interfaces.http.schemas import (
 
 REFUSED = {
     400: ResponseSpec(Problem, description="the body or a parameter is invalid"),
-    401: ResponseSpec(Problem, description="no valid API key"),
+    **KEY_REFUSALS,
 }
 NOT_FOUND = {404: ResponseSpec(Problem, description="no subscription with that id")}
 
@@ -63,7 +63,7 @@ def shown(store: SubscriptionStore, subscription: Stored) -> Subscription:
 class SubscriptionController(Controller):
     path = "/subscriptions"
     tags = ("subscriptions",)
-    guards = [require_api_key]  # noqa: RUF012 - Litestar's own attribute type
+    guards = [require_operate]  # noqa: RUF012 - Litestar's own attribute type
     security = [BEARER]  # noqa: RUF012
 
     @post(

@@ -33,7 +33,9 @@ import pytest
 import uvicorn
 
 from bench.common import descendants
+from infrastructure.access_log import AccessFilter
 from infrastructure.migrations import migrate
+from interfaces.http import access
 from interfaces.http.app import create_app
 from tests.conftest import sqlite_settings
 from tests.e2e.test_processes import Server, free_port, server_env
@@ -41,6 +43,7 @@ from tests.helpers import (
     AUTH,
     LIFECYCLES,
     body_of,
+    load_example,
     load_lifecycle,
     new_secret,
     relabelled,
@@ -705,3 +708,43 @@ def test_sigterm_stops_a_server_while_a_stream_is_open(store, launch, streams):
     assert code == 0
     stream.wait_until(lambda: stream.ended, "the stream's end", timeout_s=2)
     assert "Traceback" not in server.log.read_text()
+
+
+def _stream_entries(in_process: InProcess) -> list[dict[str, Any]]:
+    parts = in_process.app.state.parts
+    parts.access_log.flush()
+    return [
+        entry
+        for entry in parts.access.find(AccessFilter(), 100, None)[0]
+        if entry["path"].startswith("/changes/stream")
+    ]
+
+
+def test_a_stream_is_one_access_holding_every_id_it_carried(in_process, streams, monkeypatch):
+    """Its entry is written when it ends; while open for long, one every STREAM_ENTRY_S too."""
+    in_process.app.state.heartbeat_s = 0.2  # the server sees the client gone at the next write
+    for name in ("received", "shipped"):
+        assert in_process.deliver(load_example(name)) == 202
+    settle(in_process.url)
+    monkeypatch.setattr(access, "STREAM_ENTRY_S", 0.5)
+    stream = streams(in_process.url, "?after=0")
+    stream.wait_until(lambda: len(stream.messages) >= 2, "the changes")
+    deadline = time.monotonic() + WAIT_S
+    while not _stream_entries(in_process):  # still open: its first entry comes after 0.5 s
+        assert time.monotonic() < deadline, "no entry while the stream was open"
+        time.sleep(0.1)
+    interim = _stream_entries(in_process)
+    assert [(e["prescription_ids"], e["patient_ids"]) for e in interim] == [
+        (["drx_rx_7Q2M9K"], ["drx_pt_TEST01"])
+    ]
+    stream.close()
+    while len(_stream_entries(in_process)) < 2:
+        assert time.monotonic() < deadline, "no entry when the stream ended"
+        time.sleep(0.1)
+    last = _stream_entries(in_process)[-1]
+    assert (last["key"], last["status"], last["path"]) == (
+        "DRX_API_KEYS[1]",
+        200,
+        "/changes/stream?after=0",
+    )
+    assert last["prescription_ids"] == []  # nothing carried since the interim entry

@@ -68,3 +68,44 @@ def test_audit_export_prints_one_json_document(served, capsys):
     }
     assert len(document["deliveries"]) == 5
     assert main(["audit", "export", "drx_rx_nobody"]) == 2
+
+
+def test_keys_are_created_listed_and_revoked_and_only_their_hashes_kept(served, capsys):
+    assert main(["keys", "create", "billing-app", "--scopes", "read,audit"]) == 0
+    out = capsys.readouterr().out
+    key = next(line.split()[1] for line in out.splitlines() if line.startswith("key "))
+    assert key.startswith("drx_")
+    assert main(["keys", "create", "billing-app"]) == 2  # the name is taken
+    assert "exists" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as refused:  # argparse's refusal: exit 2, one line
+        main(["keys", "create", "x", "--scopes", "write"])
+    assert refused.value.code == 2
+    assert main(["keys", "list"]) == 0
+    listed = capsys.readouterr().out
+    assert "billing-app  read,audit  created " in listed
+    assert "active" in listed
+    assert key not in listed
+    db = open_read_database(served)
+    assert key not in str(db.query("SELECT * FROM drx_api_keys"))
+    db.close()
+    assert main(["keys", "revoke", "billing-app"]) == 0
+    capsys.readouterr()
+    assert main(["keys", "revoke", "billing-app"]) == 2
+    assert main(["keys", "list"]) == 0
+    assert "billing-app  read,audit  created" in capsys.readouterr().out
+
+
+def test_audit_export_is_an_access_and_audit_access_lists_it(served, capsys, monkeypatch):
+    monkeypatch.setattr("getpass.getuser", lambda: "auditor-jo")
+    assert main(["audit", "export", "drx_rx_LC0001"]) == 0
+    capsys.readouterr()
+    assert main(["audit", "access", "--prescription", "drx_rx_LC0001"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    assert lines[-1] == "1 entry"
+    assert "cli:auditor-jo  CLI drx audit export  200  prescriptions drx_rx_LC0001" in lines[0]
+    assert main(["audit", "access", "--key", "nobody"]) == 0
+    assert capsys.readouterr().out == "0 entries\n"
+    with pytest.raises(SystemExit) as refused:
+        main(["audit", "access", "--since", "2025-13-01"])
+    assert refused.value.code == 2

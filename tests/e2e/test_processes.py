@@ -381,3 +381,55 @@ def test_sigterm_stops_the_server_through_its_clean_up(tmp_path, workers):
         assert time.monotonic() < deadline, "a worker or the projector outlived the server"
         time.sleep(0.05)
     assert "Traceback" not in server.log.read_text()
+
+
+@BOTH_STORES
+def test_a_revoked_key_is_refused_by_every_worker_within_5_s(store, tmp_path, monkeypatch):
+    """`drx keys create` and `revoke` run as commands beside a `drx serve --workers 2`; each
+    check opens a new connection, so that both workers answer over the loop."""
+    env = server_env(store, new_secret())
+    server = Server(env, tmp_path, "--workers", "2")
+    try:
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        made = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "interfaces.cli",
+                "keys",
+                "create",
+                "ops-app",
+                "--scopes",
+                "operate",
+            ],
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        key = next(line.split()[1] for line in made.stdout.splitlines() if line.startswith("key "))
+        as_ops = {"Authorization": f"Bearer {key}"}
+        deadline = time.monotonic() + 5
+        accepted: list[int] = []
+        while len(accepted) < 20:  # twenty answers in a row: both workers know the key
+            status = server.request("GET", "/projections", headers=as_ops)[0]
+            accepted = [*accepted, status] if status == 200 else []
+            assert time.monotonic() < deadline, "a new key was not taken up within 5 s"
+        assert server.request("GET", "/prescriptions", headers=as_ops)[0] == 403
+        subprocess.run(
+            [sys.executable, "-m", "interfaces.cli", "keys", "revoke", "ops-app"],
+            env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])},
+            cwd=tmp_path,
+            capture_output=True,
+            check=True,
+        )
+        revoked = time.monotonic()
+        refused: list[int] = []
+        while len(refused) < 20:
+            status = server.request("GET", "/projections", headers=as_ops)[0]
+            refused = [*refused, status] if status == 401 else []
+            assert time.monotonic() - revoked < 5, "a worker still took the revoked key after 5 s"
+    finally:
+        server.kill()

@@ -61,7 +61,7 @@ def test_the_store_holds_nothing_readable_and_everything_reads_back(app, encrypt
         for subject in subjects:
             listed = model.prescription_json(subject)
             assert listed is not None
-            assert json.loads(listed) == app.state(subject).as_dict()
+            assert json.loads(listed[0]) == app.state(subject).as_dict()
         assert model.waiting_counts()["parked"] == 1
     finally:
         runner.stop()

@@ -115,7 +115,8 @@ def test_a_stopped_runner_resumes_where_it_was(prescriptions, read_db, settings)
         assert second.catch_up() > 0
         assert read_position(read_db, "prescriptions") > position
         assert (
-            json.loads(ReadQueries(read_db).prescription_json("drx_rx_7Q2M9K"))["status"] == "sent"
+            json.loads(ReadQueries(read_db).prescription_json("drx_rx_7Q2M9K")[0])["status"]
+            == "sent"
         )
     finally:
         second.stop()
@@ -199,7 +200,7 @@ def test_every_fact_kind_projects(prescriptions, read_db, settings):
         runner.stop()
     assert kinds == set(FactKind)
     assert (
-        json.loads(ReadQueries(read_db).prescription_json("drx_rx_7Q2M9K"))
+        json.loads(ReadQueries(read_db).prescription_json("drx_rx_7Q2M9K")[0])
         == prescriptions.state("drx_rx_7Q2M9K").as_dict()
     )
 

@@ -56,6 +56,8 @@ def test_a_postgresql_url_maps_to_the_eventsourcing_settings():
         ),
         ({"DRX_ENCRYPTION_KEY": "not base64!"}, "DRX_ENCRYPTION_KEY"),
         ({"DRX_ENCRYPTION_KEY": base64.b64encode(b"x" * 20).decode()}, "DRX_ENCRYPTION_KEY"),
+        ({"DRX_AUDIT_SIGNING_KEY": "not base64!"}, "DRX_AUDIT_SIGNING_KEY"),
+        ({"DRX_AUDIT_SIGNING_KEY": base64.b64encode(b"x" * 31).decode()}, "DRX_AUDIT_SIGNING_KEY"),
     ],
 )
 def test_a_bad_setting_is_refused_with_its_name(environ, message):
@@ -75,3 +77,14 @@ def test_an_encryption_key_turns_on_the_stores_cipher_and_stays_out_of_reprs():
     assert "whsec_x" not in repr(settings)
     assert "k1" not in repr(settings)
     assert "CIPHER_TOPIC" not in eventsourcing_env(Settings.from_env({}))
+
+
+def test_an_audit_signing_key_is_a_32_byte_seed_kept_out_of_reprs_and_errors():
+    seed = base64.b64encode(bytes(range(32))).decode()
+    settings = Settings.from_env({"DRX_AUDIT_SIGNING_KEY": f" {seed} "})
+    assert settings.audit_signing_key == seed
+    assert seed not in repr(settings)
+    wrong = base64.b64encode(bytes(range(33))).decode()
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({"DRX_AUDIT_SIGNING_KEY": wrong})
+    assert wrong not in str(refused.value)

@@ -1,0 +1,82 @@
+"""`drx audit access`: who read which patient's or prescription's data, when and through which
+path (the PHI access log, `infrastructure.access_log`); and the entry a command that prints
+patient data (`drx audit export`) appends, naming the operating-system user who ran it."""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+from datetime import UTC, datetime
+from typing import Any
+
+from domain.instants import sortable_instant
+from infrastructure.access_log import Access, AccessFilter
+from interfaces.bootstrap import Parts, bootstrap
+from interfaces.http.access import Carried
+from interfaces.http.errors import ProblemError
+from interfaces.http.pagination import parse_instant
+
+PAGE = 500
+HELP = "who read which patient's or prescription's data (the PHI access log)"
+
+
+def record_command(parts: Parts, command: str, status: int, document: Any) -> None:
+    """One entry for a command that printed patient data, written before the command ends."""
+    carried = Carried()
+    carried.add(document.get("prescription_id") if isinstance(document, dict) else None)
+    carried.add_patients_in(document)
+    rx, patients = carried.take()
+    parts.access_log.append(
+        Access(
+            sortable_instant(datetime.now(UTC)),
+            f"cli:{getpass.getuser()}",
+            "CLI",
+            command,
+            status,
+            rx,
+            patients,
+        )
+    )
+    parts.access_log.flush()
+
+
+def _since(text: str) -> datetime:
+    try:
+        return parse_instant("--since", text)
+    except ProblemError as error:
+        raise argparse.ArgumentTypeError(error.detail) from None
+
+
+def cmd_access(parts: Parts, args: argparse.Namespace) -> int:
+    where = AccessFilter(args.patient, args.prescription, args.key, args.since)
+    after, shown = None, 0
+    while True:
+        items, after = parts.access.find(where, PAGE, after)
+        for item in items:
+            print(
+                f"{item['at']}  {item['key']}  {item['method']} {item['path']}  {item['status']}"
+                f"  prescriptions {','.join(item['prescription_ids']) or '-'}"
+                f"  patients {','.join(item['patient_ids']) or '-'}"
+            )
+        shown += len(items)
+        if after is None:
+            break
+    print(f"{shown} entr{'y' if shown == 1 else 'ies'}")
+    return 0
+
+
+def run(settings: Any, args: argparse.Namespace) -> int:
+    with bootstrap(settings) as parts:
+        return cmd_access(parts, args)
+
+
+def add_parser(audit: Any, handler: Any) -> None:
+    """`drx audit access` on the `audit` subcommands; `handler` runs it."""
+    access = audit.add_parser("access", help=HELP)
+    access.add_argument("--patient", metavar="ID", help="entries that carried this patient")
+    access.add_argument("--prescription", metavar="ID", help="... this prescription")
+    access.add_argument("--key", metavar="NAME", help="entries of this key (cli:USER for commands)")
+    access.add_argument(
+        "--since", type=_since, metavar="T", help="RFC 3339, e.g. 2026-12-01T00:00:00Z"
+    )
+    access.set_defaults(handler=handler)

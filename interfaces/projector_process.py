@@ -23,7 +23,7 @@ import threading
 from multiprocessing.process import BaseProcess
 
 from infrastructure.settings import Settings
-from interfaces.bootstrap import bootstrap
+from interfaces.bootstrap import StoreNotReadyError, bootstrap
 from interfaces.logs import configure_logging
 from interfaces.runtime import tune_for_serving
 
@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 PROJECTOR, DISPATCHER = "projector", "dispatcher"
 POLL_INTERVAL_S = 0.05
+# How long a process that found no store at its start waits before it tries again (doubling).
+START_RETRY_S, MAX_START_RETRY_S = 0.25, 2.0
 # Beside the web workers (`drx serve`), the projector and the dispatcher yield the CPU to them:
 # an answer to DRx waits for nothing but its own commit, while the read models and the
 # subscriptions are eventually consistent anyway. Under a sustained burst that saturates the
@@ -50,15 +52,31 @@ def run(settings: Settings, *, with_parent: bool = False, role: str = PROJECTOR)
     parent = os.getppid()
     if with_parent:
         os.nice(NICENESS[role])
-    with bootstrap(settings, poll_interval_s=POLL_INTERVAL_S) as parts:
-        tune_for_serving()
-        part = parts.projector if role == PROJECTOR else parts.dispatcher
-        part.start()
-        log.info("%s started on the store in %s", role, settings.describe_database())
-        while not stop.wait(1.0):
-            if with_parent and os.getppid() != parent:
-                log.info("the serving process is gone; the %s stops", role)
-                break
+
+    def ended() -> bool:
+        if with_parent and os.getppid() != parent:
+            log.info("the serving process is gone; the %s stops", role)
+            return True
+        return False
+
+    wait_s = START_RETRY_S
+    while not stop.is_set():
+        try:
+            with bootstrap(settings, poll_interval_s=POLL_INTERVAL_S) as parts:
+                tune_for_serving()
+                part = parts.projector if role == PROJECTOR else parts.dispatcher
+                part.start()
+                log.info("%s started on the store in %s", role, settings.describe_database())
+                while not stop.wait(1.0) and not ended():
+                    pass
+                return
+        except StoreNotReadyError as error:
+            # Away when this process starts (a database restarting, say): it waits for the
+            # store instead of ending, and starts once it is back.
+            log.warning("the %s waits for the store: %s", role, error)
+            if stop.wait(wait_s) or ended():
+                return
+            wait_s = min(wait_s * 2, MAX_START_RETRY_S)
 
 
 def start(settings: Settings, role: str = PROJECTOR) -> BaseProcess:

@@ -16,9 +16,12 @@ import pytest
 from bench import pgcluster
 from bench.common import ServeProcess
 from bench.faults import ConstantLoad, count_lost_and_doubled
+from domain.handlers import Outcome
 from infrastructure.migrations import migrate
 from infrastructure.settings import Settings
-from tests.helpers import API_KEY, new_secret
+from interfaces import projector_process
+from interfaces.bootstrap import bootstrap
+from tests.helpers import API_KEY, deliver, load_example, new_secret
 
 pytestmark = pytest.mark.postgres
 
@@ -88,3 +91,34 @@ def test_the_webhook_and_the_projector_recover_within_seconds_under_constant_loa
     assert projections_caught_up(port, timeout_s=15)
     assert count_lost_and_doubled(url, load.acknowledged) == 0
     assert len(load.acknowledged) > 100
+
+
+def test_a_projector_started_while_the_database_is_away_waits_and_starts_once_it_is_back(cluster):
+    """Found when its start grew slower than the database's stop in the test above: a projector
+    (or dispatcher) process that found no store at its start ended, and nothing restarted it."""
+    url = cluster.create_database(f"drx_away_at_start_{os.getpid()}")
+    settings = Settings(database_url=url, webhook_secrets=(new_secret(),), api_keys=(API_KEY,))
+    migrate(settings)
+    with bootstrap(settings) as parts:
+        assert deliver(parts.prescriptions, load_example("received")) is Outcome.ACCEPTED
+    cluster.stop("fast")
+    back = False
+    process = projector_process.start(settings)
+    try:
+        time.sleep(2)
+        assert process.is_alive(), "the projector's process ended while the store was away"
+        cluster.start()
+        back = True
+        deadline = time.monotonic() + 15
+        while True:
+            with bootstrap(settings) as parts:
+                if all(s.lag == 0 for s in parts.projector.status()):
+                    break
+            assert time.monotonic() < deadline, (
+                "the projector did not start once the store was back"
+            )
+            time.sleep(0.2)
+    finally:
+        projector_process.stop(process)
+        if not back:  # the session's other tests need the cluster
+            cluster.start()

@@ -44,11 +44,15 @@ def with_credentials(settings: Settings) -> tuple[Settings, list[str]]:
     if not missing:
         return settings, []
     if settings.dialect != "sqlite":
-        raise SettingsError(
-            f"{' and '.join(missing)} must be set on PostgreSQL: DRX_WEBHOOK_SECRETS holds the "
-            "whsec_... secret(s) DRx signs with, DRX_API_KEYS the keys of the read API "
-            "(each list separated by spaces or commas)"
-        )
+        if "DRX_WEBHOOK_SECRETS" in missing:
+            raise SettingsError(
+                "DRX_WEBHOOK_SECRETS must be set on PostgreSQL: the whsec_... secret(s) DRx "
+                "signs with, separated by spaces or commas"
+            )
+        # Keys may all be made with `drx keys create`, kept (hashed) in the database.
+        return settings, [
+            "DRX_API_KEYS is not set: only the keys made with drx keys create are accepted"
+        ]
     path = credentials_file(settings)
     stored = read_dev_credentials(settings)
     generated = [name for name in missing if not stored.get(name)]

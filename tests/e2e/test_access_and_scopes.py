@@ -56,18 +56,18 @@ PATHS = [
 HOLDERS = {"read": {READER, AUDITOR}, "operate": {OPERATOR}, "audit": {AUDITOR}}
 
 
-@pytest.mark.parametrize(("method", "path", "scope"), PATHS)
-def test_each_path_needs_its_scope_and_answers_403_without_it(scoped, method, path, scope):
-    for key in (READER, OPERATOR, AUDITOR):
-        answer = scoped.request(method, path, headers=bearer(key))
-        if key in HOLDERS[scope]:
-            assert answer.status_code in (200, 409), (key, answer.text)  # 409: not parked
-        else:
-            assert answer.status_code == 403, (key, answer.status_code)
-            assert answer.json()["error"] == "forbidden"
-            assert scope in answer.json()["detail"]
-    assert scoped.request(method, path, headers=bearer("drx_not_a_key")).status_code == 401
-    assert scoped.request(method, path, headers=bearer(API_KEY)).status_code in (200, 409)
+def test_each_path_needs_its_scope_and_answers_403_without_it(scoped):
+    for method, path, scope in PATHS:
+        for key in (READER, OPERATOR, AUDITOR):
+            answer = scoped.request(method, path, headers=bearer(key))
+            if key in HOLDERS[scope]:
+                assert answer.status_code in (200, 409), (path, key, answer.text)  # 409: not parked
+            else:
+                assert answer.status_code == 403, (path, key, answer.status_code)
+                assert answer.json()["error"] == "forbidden"
+                assert scope in answer.json()["detail"]
+        assert scoped.request(method, path, headers=bearer("drx_not_a_key")).status_code == 401
+        assert scoped.request(method, path, headers=bearer(API_KEY)).status_code in (200, 409)
 
 
 def test_a_read_key_gets_403_on_replay_and_subscriptions(scoped):

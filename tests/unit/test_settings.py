@@ -6,8 +6,9 @@ import base64
 
 import pytest
 
+from infrastructure.dev_credentials import with_credentials
 from infrastructure.eventstore import eventsourcing_env
-from infrastructure.settings import Settings, SettingsError
+from infrastructure.settings import Settings, SettingsError, configured_keys
 
 
 def test_the_default_is_an_sqlite_file_in_the_working_directory():
@@ -88,3 +89,46 @@ def test_an_audit_signing_key_is_a_32_byte_seed_kept_out_of_reprs_and_errors():
     with pytest.raises(SettingsError) as refused:
         Settings.from_env({"DRX_AUDIT_SIGNING_KEY": wrong})
     assert wrong not in str(refused.value)
+
+
+def test_api_key_entries_give_names_and_scopes():
+    keys = configured_keys(("plain_key", "ops:drx_ops:operate+read", "aud:drx_aud:audit"))
+    assert [(k.name, k.key, sorted(k.scopes)) for k in keys] == [
+        ("DRX_API_KEYS[1]", "plain_key", ["audit", "operate", "read"]),
+        ("ops", "drx_ops", ["operate", "read"]),
+        ("aud", "drx_aud", ["audit"]),
+    ]
+    assert "drx_ops" not in repr(keys)  # a key never reaches a repr, so never a log line
+
+
+@pytest.mark.parametrize(
+    ("entries", "says"),
+    [
+        (("a:b:c:d",), "entry 1 must be KEY, NAME:KEY or NAME:KEY:SCOPES"),
+        (("ops::read",), "entry 1 must be"),
+        (
+            ("k", "ops:drx_x:write"),
+            "entry 2 (ops): scopes are joined by + from read, operate, audit",
+        ),
+        (("a:k1", "a:k2"), "two entries share a name"),
+    ],
+)
+def test_a_malformed_api_key_entry_is_refused_without_echoing_the_key(entries, says):
+    with pytest.raises(SettingsError) as refused:
+        Settings.from_env({"DRX_API_KEYS": ",".join(entries)})
+    assert says in str(refused.value)
+    assert "drx_x" not in str(refused.value)
+    assert "k1" not in str(refused.value)
+
+
+def test_on_postgresql_api_keys_may_all_come_from_the_store():
+    settings = Settings.from_env(
+        {"DRX_DATABASE_URL": "postgresql://drx@db/rx", "DRX_WEBHOOK_SECRETS": "whsec_x"}
+    )
+    filled, notes = with_credentials(settings)
+    assert filled.api_keys == ()
+    assert notes == [
+        "DRX_API_KEYS is not set: only the keys made with drx keys create are accepted"
+    ]
+    with pytest.raises(SettingsError, match="DRX_WEBHOOK_SECRETS must be set on PostgreSQL"):
+        with_credentials(Settings.from_env({"DRX_DATABASE_URL": "postgresql://drx@db/rx"}))

@@ -278,19 +278,20 @@ class Sealer:
         if self.db.dialect == "postgresql":
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key,))
 
-    def _last_seal(self, cursor: Cursor, kind: SequenceKind) -> tuple[int, bytes] | None:
+    def _last_seal(self, cursor: Cursor, kind: SequenceKind) -> tuple[int, bytes, int] | None:
+        """The last seal's position, chain and ordinal (the sequence's sealed count)."""
         cursor.execute(
-            f"SELECT position, chain FROM {SEALS_TABLE} WHERE sequence = %s"
+            f"SELECT position, chain, ordinal FROM {SEALS_TABLE} WHERE sequence = %s"
             " ORDER BY position DESC LIMIT 1",
             (kind.name,),
         )
         row = cursor.fetchone()
-        return (int(row[0]), bytes(row[1])) if row else None
+        return (int(row[0]), bytes(row[1]), int(row[2])) if row else None
 
     def _seal_batch(self, cursor: Cursor, source: _Source) -> int:
         self._lock(cursor)
         last = self._last_seal(cursor, source.kind)
-        after, previous = last or (_BEFORE_ALL, GENESIS)
+        after, previous, sealed = last or (_BEFORE_ALL, GENESIS, 0)
         cursor.execute(source.items_sql, (after, self.batch))
         rows = cursor.fetchall()
         items = rows if source.read_item is None else [source.read_item(row) for row in rows]
@@ -298,25 +299,29 @@ class Sealer:
             cursor,
             self.db.dialect,
             f"INSERT INTO {SEALS_TABLE}"
-            " (sequence, position, originator_id, originator_version, digest, chain)",
-            ("text", "bigint", "uuid", "bigint", "bytea", "bytea"),
+            " (sequence, position, originator_id, originator_version, digest, chain, ordinal)",
+            ("text", "bigint", "uuid", "bigint", "bytea", "bytea", "bigint"),
             [
-                (source.kind.name, row[0], *source.identity_columns(row[1:-2]), *row[-2:])
-                for row in seal(source.kind, previous, items)
+                (
+                    source.kind.name,
+                    row[0],
+                    *source.identity_columns(row[1:-2]),
+                    *row[-2:],
+                    sealed + number,
+                )
+                for number, row in enumerate(seal(source.kind, previous, items), start=1)
             ],
         )
         return len(rows)
 
     def _head(self, cursor: Cursor, kind: SequenceKind) -> Head:
+        """Where a sequence's seals stand: read from its last seal, not counted (a count grows
+        with the store; a checkpoint is written every few thousand items)."""
         last = self._last_seal(cursor, kind)
         if last is None:
             return Head(0, 0, GENESIS.hex())
-        cursor.execute(
-            f"SELECT count(*) FROM {SEALS_TABLE} WHERE sequence = %s",
-            (kind.name,),
-        )
-        (count,) = cursor.fetchone() or (0,)
-        return Head(last[0], int(count), last[1].hex())
+        position, chain, count = last
+        return Head(position, count, chain.hex())
 
 
 @dataclass

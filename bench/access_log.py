@@ -4,7 +4,7 @@ beside the same server with it switched off, alternately (ABBA), in one run.
     python bench/access_log.py [--prescriptions 100000] [--seconds 10] [--clients 8] [--rounds 2]
 
 "Without" is `drx serve` in a process whose AccessLog.append does nothing (the service has no
-switch to turn its audit log off: `serve_without_log` patches it here). Both answer from the
+switch to turn its audit log off: bench/serve_without_access_log.py patches it). Both answer from the
 same database; the goal is that each rate with the log is at least 90% of the rate without.
 The entries the logged runs wrote are counted against the requests they answered.
 """
@@ -12,48 +12,17 @@ The entries the logged runs wrote are counted against the requests they answered
 from __future__ import annotations
 
 import argparse
-import os
 import random
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import machine, percentiles, project, scratch_database, seed_store
-from bench.read_api import KEY, drive
-from infrastructure.access_log import AccessLog
-from infrastructure.migrations import migrate
-from infrastructure.settings import Settings
-from interfaces import cli
+from bench.common import ServeProcess, machine, percentiles, scratch_database, seeded_read_store
+from bench.read_api import drive
 from interfaces.bootstrap import bootstrap
 
 GOAL = 0.90
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def serve_without_log(port: int) -> None:
-    """`drx serve` (one web worker, in this process) with the access log's append a no-op."""
-    AccessLog.append = lambda self, entry: None  # type: ignore[method-assign]
-    sys.exit(cli.main(["serve", "--port", str(port)]))
-
-
-def start(env: dict[str, str], port: int, logged: bool) -> subprocess.Popen[bytes]:
-    command = (
-        [sys.executable, "-m", "interfaces.cli", "serve", "--port", str(port)]
-        if logged
-        else [
-            sys.executable,
-            "-c",
-            f"from bench.access_log import serve_without_log; serve_without_log({port})",
-        ]
-    )
-    server = subprocess.Popen(
-        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT
-    )
-    time.sleep(3)
-    return server
 
 
 def main() -> None:
@@ -65,21 +34,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"machine: {machine()}")
     with scratch_database() as url:
-        settings = Settings(
-            database_url=url,
-            webhook_secrets=("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",),
-            api_keys=(KEY,),
-        )
-        migrate(settings)
-        seed_store(settings, prescriptions=args.prescriptions)
-        project(settings)
-        env = {
-            **os.environ,
-            "DRX_DATABASE_URL": url,
-            "DRX_API_KEYS": KEY,
-            "DRX_WEBHOOK_SECRETS": settings.webhook_secrets[0],
-            "PYTHONPATH": str(ROOT),
-        }
+        settings, env = seeded_read_store(url, args.prescriptions)
         rng = random.Random(2)
         ids = [f"drx_rx_bench_{rng.randrange(args.prescriptions):07d}" for _ in range(5000)]
         workloads = {
@@ -91,7 +46,9 @@ def main() -> None:
         order = [True, False, False, True] * args.rounds  # ABBA: drift cancels out
         port = 18766
         for logged in order:
-            server = start(env, port, logged)
+            module = "interfaces.cli" if logged else "bench.serve_without_access_log"
+            server = ServeProcess(env, port, module=module)
+            server.start(timeout_s=120)
             try:
                 for name, paths in workloads.items():
                     count, latencies = drive(port, paths, args.seconds, args.clients)
@@ -103,8 +60,7 @@ def main() -> None:
                         flush=True,
                     )
             finally:
-                server.terminate()
-                server.wait(timeout=15)
+                server.stop()  # SIGTERM: the last entries are written before it ends
             port += 1
         with bootstrap(settings) as parts:
             written = int(parts.read_db.query("SELECT COUNT(*) FROM drx_access_log")[0][0])

@@ -24,6 +24,7 @@ import psycopg
 
 from domain.facts import Fact, FactKind
 from domain.prescription import Prescription
+from infrastructure.migrations import migrate
 from infrastructure.settings import Settings
 from interfaces.bootstrap import bootstrap
 
@@ -133,6 +134,24 @@ def project(settings: Settings) -> None:
     print(f"projected {handled:,} events in {elapsed:.1f} s: {handled / elapsed:,.0f} events/s")
 
 
+READ_KEY = "bench-key"
+READ_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+
+
+def seeded_read_store(url: str, prescriptions: int) -> tuple[Settings, dict[str, str]]:
+    """The read benchmarks' start: a migrated store of `prescriptions` synthetic ones,
+    projected and sealed (so that no server measured afterwards spends its turns sealing
+    them); its settings, and the environment of a `drx serve` on it."""
+    settings = Settings(database_url=url, webhook_secrets=(READ_SECRET,), api_keys=(READ_KEY,))
+    migrate(settings)
+    seed_store(settings, prescriptions=prescriptions)
+    project(settings)
+    with bootstrap(settings) as parts:
+        parts.sealer.checkpoint()
+    env = {"DRX_DATABASE_URL": url, "DRX_API_KEYS": READ_KEY, "DRX_WEBHOOK_SECRETS": READ_SECRET}
+    return settings, env
+
+
 def percentiles(samples_s: list[float]) -> str:
     ms = sorted(s * 1000 for s in samples_s)
     if not ms:
@@ -157,14 +176,18 @@ def machine() -> str:
 class ServeProcess:
     """`drx serve` in its own process group, so that a SIGKILL takes its workers too."""
 
-    def __init__(self, env: dict[str, str], port: int, *args: str) -> None:
+    def __init__(
+        self, env: dict[str, str], port: int, *args: str, module: str = "interfaces.cli"
+    ) -> None:
+        """`module` is what runs `serve` (`python -m MODULE serve`): the command's, or a
+        benchmark's variant of it."""
         self.env = {**os.environ, **env, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-        self.port, self.args = port, args
+        self.port, self.args, self.module = port, args, module
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 30) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "interfaces.cli", "serve", "--port", str(self.port), *self.args],
+            [sys.executable, "-m", self.module, "serve", "--port", str(self.port), *self.args],
             env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -179,6 +202,16 @@ class ServeProcess:
                 return
             time.sleep(0.05)
         raise RuntimeError("drx serve did not come up")
+
+    def stop(self, timeout_s: float = 15) -> None:
+        """SIGTERM, as a service manager stops it (its clean-up runs), then SIGKILL if needed."""
+        if self.process is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.kill()
 
     def kill(self) -> None:
         if self.process is not None:

@@ -12,9 +12,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import random
-import subprocess
 import sys
 import threading
 import time
@@ -22,14 +20,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import machine, percentiles, project, scratch_database, seed_store
-from infrastructure.migrations import migrate
-from infrastructure.settings import Settings
-
-KEY = "bench-key"
+from bench.common import READ_KEY as KEY
+from bench.common import ServeProcess, machine, percentiles, scratch_database, seeded_read_store
 
 
-def drive(port: int, paths: list[str], seconds: float, clients: int) -> tuple[int, list[float]]:
+def drive(
+    port: int,
+    paths: list[str],
+    seconds: float,
+    clients: int,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, list[float]]:
+    """GETs of `paths` (picked at random) from client threads; with the API key by default."""
+    sent = headers if headers is not None else {"Authorization": f"Bearer {KEY}"}
     latencies: list[float] = []
     lock = threading.Lock()
     deadline = time.monotonic() + seconds
@@ -40,7 +43,7 @@ def drive(port: int, paths: list[str], seconds: float, clients: int) -> tuple[in
         mine = []
         while time.monotonic() < deadline:
             started = time.perf_counter()
-            conn.request("GET", rng.choice(paths), headers={"Authorization": f"Bearer {KEY}"})
+            conn.request("GET", rng.choice(paths), headers=sent)
             response = conn.getresponse()
             response.read()
             assert response.status == 200, response.status
@@ -64,30 +67,11 @@ def main() -> None:
     args = parser.parse_args()
     print(f"machine: {machine()}")
     with scratch_database() as url:
-        settings = Settings(
-            database_url=url,
-            webhook_secrets=("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",),
-            api_keys=(KEY,),
-        )
-        migrate(settings)
-        seed_store(settings, prescriptions=args.prescriptions)
-        project(settings)
+        _settings, env = seeded_read_store(url, args.prescriptions)
         port = 18765
-        env = {
-            **os.environ,
-            "DRX_DATABASE_URL": url,
-            "DRX_API_KEYS": KEY,
-            "DRX_WEBHOOK_SECRETS": settings.webhook_secrets[0],
-            "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
-        }
-        server = subprocess.Popen(
-            [sys.executable, "-m", "interfaces.cli", "serve", "--port", str(port)],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        server = ServeProcess(env, port)
+        server.start(timeout_s=120)
         try:
-            time.sleep(3)
             rng = random.Random(2)
             ids = [f"drx_rx_bench_{rng.randrange(args.prescriptions):07d}" for _ in range(5000)]
             workloads = {
@@ -119,8 +103,7 @@ def main() -> None:
                 count, latencies = drive(port, paths, args.seconds, args.clients)
                 print(f"{name:<44} {count / args.seconds:>8,.0f} req/s   {percentiles(latencies)}")
         finally:
-            server.terminate()
-            server.wait(timeout=10)
+            server.kill()
 
 
 if __name__ == "__main__":

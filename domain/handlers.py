@@ -121,7 +121,7 @@ def _park(work: Aggregates, delivery: Delivery, reason: str, *, fault: bool = Fa
     """Park the delivery with `reason`. A replay that parks it again for the reason it is
     already parked for records nothing: the stored history says each thing once, however many
     times an operator retries (the receipt still says parked, and why)."""
-    if not (delivery.is_parked and delivery.reason == reason):
+    if not (delivery.is_parked and delivery.reason == reason and not delivery.pending_events):
         delivery.park(reason)
         work.add(delivery)
     return Receipt(Outcome.PARKED, delivery.event_id, reason, fault)

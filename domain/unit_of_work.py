@@ -43,6 +43,7 @@ from eventsourcing.persistence import (
 from domain.application import Prescriptions
 from domain.commands import ParkDelivery, RecordDelivery, ReplayDelivery
 from domain.delivery import Delivery, Report
+from domain.dry_run import ReplayPreview, dry_run_replays
 from domain.errors import ConcurrencyConflictError, describe_fault
 from domain.handlers import Command, Outcome, Receipt, handle
 from domain.ids import delivery_id, prescription_id
@@ -140,6 +141,23 @@ class Intake:
             return receipt
         raise ConcurrencyConflictError(_event_id(command))
 
+    def dry_run(
+        self, event_ids: Sequence[str], replay_of: Callable[[Delivery], ReplayDelivery]
+    ) -> list[ReplayPreview]:
+        """What replaying these deliveries in turn would do (`replay_of` makes a stored one's
+        replay), in a unit of work that is never committed (`domain.dry_run`): nothing is saved.
+        The deliveries, then their prescriptions, are read in one query each."""
+        deliveries = self._aggregates(delivery_id(event_id) for event_id in event_ids)
+        subjects = {delivery.subject for delivery in deliveries.values()}
+        loaded = {**deliveries, **self._aggregates(prescription_id(s) for s in subjects)}
+        commands = [
+            replay_of(found)
+            if (found := deliveries.get(delivery_id(event_id))) is not None
+            else ReplayDelivery(event_id, None)
+            for event_id in event_ids
+        ]
+        return dry_run_replays(UnitOfWork(self.app, self.report, loaded), commands)
+
     def take_batch(self, commands: Sequence[RecordDelivery]) -> list[Receipt]:
         """Several deliveries in one transaction (group commit), each receipt in order."""
         for losses in range(MAX_BATCH_ATTEMPTS):
@@ -162,8 +180,12 @@ class Intake:
     def _load(self, commands: Iterable[RecordDelivery]) -> dict[UUID, Any]:
         ids = {prescription_id(c.delivery.subject) for c in commands}
         ids |= {delivery_id(c.delivery.event_id) for c in commands}
+        return self._aggregates(ids)
+
+    def _aggregates(self, ids: Iterable[UUID]) -> dict[UUID, Any]:
+        """The stored aggregates of these ids (those that exist), in one query."""
         loaded: dict[UUID, Any] = {}
-        for stored in self.lookup.select_aggregates(sorted(ids)):
+        for stored in self.lookup.select_aggregates(sorted(set(ids))):
             event: Any = self.app.mapper.to_domain_event(stored)
             loaded[event.originator_id] = event.mutate(loaded.get(event.originator_id))
         return loaded

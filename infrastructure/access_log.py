@@ -25,6 +25,7 @@ from typing import Any
 
 from domain.instants import sortable_instant
 from infrastructure.database import ReadDatabase, insert_rows
+from infrastructure.periodic import Periodic
 
 log = logging.getLogger(__name__)
 
@@ -68,12 +69,11 @@ class AccessLog:
     """This process's writer of the access log (see the module's docstring)."""
 
     def __init__(self, db: ReadDatabase, flush_s: float = FLUSH_S) -> None:
-        self.db, self._flush_s = db, flush_s
+        self.db = db
         self._waiting: list[Access] = []
         self._guard = threading.Lock()
         self._writing = threading.Lock()  # one flush at a time keeps the entries in order
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._flusher = Periodic("drx-access-log", flush_s, self.flush)
         self._failing = False
 
     def append(self, entry: Access) -> None:
@@ -107,6 +107,12 @@ class AccessLog:
             self._failing = False
             return len(batch)
 
+    def write_now(self, entry: Access) -> None:
+        """Write one entry at once, raising when it cannot be written (a command writes its
+        entry before it prints the data)."""
+        with self._writing:
+            self._write([entry])
+
     def _write(self, batch: list[Access]) -> None:
         with self.db.transaction() as cursor:
             if self.db.dialect == "postgresql":
@@ -120,21 +126,11 @@ class AccessLog:
             )
 
     def start(self) -> None:
-        if self._thread is not None and self._thread.is_alive():
-            return
-        self._stop.clear()  # an ASGI host may run the app's lifespan more than once
-        self._thread = threading.Thread(target=self._run, name="drx-access-log", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._flush_s):
-            self.flush()
+        self._flusher.start()
 
     def stop(self) -> None:
         """Stop the thread and write what waits (a clean shutdown loses nothing)."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        self._flusher.stop()
         self.flush()
 
 

@@ -14,12 +14,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
-import threading
+import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+import psycopg
+
 from domain.instants import format_instant
 from infrastructure.database import ReadDatabase
+from infrastructure.periodic import Periodic
 from infrastructure.settings import SCOPES, ConfiguredKey
 
 log = logging.getLogger(__name__)
@@ -28,6 +31,9 @@ REFRESH_S = 1.0
 # How often a key's `last_used_at` is written: a list of keys wants the day, not the second.
 TOUCH_S = 60.0
 KEY_PREFIX = "drx_"
+# How the access log names DRX_API_KEYS' unnamed entries (a command is `cli:USER`, and no
+# key's name holds a `:`).
+RESERVED_PREFIX = "DRX_API_KEYS["
 
 
 class ApiKeyError(ValueError):
@@ -78,18 +84,20 @@ class KeyStore:
         """Make a key; return it (shown once: only its hash is kept)."""
         if not name or len(name) > 64 or not name.isprintable() or ":" in name:
             raise ApiKeyError("a key's name is 1 to 64 printable characters, without ':'")
+        if name.startswith(RESERVED_PREFIX):
+            raise ApiKeyError(f"names starting {RESERVED_PREFIX} are the access log's own")
         key = KEY_PREFIX + secrets.token_urlsafe(32)
-        with self.db.transaction() as cursor:
-            cursor.execute(
-                "SELECT 1 FROM drx_api_keys WHERE name = %s AND revoked_at IS NULL", (name,)
-            )
-            if cursor.fetchone() is not None:
-                raise ApiKeyError(f"a key named {name} exists: revoke it first, or pick a new name")
-            cursor.execute(
-                "INSERT INTO drx_api_keys (name, key_hash, scopes, created_at)"
-                " VALUES (%s, %s, %s, %s)",
-                (name, key_hash(key), "+".join(scopes), _now()),
-            )
+        try:
+            with self.db.transaction() as cursor:
+                cursor.execute(
+                    "INSERT INTO drx_api_keys (name, key_hash, scopes, created_at)"
+                    " VALUES (%s, %s, %s, %s)",
+                    (name, key_hash(key), "+".join(scopes), _now()),
+                )
+        except (psycopg.IntegrityError, sqlite3.IntegrityError):  # the active names' index
+            raise ApiKeyError(
+                f"a key named {name} exists: revoke it first, or pick a new name"
+            ) from None
         return key
 
     def revoke(self, name: str) -> None:
@@ -142,9 +150,8 @@ class KeyRing:
         self._store, self._refresh_s = store, refresh_s
         self._stored: dict[str, ApiKey] = {}
         self._used: set[str] = set()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._guard = threading.Lock()
+        self._reloader = Periodic("drx-keys", refresh_s, self._tick)
+        self._readable, self._since_touch = True, 0.0
 
     def find(self, key: str) -> ApiKey | None:
         """Who `key` is, or None when it is no key of ours (or a revoked one)."""
@@ -154,18 +161,23 @@ class KeyRing:
             self._used.add(found.name)
         return found
 
+    def named(self, name: str) -> dict[str, ApiKey]:
+        """The accepted keys of that name, by hash (a console session names its key, and ends
+        when no key of that name and hash is accepted any more)."""
+        return {
+            hashed: key
+            for hashed, key in (*self._configured.items(), *self._stored.items())
+            if key.name == name
+        }
+
     def start(self) -> None:
         """Load the stored keys, then keep reloading them in a thread of this process."""
-        with self._guard:
-            if self._thread is not None and self._thread.is_alive():
-                return
-            self._stop.clear()  # an ASGI host may run the app's lifespan more than once
+        if not self._reloader.running:
             self._reload()
-            self._thread = threading.Thread(target=self._run, name="drx-keys", daemon=True)
-            self._thread.start()
+            self._reloader.start()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._reloader.stop()
 
     def _reload(self) -> bool:
         try:
@@ -174,19 +186,20 @@ class KeyRing:
             return False
         return True
 
-    def _run(self) -> None:
-        readable, since_touch = True, 0.0
-        while not self._stop.wait(self._refresh_s):
-            since_touch += self._refresh_s
-            was_readable, readable = readable, self._reload()
-            if was_readable != readable:
-                log.warning(
-                    "the stored API keys %s",
-                    "can be read again" if readable else "cannot be read now: the last copy stands",
-                )
-            if readable and self._used and since_touch >= TOUCH_S:
-                used, self._used, since_touch = self._used, set(), 0.0
-                try:
-                    self._store.touch(used)
-                except Exception as exc:
-                    log.warning("the keys' last use was not written (%s)", type(exc).__name__)
+    def _tick(self) -> None:
+        """A reload; and, at most every TOUCH_S, the last use of the keys used since."""
+        self._since_touch += self._refresh_s
+        was_readable, self._readable = self._readable, self._reload()
+        if was_readable != self._readable:
+            log.warning(
+                "the stored API keys %s",
+                "can be read again"
+                if self._readable
+                else "cannot be read now: the last copy stands",
+            )
+        if self._readable and self._used and self._since_touch >= TOUCH_S:
+            used, self._used, self._since_touch = self._used, set(), 0.0
+            try:
+                self._store.touch(used)
+            except Exception as exc:
+                log.warning("the keys' last use was not written (%s)", type(exc).__name__)

@@ -5,9 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 from domain.instants import sortable_instant
 from infrastructure.database import ReadDatabase
+from infrastructure.read_models import in_list, row_key
+
+_COMPARISONS = frozenset({"<", "<=", ">", ">="})
 
 
 @dataclass(frozen=True)
@@ -17,6 +21,20 @@ class PrescriptionFilter:
     pharmacy_ncpdp_id: str | None = None
     needs_review: bool | None = None
     updated_since: datetime | None = None
+    prescription_id: str | None = None
+    statuses: frozenset[str | None] | None = None  # any of them; None in it: no status yet
+    # Each (comparison, instant) bounds when the last fact was recorded: updated_at > instant...
+    updated: tuple[tuple[str, datetime], ...] = ()
+
+
+@dataclass(frozen=True)
+class StoredPrescription:
+    """A row of rx_prescriptions: the state as the API's JSON text, and its columns."""
+
+    prescription_id: str
+    state: str
+    patient_id: str | None
+    updated_at: str  # when its last fact was recorded (the read tables' fixed-width UTC text)
 
 
 @dataclass(frozen=True)
@@ -25,6 +43,19 @@ class Page:
     last_key: Any | None  # the key to continue after, None on the last page
     # Each item's (prescription id, patient id), where the PHI access log wants them.
     subjects: list[tuple[str, str | None]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ParkedGroup:
+    """The parked deliveries of one reason."""
+
+    reason: str
+    count: int
+    first_received_at: str  # the read tables' fixed-width UTC text
+    last_received_at: str
+
+
+_STORED = "SELECT prescription_id, state, patient_id, updated_at FROM rx_prescriptions"
 
 
 class ReadQueries:
@@ -42,44 +73,84 @@ class ReadQueries:
         )
         return (str(rows[0][0]), rows[0][1]) if rows else None
 
+    def stored_prescription(self, key: str | UUID) -> StoredPrescription | None:
+        """One row, by prescription id or by aggregate id."""
+        column, value = (
+            ("aggregate_id", row_key(self.db.dialect, key))
+            if isinstance(key, UUID)
+            else ("prescription_id", key)
+        )
+        rows = self.db.query(f"{_STORED} WHERE {column} = %s", (value,))
+        return StoredPrescription(*rows[0]) if rows else None
+
+    def patients_latest(self, patient_id: str) -> StoredPrescription | None:
+        """The patient's prescription whose last fact was recorded last: the one holding what
+        DRx last said of the patient."""
+        rows = self.db.query(
+            f"{_STORED} WHERE patient_id = %s ORDER BY updated_at DESC, prescription_id LIMIT 1",
+            (patient_id,),
+        )
+        return StoredPrescription(*rows[0]) if rows else None
+
     def prescriptions_json(self, where: PrescriptionFilter, limit: int, after: str | None) -> Page:
         """States as stored JSON text, ordered by prescription id: a page boundary never moves
         when facts arrive."""
+        rows, last_key = self.stored_prescriptions(where, limit, after)
+        return Page(
+            [row.state for row in rows],
+            last_key,
+            [(row.prescription_id, row.patient_id) for row in rows],
+        )
+
+    def stored_prescriptions(
+        self, where: PrescriptionFilter, limit: int, after: str | None
+    ) -> tuple[list[StoredPrescription], str | None]:
+        """Rows in keyset pages by prescription id, and the key to continue after."""
         clauses: list[str] = []
         params: list[Any] = []
-        for column in ("status", "patient_id", "pharmacy_ncpdp_id"):
+        for column in ("prescription_id", "status", "patient_id", "pharmacy_ncpdp_id"):
             value = getattr(where, column)
             if value is not None:
                 clauses.append(f"{column} = %s")
                 params.append(value)
+        if where.statuses is not None:
+            clauses.append(self._any_status(where.statuses, params))
         if where.needs_review is not None:
             clauses.append("needs_review = TRUE" if where.needs_review else "needs_review = FALSE")
         if where.updated_since is not None:
             clauses.append("updated_at >= %s")
             params.append(sortable_instant(where.updated_since))
+        for comparison, moment in where.updated:
+            if comparison not in _COMPARISONS:
+                raise ValueError(f"not a comparison: {comparison}")
+            clauses.append(f"updated_at {comparison} %s")
+            params.append(sortable_instant(moment))
         if after is not None:
             clauses.append("prescription_id > %s")
             params.append(after)
-        rows, last_key = self._page(
-            "SELECT prescription_id, state, patient_id FROM rx_prescriptions",
-            clauses,
-            params,
-            "prescription_id",
-            limit,
-        )
-        return Page(
-            [str(state) for _, state, _ in rows],
-            last_key,
-            [(str(prescription_id), patient) for prescription_id, _, patient in rows],
-        )
+        rows, last_key = self._page(_STORED, clauses, params, "prescription_id", limit)
+        return [StoredPrescription(*row) for row in rows], last_key
 
-    def deliveries(self, status: str | None, limit: int, after: int | None) -> Page:
-        """In arrival order (the notification id of each delivery's first event)."""
+    def _any_status(self, statuses: frozenset[str | None], params: list[Any]) -> str:
+        named = sorted(s for s in statuses if s is not None)
+        either = ["status IS NULL"] if None in statuses else []
+        if named:
+            clause, values = in_list(self.db.dialect, "status", named)
+            either.append(clause)
+            params.extend(values)
+        return f"({' OR '.join(either)})" if either else "FALSE"
+
+    def deliveries(
+        self, status: str | None, limit: int, after: int | None, reason: str | None = None
+    ) -> Page:
+        """In arrival order (the notification id of each delivery's first event); `reason`
+        the parked ones' reason."""
         clauses: list[str] = []
         params: list[Any] = []
-        if status is not None:
-            clauses.append("status = %s")
-            params.append(status)
+        for column, value in (("status", status), ("reason", reason)):
+            if value is not None:
+                clauses.append(f"{column} = %s")
+                params.append(value)
         if after is not None:
             clauses.append("seq > %s")
             params.append(after)
@@ -113,6 +184,17 @@ class ReadQueries:
         where = " WHERE " + " AND ".join(clauses) if clauses else ""
         rows = self.db.query(f"{select}{where} ORDER BY {key} LIMIT %s", (*params, limit + 1))
         return rows[:limit], rows[limit - 1][0] if len(rows) > limit else None
+
+    def parked_groups(self) -> list[ParkedGroup]:
+        """The parked deliveries by reason, the largest group first (read on the status
+        index: only parked rows)."""
+        rows = self.db.query(
+            "SELECT reason, COUNT(*), MIN(received_at), MAX(received_at) FROM rx_deliveries"
+            " WHERE status = 'parked' GROUP BY reason ORDER BY COUNT(*) DESC, reason"
+        )
+        return [
+            ParkedGroup(str(reason), int(count), first, last) for reason, count, first, last in rows
+        ]
 
     def delivery_ids_of(self, subject: str) -> list[str]:
         """The event ids of every stored delivery about a prescription."""

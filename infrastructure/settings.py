@@ -48,6 +48,8 @@ class Settings:
     sqlite_lock_timeout_s: int = 5
     # How long a change, cancel or renewal request may stay open (DRX_REQUEST_SLA).
     request_sla_s: float = 48 * 3600
+    # How long a console session lasts after its sign-in (DRX_CONSOLE_SESSION).
+    console_session_s: float = 8 * 3600
     # Tables come from migrations; only tests of the library's own wiring turn this on.
     create_tables: bool = False
 
@@ -65,6 +67,7 @@ class Settings:
             postgres_lock_timeout_s=_int(env, "DRX_POSTGRES_LOCK_TIMEOUT", 5),
             postgres_schema=env.get("DRX_POSTGRES_SCHEMA", "").strip() or "public",
             request_sla_s=duration(env, "DRX_REQUEST_SLA", 48 * 3600),
+            console_session_s=duration(env, "DRX_CONSOLE_SESSION", 8 * 3600),
         )
         settings.validate()
         return settings
@@ -166,9 +169,11 @@ def configured_keys(entries: tuple[str, ...]) -> list[ConfiguredKey]:
                 f"{', '.join(SCOPES)}"
             )
         found.append(ConfiguredKey(name, key, scopes))
-    names = [k.name for k in found]
+    names, keys = [k.name for k in found], [k.key for k in found]
     if len(set(names)) != len(names):
         raise SettingsError("DRX_API_KEYS: two entries share a name")
+    if len(set(keys)) != len(keys):
+        raise SettingsError("DRX_API_KEYS: two entries share a key")
     return found
 
 

@@ -20,24 +20,33 @@ PAGE = 500
 HELP = "who read which patient's or prescription's data (the PHI access log)"
 
 
+class AccessNotRecordedError(RuntimeError):
+    """The access log cannot be written now: the command prints no patient data."""
+
+
 def record_command(parts: Parts, command: str, status: int, document: Any) -> None:
-    """One entry for a command that printed patient data, written before the command ends."""
+    """One entry for a command about to print patient data, written first: when it cannot be
+    written, `AccessNotRecordedError` and nothing is printed."""
     carried = Carried()
     carried.add(document.get("prescription_id") if isinstance(document, dict) else None)
     carried.add_patients_in(document)
     rx, patients = carried.take()
-    parts.access_log.append(
-        Access(
-            sortable_instant(datetime.now(UTC)),
-            f"cli:{getpass.getuser()}",
-            "CLI",
-            command,
-            status,
-            rx,
-            patients,
-        )
+    entry = Access(
+        sortable_instant(datetime.now(UTC)),
+        f"cli:{getpass.getuser()}",
+        "CLI",
+        command,
+        status,
+        rx,
+        patients,
     )
-    parts.access_log.flush()
+    try:
+        parts.access_log.write_now(entry)
+    except Exception as error:
+        raise AccessNotRecordedError(
+            "the PHI access log cannot be written now, so nothing is printed: retry later "
+            f"({type(error).__name__})"
+        ) from None
 
 
 def _since(text: str) -> datetime:

@@ -25,8 +25,10 @@ from infrastructure.access_log import AccessLog, AccessQueries
 from infrastructure.api_keys import KeyRing, KeyStore
 from infrastructure.change_feed import ChangeFeed, channel_for
 from infrastructure.change_hub import ChangeHub
+from infrastructure.console_secret import console_secret
 from infrastructure.database import ReadDatabase, open_read_database
 from infrastructure.eventstore import open_prescriptions
+from infrastructure.intake_tally import IntakeTally
 from infrastructure.leadership import leadership_for
 from infrastructure.migrations import StoreNotReadyError, check_ready
 from infrastructure.projector import Projector, projector_for
@@ -78,6 +80,17 @@ class Parts:
     def access_log(self) -> AccessLog:
         """This process's writer of the PHI access log (started with the web app)."""
         return AccessLog(self.read_db)
+
+    @cached_property
+    def intake_tally(self) -> IntakeTally:
+        """This process's counts of the webhook's outcomes by minute (started with the web
+        app), read by the console."""
+        return IntakeTally(self.read_db)
+
+    @cached_property
+    def console_secret(self) -> bytes:
+        """The key the console's sessions are signed with, the same in every process."""
+        return console_secret(self.read_db, self.settings.encryption_key)
 
     @cached_property
     def access(self) -> AccessQueries:
@@ -154,6 +167,8 @@ class Parts:
             self.keys.stop()
         if "access_log" in built:
             self.access_log.stop()
+        if "intake_tally" in built:
+            self.intake_tally.stop()
         if "hub" in built:
             self.hub.stop()
         if "dispatcher" in built:

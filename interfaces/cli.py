@@ -234,7 +234,10 @@ def cmd_audit_export(settings: Settings, args: argparse.Namespace) -> int:
             )
         except PrescriptionNotFoundError:
             raise UsageError(f"no prescription with id {args.prescription_id}") from None
-        access_commands.record_command(parts, "drx audit export", 200, document)
+        try:
+            access_commands.record_command(parts, "drx audit export", 200, document)
+        except access_commands.AccessNotRecordedError as error:
+            raise UsageError(str(error)) from None
     print(json.dumps(document, indent=2, ensure_ascii=False))
     return DONE
 

@@ -73,7 +73,8 @@ def run(settings: Settings, *, with_parent: bool = False, role: str = PROJECTOR)
         except StoreNotReadyError as error:
             # Away when this process starts (a database restarting, say): it waits for the
             # store instead of ending, and starts once it is back.
-            log.warning("the %s waits for the store: %s", role, error)
+            if wait_s == START_RETRY_S:  # said once; tried again every MAX_START_RETRY_S
+                log.warning("the %s waits for the store: %s", role, error)
             if stop.wait(wait_s) or ended():
                 return
             wait_s = min(wait_s * 2, MAX_START_RETRY_S)

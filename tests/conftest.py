@@ -28,13 +28,31 @@ from tests.helpers import API_KEY, new_secret
 TIERS = ("unit", "integration", "e2e", "contract", "hostile", "faults")
 
 
+# The tests whose bounds are times (a recovery within seconds, a stream's heartbeat gaps, a
+# dispatcher's back-off, a burst still running when a client leaves): marked `serial`, they run
+# alone, after the rest has run in parallel (the README's test command), so that other tests'
+# load does not stretch their clocks. These files whole; elsewhere `@pytest.mark.serial`.
+SERIAL = (
+    "tests/faults/",
+    "tests/e2e/test_change_stream.py",
+    "tests/e2e/test_console_browser.py",
+    "tests/e2e/test_subscriptions.py",
+    "tests/integration/test_dispatcher.py",
+)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Each test is marked with its tier, the folder it lives in: `pytest -m unit` runs the
-    milliseconds-only tier, `-m "not faults"` leaves out the one that stops databases."""
+    milliseconds-only tier, `-m "not faults"` leaves out the one that stops databases; and the
+    timing-bound ones `serial`."""
+    root = Path(__file__).resolve().parent.parent
     for item in items:
-        tier = Path(str(item.fspath)).parent.name
+        path = Path(str(item.fspath))
+        tier = path.parent.name
         if tier in TIERS:
             item.add_marker(getattr(pytest.mark, tier))
+        if str(path.relative_to(root)).startswith(SERIAL):
+            item.add_marker(pytest.mark.serial)
 
 
 ADMIN_URL = os.environ.get("DRX_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")

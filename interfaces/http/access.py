@@ -17,12 +17,14 @@ import time
 from collections.abc import Callable, Iterable, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 from litestar.types import ASGIApp
 
 from domain.instants import sortable_instant
 from infrastructure.access_log import Access, AccessLog
 from interfaces.http.auth import KEY_NAME
+from interfaces.http.metrics import status_recorder
 
 PHI: dict[str, Any] = {"phi": True}
 STREAM_ENTRY_S = 60.0
@@ -78,8 +80,21 @@ def _patient_ids(document: Any) -> Iterable[str]:
             yield from _patient_ids(value)
 
 
+# The query parameters the API's PHI paths take (ids, filters, instants, pages): an entry keeps
+# these and drops any other, so that no free text a caller adds to a query lands in the log.
+KNOWN_PARAMETERS = frozenset(
+    {
+        "status", "patient_id", "pharmacy_ncpdp_id", "needs_review", "updated_since", "limit",
+        "cursor", "as_of", "after", "prescription_id", "types", "identifier", "patient",
+        "_lastUpdated", "_count", "_cursor", "prescription", "id", "by", "q",
+    }
+)  # fmt: skip
+
+
 def _path(scope: MutableMapping[str, Any]) -> str:
-    query = scope.get("query_string", b"").decode("latin-1")
+    """The request's path, with its known query parameters."""
+    pairs = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
+    query = urlencode([(name, value) for name, value in pairs if name in KNOWN_PARAMETERS])
     path = str(scope["path"]) + (f"?{query}" if query else "")
     return path[:_PATH_LIMIT]
 
@@ -141,17 +156,11 @@ def access_logging(access_log: AccessLog) -> Callable[[ASGIApp], ASGIApp]:
             if not access_log.accepting:
                 await _refuse(send)
                 return
-            status = [500]
-
-            async def capture(message: Any) -> None:
-                if message["type"] == "http.response.start":
-                    status[0] = int(message["status"])
-                await send(message)
-
+            capture, status = status_recorder(send)
             try:
                 await app(scope, receive, capture)
             finally:
-                record(access_log, scope, status[0])
+                record(access_log, scope, status[0] or 500)
 
         return logged
 

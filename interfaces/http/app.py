@@ -11,6 +11,8 @@ from litestar.routes import HTTPRoute
 
 from infrastructure.settings import Settings
 from interfaces.bootstrap import Parts
+from interfaces.console.routes import console_router
+from interfaces.fhir.api import FhirController, in_fhirs_shape
 from interfaces.http import webhooks
 from interfaces.http.access import access_logging
 from interfaces.http.api_page import assets_router, openapi_config
@@ -33,12 +35,12 @@ def create_app(settings: Settings, *, run_projections: bool = True) -> Litestar:
     in a background thread while it leads; `drx serve` runs them in a process of their own.
     """
     parts = Parts(settings)
-    metrics = WebhookMetrics()
+    metrics = WebhookMetrics(parts.intake_tally)
     # What starts and stops with the app: an ASGI host may run the lifespan more than once
     # (test clients do), so each can start again. The pools close with the process, or with
     # parts.close().
-    on_startup = [parts.keys.start, parts.access_log.start]
-    on_shutdown = [parts.hub.stop, parts.keys.stop, parts.access_log.stop]
+    on_startup = [parts.keys.start, parts.access_log.start, parts.intake_tally.start]
+    on_shutdown = [parts.hub.stop, parts.keys.stop, parts.access_log.stop, parts.intake_tally.stop]
     if run_projections:
         on_startup += [parts.projector.start, parts.dispatcher.start]
         on_shutdown[:0] = [parts.dispatcher.stop, parts.projector.stop]
@@ -52,13 +54,15 @@ def create_app(settings: Settings, *, run_projections: bool = True) -> Litestar:
             ProjectionController,
             HealthController,
             AuditController,
+            FhirController,
             assets_router(),
+            console_router(),
         ],
         dependencies={
             "parts": Provide(lambda: parts, sync_to_thread=False),
             "metrics": Provide(lambda: metrics, sync_to_thread=False),
         },
-        exception_handlers={Exception: handle_exception},
+        exception_handlers={Exception: in_fhirs_shape(handle_exception)},
         middleware=[
             cast(Any, webhook_timing(metrics, webhooks.PATH)),
             cast(Any, access_logging(parts.access_log)),

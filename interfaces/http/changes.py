@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
 from litestar import Controller, MediaType, Request, Response, get
@@ -70,12 +70,15 @@ HEARTBEAT = b": heartbeat\r\n\r\n"  # a comment alone: an EventSource dispatches
 
 
 async def _messages(
-    batches: AsyncIterator[list[FeedRow]], entries: StreamEntries
+    batches: AsyncIterator[list[FeedRow]], entries: StreamEntries, allowed: Callable[[], bool]
 ) -> AsyncIterator[bytes]:
     """Server-Sent Events, a batch of changes per write: at DRx's flat-out rate and a hundred
-    streams, one write per change cost the web workers most of their CPU."""
+    streams, one write per change cost the web workers most of their CPU. The stream ends at
+    the first batch or heartbeat after its key stops being accepted (revoked)."""
     yield b"retry: %d\r\n\r\n" % RETRY_MS
     async for rows in batches:
+        if not allowed():
+            return
         entries.carrying(rows)
         yield b"".join(row.sse for row in rows) if rows else HEARTBEAT
 
@@ -155,8 +158,13 @@ class ChangeController(Controller):
         where = change_filter(prescription_id, patient_id, types)
         heartbeat_s = getattr(request.app.state, "heartbeat_s", HEARTBEAT_S)
         batches = parts.hub.follow(start, where, heartbeat_s)
+        key = request.headers.get("authorization", "").partition(" ")[2].strip()
         return Stream(
-            _messages(batches, StreamEntries(parts.access_log, request.scope)),
+            _messages(
+                batches,
+                StreamEntries(parts.access_log, request.scope),
+                lambda: parts.keys.find(key) is not None,
+            ),
             media_type="text/event-stream",
             headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
         )

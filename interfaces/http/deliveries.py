@@ -11,13 +11,11 @@ from litestar.di import NamedDependency
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, QueryParameter
 
-from domain.commands import ReplayDelivery
 from domain.delivery import Delivery as StoredDelivery
-from domain.facts import Fact
 from domain.handlers import Outcome
 from domain.instants import format_instant
+from interfaces import replays
 from interfaces.bootstrap import Parts
-from interfaces.drx.translator import read_stored
 from interfaces.http.access import PHI, carried
 from interfaces.http.auth import BEARER, KEY_REFUSALS, require_operate
 from interfaces.http.pagination import DeliveryCursor, delivery_cursor, next_cursor
@@ -127,12 +125,7 @@ class DeliveryController(Controller):
     )
     def replay(self, event_id: FromPath[str], parts: NamedDependency[Parts]) -> Replay:
         event_id = path_id(event_id)
-        delivery = parts.prescriptions.delivery(event_id)
-        read = read_stored(delivery.body)
-        fact = read if isinstance(read, Fact) else None
-        reason = None if isinstance(read, Fact) else read.reason
-        receipt = parts.intake.take(ReplayDelivery(event_id, fact, reason))
-        parts.projector.wake()
+        receipt = replays.replay(parts, event_id)
         if receipt.outcome is Outcome.ACCEPTED:
             return Replay(status="processed", event_id=event_id, reason=None)
         return Replay(status="parked", event_id=event_id, reason=receipt.reason)

@@ -19,9 +19,10 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from infrastructure.intake_tally import BUCKETS_S, IntakeTally
 from infrastructure.projector import ProjectionStatus
 
-LATENCY_BUCKETS_S = (0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+LATENCY_BUCKETS_S = BUCKETS_S  # the console's tally counts the answer times in the same ones
 OUTCOME_KEY = "drx_outcome"
 MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's name for it
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -76,9 +77,11 @@ class _StoreFigures(Collector):
 
 
 class WebhookMetrics:
-    """The webhook's figures, of this app (tests build several apps in one process)."""
+    """The webhook's figures, of this app (tests build several apps in one process); each is
+    also counted by minute in `tally`, for the console, when one is given."""
 
-    def __init__(self) -> None:
+    def __init__(self, tally: IntakeTally | None = None) -> None:
+        self.tally = tally
         self._registry = CollectorRegistry()
         self.deliveries = Counter(
             "drx_webhook_deliveries",
@@ -97,6 +100,8 @@ class WebhookMetrics:
     def observe(self, outcome: str, seconds: float) -> None:
         self.deliveries.labels(outcome).inc()
         self.latency.observe(seconds)
+        if self.tally is not None:
+            self.tally.count(outcome, seconds)
 
     def render(
         self, waiting: dict[str, int] | None, projections: Iterable[ProjectionStatus]
@@ -113,6 +118,19 @@ class WebhookMetrics:
 ASGIApp = Callable[[MutableMapping[str, Any], Any, Any], Awaitable[None]]
 
 
+def status_recorder(send: Any) -> tuple[Any, list[int]]:
+    """An ASGI `send` that passes every message on and keeps the response's status (in the
+    list it returns beside it: 0 until the response starts)."""
+    status = [0]
+
+    async def recording(message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            status[0] = int(message["status"])
+        await send(message)
+
+    return recording, status
+
+
 def webhook_timing(metrics: WebhookMetrics, path: str) -> Callable[[ASGIApp], ASGIApp]:
     """ASGI middleware timing each request to `path`, labelled by the outcome the handler or the
     error handler left in the scope's state (or the status code when neither did)."""
@@ -122,13 +140,8 @@ def webhook_timing(metrics: WebhookMetrics, path: str) -> Callable[[ASGIApp], AS
             if scope["type"] != "http" or scope["path"] != path:
                 await app(scope, receive, send)
                 return
-            started, status = time.perf_counter(), [0]
-
-            async def capture(message: MutableMapping[str, Any]) -> None:
-                if message["type"] == "http.response.start":
-                    status[0] = int(message["status"])
-                await send(message)
-
+            started = time.perf_counter()
+            capture, status = status_recorder(send)
             try:
                 await app(scope, receive, capture)
             finally:

@@ -136,6 +136,15 @@ def test_every_answer_carrying_patient_data_is_logged_with_its_ids(scoped):
         assert "Testy" not in str(entry)  # ids only, never the patient's name
 
 
+def test_an_entry_keeps_the_known_query_parameters_and_drops_any_other(scoped):
+    scoped.get(
+        "/prescriptions",
+        params={"status": "shipped", "note": "Testy McExample called", "limit": "5"},
+        headers=bearer(READER),
+    )
+    assert [e["path"] for e in entries(scoped)] == ["/prescriptions?status=shipped&limit=5"]
+
+
 def test_the_access_log_is_queried_by_patient_prescription_key_and_time(scoped):
     before = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 1))
     scoped.get("/prescriptions/drx_rx_7Q2M9K", headers=bearer(READER))
@@ -201,3 +210,23 @@ def test_a_ring_keeps_its_last_keys_while_the_store_cannot_be_read(settings):
             assert ring.find(key) is not None
         finally:
             ring.stop()
+
+
+PUBLIC = ("/webhooks/drx", "/health", "/ready", "/metrics", "/schema", "/static/swagger-ui")
+SCOPE_GUARDS = {"requires_read": "read", "requires_operate": "operate", "requires_audit": "audit"}
+
+
+def test_every_path_but_the_public_ones_names_exactly_one_scope(scoped):
+    """Over the app's own routes, so that a path added later without a scope fails here."""
+    checked = 0
+    for route in scoped.app.routes:
+        if route.path.startswith(PUBLIC) or route.path.startswith("/console"):
+            continue  # the console's pages check their session (tests/e2e/test_console.py)
+        for handler in getattr(route, "route_handlers", ()):
+            if "OPTIONS" in handler.http_methods and len(handler.http_methods) == 1:
+                continue  # Litestar's automatic OPTIONS answer
+            names = [getattr(g, "func", g).__name__ for g in handler.resolve_guards()]
+            scopes = [SCOPE_GUARDS[name] for name in names if name in SCOPE_GUARDS]
+            assert len(scopes) == 1, (route.path, sorted(handler.http_methods), scopes)
+            checked += 1
+    assert checked >= 25

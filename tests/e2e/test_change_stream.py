@@ -748,3 +748,21 @@ def test_a_stream_is_one_access_holding_every_id_it_carried(in_process, streams,
         "/changes/stream?after=0",
     )
     assert last["prescription_ids"] == []  # nothing carried since the interim entry
+
+
+def test_a_stream_ends_once_its_key_is_revoked(in_process, streams):
+    in_process.app.state.heartbeat_s = 0.2
+    store = in_process.app.state.parts.key_store
+    key = store.create("follower", ("read",))
+    deadline = time.monotonic() + WAIT_S
+    while True:  # the web process takes the new key up within a second
+        stream = streams(in_process.url, "?after=0", {"Authorization": f"Bearer {key}"})
+        if stream.status == 200:
+            break
+        assert time.monotonic() < deadline, "the new key was not accepted"
+        time.sleep(0.2)
+    store.revoke("follower")
+    revoked = time.monotonic()
+    stream.wait_until(lambda: stream.ended, "the stream's end after its key was revoked", 5)
+    assert time.monotonic() - revoked < 5
+    assert stream.error is None

@@ -77,6 +77,10 @@ def test_keys_are_created_listed_and_revoked_and_only_their_hashes_kept(served, 
     assert key.startswith("drx_")
     assert main(["keys", "create", "billing-app"]) == 2  # the name is taken
     assert "exists" in capsys.readouterr().err
+    assert main(["keys", "create", "DRX_API_KEYS[7]"]) == 2  # how the log names unnamed ones
+    assert "the access log's own" in capsys.readouterr().err
+    assert main(["keys", "create", "cli:root"]) == 2  # how it names a command's user
+    assert "without ':'" in capsys.readouterr().err
     with pytest.raises(SystemExit) as refused:  # argparse's refusal: exit 2, one line
         main(["keys", "create", "x", "--scopes", "write"])
     assert refused.value.code == 2

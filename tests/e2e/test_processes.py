@@ -383,6 +383,7 @@ def test_sigterm_stops_the_server_through_its_clean_up(tmp_path, workers):
     assert "Traceback" not in server.log.read_text()
 
 
+@pytest.mark.serial
 @BOTH_STORES
 def test_a_revoked_key_is_refused_by_every_worker_within_5_s(store, tmp_path, monkeypatch):
     """`drx keys create` and `revoke` run as commands beside a `drx serve --workers 2`; each

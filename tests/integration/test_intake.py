@@ -146,6 +146,19 @@ def test_a_replay_that_parks_again_for_the_same_reason_records_nothing(
     assert prescriptions.delivery("evt_example_shipped").reason == "unknown type"
 
 
+def test_a_correction_that_parks_for_the_same_reason_is_stored(prescriptions):
+    """The replay's idempotence is no shortcut for a new body: a parked delivery corrected by
+    DRx is stored with its new body, even when it parks for the same reason again."""
+    first = {**load_example("shipped"), "type": "drx.prescription.teleported"}
+    assert deliver(prescriptions, first) is Outcome.PARKED
+    reason = prescriptions.delivery("evt_example_shipped").reason
+    corrected = {**first, "data": {**first["data"], "carrier": "UPS"}}
+    assert deliver(prescriptions, corrected) is Outcome.PARKED
+    stored = prescriptions.delivery("evt_example_shipped")
+    assert stored.reason == reason
+    assert '"UPS"' in stored.body
+
+
 def test_concurrent_deliveries_for_one_prescription_all_land(prescriptions):
     lifecycle = load_lifecycle(LIFECYCLES[-1])
     with ThreadPoolExecutor(max_workers=6) as pool:

@@ -102,3 +102,37 @@ def test_the_apis_published_vocabulary_is_the_domains():
 
     assert get_args(Status) == STATUSES
     assert get_args(ChangeType) == TYPES
+
+
+# In interfaces/fhir/: the mapping and the documents around it.
+FHIR_PURE = ("ids.py", "mapping.py", "bundles.py")
+
+
+def test_the_fhir_mapping_is_pure():
+    """The FHIR view's mapping imports the standard library and the domain only: no framework,
+    no driver, no I/O (its HTTP paths are `interfaces/fhir/api.py`)."""
+    import sys
+
+    offenders = [
+        f"{name} in {file}"
+        for file in FHIR_PURE
+        for name in imported_modules(ROOT / "interfaces" / "fhir" / file)
+        if name.split(".")[0] not in sys.stdlib_module_names
+        and name.split(".")[0] != "domain"
+        and not name.startswith("interfaces.fhir.")
+    ]
+    assert offenders == []
+
+
+def test_fhirs_vocabulary_stays_in_interfaces_fhir():
+    words = ("MedicationRequest", "MedicationDispense", "OperationOutcome", "CapabilityStatement")
+    fhir = ROOT / "interfaces" / "fhir"
+    offenders = [
+        f"{path.relative_to(ROOT)} says {word}"
+        for folder in ("domain", "infrastructure", "interfaces")
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        if fhir not in path.parents
+        for word in words
+        if word in path.read_text()
+    ]
+    assert offenders == []

@@ -111,6 +111,7 @@ def test_api_key_entries_give_names_and_scopes():
             "entry 2 (ops): scopes are joined by + from read, operate, audit",
         ),
         (("a:k1", "a:k2"), "two entries share a name"),
+        (("a:k1", "b:k1"), "two entries share a key"),
     ],
 )
 def test_a_malformed_api_key_entry_is_refused_without_echoing_the_key(entries, says):

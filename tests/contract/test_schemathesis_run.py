@@ -36,7 +36,7 @@ def test_schemathesis_run_finds_nothing(tmp_path):
                 "--header",
                 f"Authorization: Bearer {API_KEY}",
                 "--max-examples",
-                "40",
+                "25",
                 "--seed",
                 "1",
                 # An event stream never ends: tests/e2e/test_change_stream.py tests it.

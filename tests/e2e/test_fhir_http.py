@@ -10,6 +10,7 @@ from dataclasses import replace
 
 import pytest
 
+from domain.handlers import Outcome
 from domain.ids import prescription_id
 from infrastructure.access_log import AccessFilter
 from interfaces.fhir.mapping import EVENT_SOURCE, medication_dispenses
@@ -18,6 +19,7 @@ from tests.fhir_models import validated
 from tests.helpers import (
     EXAMPLES,
     LIFECYCLES,
+    deliver,
     load_example,
     load_lifecycle,
     post_signed,
@@ -168,8 +170,9 @@ def test_a_provisional_prescription_is_unknown_and_found_by_that_status(client):
 
 def test_paging_a_search_of_1000_prescriptions_sees_each_once_while_facts_arrive(client):
     subjects = [f"drx_rx_page_{n:04d}" for n in range(1000)]
-    for subject in subjects:
-        assert post_signed(client, received_for(subject)).is_success
+    app = client.app.state.parts.prescriptions
+    for subject in subjects:  # straight into the store: the webhook is tested elsewhere
+        assert deliver(app, received_for(subject)) is Outcome.ACCEPTED
     settle(client)
     rng = random.Random(7)
     seen: list[str] = []
@@ -178,7 +181,7 @@ def test_paging_a_search_of_1000_prescriptions_sees_each_once_while_facts_arrive
     while url is not None:
         bundle = client.get(url)  # plain httpx, following the next link as given
         assert bundle.status_code == 200, bundle.text
-        page = validated(bundle.json())
+        page = bundle.json() if pages else validated(bundle.json())  # resources: tested above
         seen += ids_in(page)
         pages += 1
         # Between pages: facts about prescriptions seen and not yet seen, and new prescriptions

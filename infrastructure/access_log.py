@@ -31,7 +31,9 @@ log = logging.getLogger(__name__)
 
 FLUSH_S = 0.2
 BACKLOG_LIMIT = 100_000
-_COLUMNS = "at, key_name, method, path, status, prescription_ids, patient_ids"
+# An entry's columns after its id (the seals hash them: infrastructure/seals.py).
+COLUMNS = ("at", "key_name", "method", "path", "status", "prescription_ids", "patient_ids")
+_COLUMNS = ", ".join(COLUMNS)
 _TYPES = ("text", "text", "text", "text", "integer", "jsonb", "jsonb")
 
 

@@ -23,7 +23,7 @@ import psycopg
 from domain.instants import format_instant
 from infrastructure.database import ReadDatabase
 from infrastructure.periodic import Periodic
-from infrastructure.settings import SCOPES, ConfiguredKey
+from infrastructure.settings import SCOPES, ConfiguredKey, scopes_in
 
 log = logging.getLogger(__name__)
 
@@ -67,11 +67,10 @@ def _now() -> str:
 
 def parse_scopes(text: str) -> tuple[str, ...]:
     """`read,operate` (or `read+operate`) as the scopes in their canonical order."""
-    asked = {s.strip() for s in text.replace("+", ",").split(",") if s.strip()}
-    unknown = asked - set(SCOPES)
-    if unknown or not asked:
+    scopes = scopes_in(text.replace(",", "+"))
+    if scopes is None:
         raise ApiKeyError(f"scopes are one or more of {', '.join(SCOPES)}")
-    return tuple(s for s in SCOPES if s in asked)
+    return scopes
 
 
 class KeyStore:

@@ -56,6 +56,7 @@ from domain.seals import (
     walk,
 )
 from domain.signals import Clock
+from infrastructure.access_log import COLUMNS as ACCESS_COLUMNS
 from infrastructure.database import (
     Cursor,
     ReadDatabase,
@@ -77,7 +78,6 @@ READ_BATCH = 20_000  # rows per page when verifying
 SEALS_TABLE = "drx_audit_seals"
 CHECKPOINTS_TABLE = "drx_audit_checkpoints"
 _BEFORE_ALL = -(2**63)  # below every position (but the least 64-bit integer itself)
-_ACCESS_COLUMNS = ("at", "key_name", "method", "path", "status", "prescription_ids", "patient_ids")
 
 Query = Callable[[str, Sequence[Any]], list[Row]]
 
@@ -100,7 +100,10 @@ def _sources(dialect: str) -> tuple[_Source, _Source]:
     # PostgreSQL's uuid as its 16 bytes: the same value whether read as text or binary.
     originator = "uuid_send(originator_id)" if postgres else "originator_id"
     table, position = ("drx_events", "notification_id") if postgres else ("stored_events", "rowid")
-    as_text = "::text" if postgres else ""
+    as_text = "::text" if postgres else ""  # the id lists as their JSON text, on both
+    access_columns = ", ".join(
+        f"{column}{as_text}" if column.endswith("_ids") else column for column in ACCESS_COLUMNS
+    )
     return (
         _Source(
             EVENTS,
@@ -114,8 +117,7 @@ def _sources(dialect: str) -> tuple[_Source, _Source]:
         ),
         _Source(
             ACCESS,
-            f"SELECT id, at, key_name, method, path, status, prescription_ids{as_text},"
-            f" patient_ids{as_text} FROM drx_access_log WHERE id > %s ORDER BY id LIMIT %s",
+            f"SELECT id, {access_columns} FROM drx_access_log WHERE id > %s ORDER BY id LIMIT %s",
             f"SELECT position, digest, chain FROM {SEALS_TABLE}"
             f" WHERE sequence = '{ACCESS.name}' AND position > %s ORDER BY position LIMIT %s",
             "SELECT max(id) FROM drx_access_log",
@@ -136,7 +138,7 @@ def _uuid_columns(identity: Sequence[Any]) -> tuple[str, int]:
 def _access_item(row: Row) -> Item:
     """An access-log row's content: its values, the id lists decoded, as canonical JSON."""
     values = (*row[1:6], _decoded(row[6]), _decoded(row[7]))
-    return (row[0], canonical_record(dict(zip(_ACCESS_COLUMNS, values, strict=True))))
+    return (row[0], canonical_record(dict(zip(ACCESS_COLUMNS, values, strict=True))))
 
 
 def _decoded(text: str) -> Any:

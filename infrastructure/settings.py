@@ -141,6 +141,15 @@ class Settings:
 SCOPES = ("read", "operate", "audit")
 
 
+def scopes_in(text: str) -> tuple[str, ...] | None:
+    """Scopes joined by `+` (`read+operate`), in their canonical order; None when one is no
+    scope, or none is given."""
+    asked = {scope.strip() for scope in text.split("+") if scope.strip()}
+    if not asked or not asked <= set(SCOPES):
+        return None
+    return tuple(scope for scope in SCOPES if scope in asked)
+
+
 @dataclass(frozen=True)
 class ConfiguredKey:
     """One entry of DRX_API_KEYS: `KEY`, `NAME:KEY` or `NAME:KEY:SCOPES` (scopes joined by
@@ -162,13 +171,13 @@ def configured_keys(entries: tuple[str, ...]) -> list[ConfiguredKey]:
                 f"DRX_API_KEYS entry {place} must be KEY, NAME:KEY or NAME:KEY:SCOPES"
             )
         name, key = (parts[0], parts[1]) if len(parts) > 1 else (f"DRX_API_KEYS[{place}]", parts[0])
-        scopes = frozenset(parts[2].split("+")) if len(parts) == 3 else frozenset(SCOPES)
-        if not scopes <= set(SCOPES):
+        scopes = scopes_in(parts[2]) if len(parts) == 3 else SCOPES
+        if scopes is None:
             raise SettingsError(
                 f"DRX_API_KEYS entry {place} ({name}): scopes are joined by + from "
                 f"{', '.join(SCOPES)}"
             )
-        found.append(ConfiguredKey(name, key, scopes))
+        found.append(ConfiguredKey(name, key, frozenset(scopes)))
     names, keys = [k.name for k in found], [k.key for k in found]
     if len(set(names)) != len(names):
         raise SettingsError("DRX_API_KEYS: two entries share a name")

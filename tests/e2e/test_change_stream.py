@@ -443,22 +443,27 @@ def test_a_client_that_disconnects_and_resumes_with_last_event_id_misses_and_rep
 ):
     secret = new_secret()
     server = launch(env_for(store, secret))
-    live, while_away, after_resuming = burst("r0"), burst("r1"), burst("r2")
+    while_away, after_resuming = burst("r1"), burst("r2")
+    live: list[dict[str, Any]] = []
     codes: list[int] = []
+    gone = threading.Event()
 
-    def feed_live() -> None:  # one by one, for about a second
-        for event in live:
-            codes.append(deliver(server.url, event, secret))
-            time.sleep(0.02)
+    def feed_live() -> None:  # one by one, until the client has gone, and a burst more
+        for n in itertools.count():
+            for event in burst(f"r0{n}"):
+                live.append(event)
+                codes.append(deliver(server.url, event, secret))
+                time.sleep(0.02)
+            if gone.is_set():
+                return
 
     first = streams(server.url, "?after=0")
     feeder = threading.Thread(target=feed_live, daemon=True)
     feeder.start()
     first.wait_until(lambda: len(first.messages) >= 5, "five changes")
-    mid_burst = feeder.is_alive()
     first.close()  # gone while changes are still being made (and maybe sent)
-    feeder.join(WAIT_S)
-    assert mid_burst
+    gone.set()
+    feeder.join(3 * WAIT_S)
     assert not feeder.is_alive()
     codes += deliver_all([server.url], while_away, secret)
     seen = first.messages

@@ -318,21 +318,28 @@ def poison(url: str, prescriptions: int) -> int:
     reason, every other one flows; once the bug is fixed, the replay applies it."""
     lifecycles = plan(prescriptions, duplicates=0.1, shuffle=True, seed=SEED).lifecycles
     victim = next(iter(lifecycles.values()))[1]  # the second fact of a prescription
-    real = domain.prescription.derive_state
+    real, real_extend = domain.prescription.derive_state, domain.prescription.extend_state
 
     def bug(subject: str, facts: Any) -> Any:
         if any(fact.event_id == victim["id"] for fact in facts):
             raise KeyError("a bug that only this payload sets off")
         return real(subject, facts)
 
+    def extend_bug(state: Any, fact: Any) -> Any:
+        if fact.event_id == victim["id"]:
+            raise KeyError("a bug that only this payload sets off")
+        return real_extend(state, fact)
+
     settings = Settings(database_url=url, webhook_secrets=(SECRET,), api_keys=(KEY,))
     with in_process_server(settings):
         domain.prescription.derive_state = bug  # type: ignore[assignment]
+        domain.prescription.extend_state = extend_bug  # type: ignore[assignment]
         print(f"bug forced: the handling of {victim['id']} ({victim['type']}) raises")
         tally, lifecycles, total = burst(prescriptions, lambda _: None)
         _, parked = api("GET", "/deliveries?status=parked")
         print(f"parked during the burst: {[(d['event_id'], d['reason']) for d in parked['items']]}")
         domain.prescription.derive_state = real
+        domain.prescription.extend_state = real_extend
         print("bug fixed (the real code is back); replaying the parked deliveries")
         replayed = [api("POST", f"/deliveries/{d['event_id']}/replay") for d in parked["items"]]
         print(f"replays: {[(status, body['status']) for status, body in replayed]}")

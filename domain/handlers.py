@@ -109,10 +109,10 @@ def _arrival(work: Aggregates, raw: RawDelivery) -> tuple[Delivery, Receipt | No
 def _record_fact(work: Aggregates, delivery: Delivery, fact: Fact) -> Receipt:
     prescription = work.prescription(delivery.subject)
     try:
-        recorded = prescription.record(fact)
+        prescription.record(fact)  # a DRx id is one delivery: a repeat never gets this far
     except Exception as exc:  # a fault in our own code costs a parked delivery, never data
         return _park(work, delivery, describe_fault(exc), fault=True)
-    delivery.mark_processed(fact_recorded=recorded)
+    delivery.mark_processed(fact_recorded=True)
     work.add(delivery, prescription)
     return Receipt(Outcome.ACCEPTED, delivery.event_id)
 

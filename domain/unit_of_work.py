@@ -2,7 +2,8 @@
 shares one transaction (the group commit), and what is tried again when another writer got
 there first. The web layer only calls `Intake` and `GroupCommitter`.
 
-- A batch is loaded in one query (`AggregateLookup`, a port the recorders implement), handled
+- A batch is loaded in one query (`AggregateLookup`, a port the recorders implement: each
+  prescription from its last snapshot, so that the load does not grow with its history), handled
   command by command, and saved in one transaction. When another writer (a second web worker,
   say) moved one of its prescriptions on or stored one of its deliveries first, the store
   refuses the save (`IntegrityError`): the batch is loaded and handled again, a few times, then
@@ -63,7 +64,8 @@ WAIT_S = 20.0
 
 @runtime_checkable
 class AggregateLookup(Protocol):
-    """Every stored event of the given aggregates, by aggregate and version, in one query."""
+    """The given aggregates as stored, in one query: each one's last snapshot, if it has one,
+    and its events after it, by aggregate and version."""
 
     def select_aggregates(self, ids: Sequence[UUID]) -> list[StoredEvent]: ...
 
@@ -186,8 +188,11 @@ class Intake:
         """The stored aggregates of these ids (those that exist), in one query."""
         loaded: dict[UUID, Any] = {}
         for stored in self.lookup.select_aggregates(sorted(set(ids))):
-            event: Any = self.app.mapper.to_domain_event(stored)
+            event: Any = self.app.mapper.to_domain_event(stored)  # a snapshot, or an event
             loaded[event.originator_id] = event.mutate(loaded.get(event.originator_id))
+        for found in loaded.values():
+            if isinstance(found, Prescription):
+                found.attach(self.app.facts_until)
         return loaded
 
 

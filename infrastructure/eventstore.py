@@ -23,7 +23,7 @@ def eventsourcing_env(settings: Settings) -> dict[str, str]:
     load), a lock timeout so a stuck writer turns into a retryable error instead of a hang, and
     not the library's database functions (its insert function skips the table lock, so with
     concurrent writers a follower could miss events); the recorder saves through its own,
-    `drx_insert_events`, which takes the lock (infrastructure/recorders.py).
+    `drx_save`, which takes the lock (infrastructure/recorders.py).
     """
     env = {"CREATE_TABLE": "y" if settings.create_tables else "n"}
     if settings.encryption_key:

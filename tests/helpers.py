@@ -143,3 +143,31 @@ def metric(text: str, name: str, **labels: str) -> float | None:
 def state_subset(state: dict[str, Any], expected: dict[str, Any]) -> dict[str, Any]:
     """The fields of `state` that `expected` names, for comparing with expected_final_state."""
     return {key: state[key] for key in expected}
+
+
+def force_fault(monkeypatch: Any, event_id: str, error: type[Exception] = RuntimeError) -> Any:
+    """A bug forced into the write side's state code for one fact (both ways it folds: a fact
+    in order extends the state, a late one derives it again); returns the fix, to deploy it."""
+    import domain.prescription
+
+    real_derive, real_extend = domain.prescription.derive_state, domain.prescription.extend_state
+
+    def derive(subject: str, facts: Any) -> Any:
+        facts = list(facts)
+        if any(f.event_id == event_id for f in facts):
+            raise error("bug forced by the test")
+        return real_derive(subject, facts)
+
+    def extend(state: Any, fact: Any) -> Any:
+        if fact.event_id == event_id:
+            raise error("bug forced by the test")
+        return real_extend(state, fact)
+
+    monkeypatch.setattr(domain.prescription, "derive_state", derive)
+    monkeypatch.setattr(domain.prescription, "extend_state", extend)
+
+    def fix() -> None:
+        monkeypatch.setattr(domain.prescription, "derive_state", real_derive)
+        monkeypatch.setattr(domain.prescription, "extend_state", real_extend)
+
+    return fix

@@ -30,6 +30,7 @@ from litestar.response import Redirect, Stream
 from litestar.static_files import create_static_files_router
 
 from domain.errors import DeliveryNotFoundError, DeliveryNotParkedError, PrescriptionNotFoundError
+from domain.state import derive_state
 from infrastructure.api_keys import key_hash
 from infrastructure.change_feed import ChangeFilter
 from infrastructure.queries import PrescriptionFilter
@@ -502,10 +503,9 @@ def _event_ids(text: str) -> list[str]:
 
 
 def _prescription(parts: Parts, subject: str, as_of: datetime | None) -> views.PrescriptionView:
-    aggregate = parts.prescriptions.prescription(subject)
-    if aggregate.fact_count == 0:
+    recorded = parts.prescriptions.history(subject)
+    if not recorded:
         raise PrescriptionNotFoundError(subject)
-    recorded = list(aggregate.recorded)
     event_ids = sorted(
         {r.fact.event_id for r in recorded} | set(parts.queries.delivery_ids_of(subject))
     )
@@ -522,7 +522,7 @@ def _prescription(parts: Parts, subject: str, as_of: datetime | None) -> views.P
         deliveries.append((found, verdict))
     view = views.PrescriptionView(
         subject=subject,
-        state=aggregate.state(),
+        state=derive_state(subject, [r.fact for r in recorded]),
         recorded=recorded,
         chain=history_document(subject, recorded),
         deliveries=deliveries,
@@ -532,7 +532,7 @@ def _prescription(parts: Parts, subject: str, as_of: datetime | None) -> views.P
     )
     if as_of is None:
         return view
-    then = aggregate.state(recorded_until=as_of)
+    then = derive_state(subject, [r.fact for r in recorded if r.recorded_at <= as_of])
     return replace(view, as_of=as_of, state_as_of=then if then.version else None)
 
 

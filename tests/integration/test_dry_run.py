@@ -8,7 +8,7 @@ import copy
 from domain.commands import ParkDelivery
 from domain.dry_run import NOT_REPLAYABLE, PARKED_AGAIN, PROCESSED, state_changes
 from interfaces import replays
-from tests.helpers import command_for, deliver, load_example
+from tests.helpers import command_for, deliver, force_fault, load_example
 
 
 def park(parts, payload, reason="test: a fault of ours, since fixed"):
@@ -80,20 +80,9 @@ def test_what_cannot_be_replayed_is_said_so(parts):
 
 
 def test_a_fault_of_ours_on_the_replay_is_predicted_as_parked(parts, monkeypatch):
-    import domain.prescription
-
     received = load_example("received")
     park(parts, copy.deepcopy(received))
-
-    real = domain.prescription.derive_state
-
-    def failing(subject, facts):
-        facts = list(facts)
-        if any(f.event_id == received["id"] for f in facts):
-            raise ValueError("a bug")
-        return real(subject, facts)
-
-    monkeypatch.setattr(domain.prescription, "derive_state", failing)
+    force_fault(monkeypatch, received["id"], ValueError)
     (preview,) = replays.dry_run(parts, [received["id"]])
     assert preview.outcome == PARKED_AGAIN
     assert preview.reason.startswith("internal error: ValueError")

@@ -41,7 +41,17 @@ def test_the_store_holds_nothing_readable_and_everything_reads_back(app, encrypt
         for path in LIFECYCLES
         for event in load_lifecycle(path)["events"]
     ]
+    # Every lifecycle's facts again, on one prescription: enough of them to be snapshotted.
+    again = [e for path in LIFECYCLES for e in load_lifecycle(path)["events"]]
+    receipts += [
+        deliver_signed(app, {**e, "id": e["id"] + "_again", "subject": "drx_rx_again"}, secret)
+        for e in again
+    ]
+    snapshots = "stored_snapshots" if encrypted.dialect == "sqlite" else "drx_snapshots"
+    kept = fetch(encrypted, f"SELECT state FROM {snapshots}")
+    assert len(kept) > 2
     states = b"".join(bytes(r[0]) for r in fetch(encrypted, "SELECT state FROM {events}"))
+    states += b"".join(bytes(r[0]) for r in kept)
     assert len(states) > 10_000
     for clear in (b"McExample", b"Testy", b"drx_pt_TEST01", b"evt_drx_rx_", b"v1,", b"msg_"):
         assert clear not in states, clear

@@ -11,7 +11,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-import domain.prescription
 from domain.commands import RecordDelivery, ReplayDelivery
 from domain.errors import DeliveryNotParkedError, PrescriptionNotFoundError
 from domain.handlers import Outcome
@@ -24,6 +23,7 @@ from tests.helpers import (
     LIFECYCLES,
     command_for,
     deliver,
+    force_fault,
     intake_for,
     load_example,
     load_lifecycle,
@@ -32,17 +32,8 @@ from tests.helpers import (
 
 
 def poison(event_id, monkeypatch):
-    """Force a bug in our own state code for one fact; return the real function (the fix)."""
-    real = domain.prescription.derive_state
-
-    def poisoned(subject, facts):
-        facts = list(facts)
-        if any(f.event_id == event_id for f in facts):
-            raise RuntimeError("bug forced by the test")
-        return real(subject, facts)
-
-    monkeypatch.setattr(domain.prescription, "derive_state", poisoned)
-    return real
+    """Force a bug in our own state code for one fact; return the fix."""
+    return force_fault(monkeypatch, event_id)
 
 
 def test_every_example_payload_is_accepted_and_recorded(prescriptions):
@@ -103,7 +94,7 @@ def test_an_unreadable_delivery_is_kept_parked_with_its_reason(prescriptions):
 def test_a_fault_in_our_code_parks_the_delivery_the_rest_flow_and_replay_works(
     prescriptions, intake, monkeypatch, caplog
 ):
-    real = poison("evt_example_shipped", monkeypatch)
+    fix = poison("evt_example_shipped", monkeypatch)
     assert deliver(prescriptions, load_example("received")) is Outcome.ACCEPTED
     caplog.set_level(logging.INFO)
     assert deliver(prescriptions, load_example("shipped")) is Outcome.PARKED
@@ -112,10 +103,10 @@ def test_a_fault_in_our_code_parks_the_delivery_the_rest_flow_and_replay_works(
     assert deliver(prescriptions, load_example("sent")) is Outcome.ACCEPTED
     parked = prescriptions.delivery("evt_example_shipped")
     assert parked.is_parked
-    assert re.fullmatch(r"internal error: RuntimeError at test_intake.py:\d+", parked.reason or "")
+    assert re.fullmatch(r"internal error: RuntimeError at helpers.py:\d+", parked.reason or "")
     assert "bug forced" not in parked.reason  # type: ignore[operator]
 
-    monkeypatch.setattr(domain.prescription, "derive_state", real)  # the fix is deployed
+    fix()  # the fix is deployed
     body = parked.body.encode()
     fact = read_fact(parse_envelope(body), body)
     receipt = intake.take(ReplayDelivery("evt_example_shipped", fact))  # type: ignore[arg-type]
@@ -321,7 +312,7 @@ def test_stored_rows_never_appear_in_a_statement_postgres_would_log(postgres_url
     for text in texts:
         assert "Marker" not in text
         assert secret_state.hex() not in text
-    assert any("drx_insert_events" in text for text in texts), texts  # the save's own session
+    assert any("drx_save" in text for text in texts), texts  # the save's own session
 
 
 @pytest.mark.postgres
@@ -330,7 +321,8 @@ def test_a_batch_lookup_never_starts_parallel_workers(postgres_url):
     them through parallel workers, a process started per query (migration 0004). Here the
     session invites parallel plans outright, and auto_explain sends each plan back as a notice:
     the batch's query run directly is gathered (its two branches in parallel), neither
-    `drx_select_batch` nor the library's lookup of one aggregate's events is."""
+    `drx_select_heads` (a batch's snapshots and the events after them) nor the library's
+    lookup of one aggregate's events is."""
     import uuid
 
     import psycopg
@@ -375,7 +367,7 @@ def test_a_batch_lookup_never_starts_parallel_workers(postgres_url):
             " WHERE originator_id = ANY(%s) ORDER BY 1, 2",
             (ids, ids),
         )
-        batch = explained(f'SELECT * FROM "{schema}".drx_select_batch(%s, %s)', (ids, ids))
+        batch = explained(f'SELECT * FROM "{schema}".drx_select_heads(%s)', (ids,))
         # As when a stale estimate makes the index look worse than reading the table.
         conn.execute("SET enable_indexscan = off")
         conn.execute("SET enable_bitmapscan = off")
@@ -385,6 +377,7 @@ def test_a_batch_lookup_never_starts_parallel_workers(postgres_url):
         )
     assert "Gather" in direct, direct  # the session does invite parallel plans
     assert "drx_events" in batch, batch  # the function's own statement was explained
+    assert "drx_snapshots" in batch, batch
     assert "Gather" not in batch, batch
     assert "drx_events" in one, one
     assert "Gather" not in one, one

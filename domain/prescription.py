@@ -317,9 +317,11 @@ class Prescription(Aggregate):
 
     @property
     def snapshot_due(self) -> bool:
-        """A fact came that orders before what the last snapshot folded: its state needed every
-        fact from the store, and the next load should not (`Prescriptions` takes a snapshot)."""
-        return self._late_for_base
+        """The next load should start from a snapshot of it now (`Prescriptions` takes one):
+        a fact came that orders before what the last snapshot folded (its state needed every
+        fact from the store), or it was read from more events than a snapshot leaves to read
+        (a store whose snapshots were deleted, or kept before they existed)."""
+        return self._late_for_base or (self._complete and len(self._tail) > SNAPSHOT_INTERVAL)
 
     def state(self) -> PrescriptionState:
         """The current state: the pure function of every fact (`derive_state`)."""

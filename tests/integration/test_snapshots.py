@@ -1,0 +1,126 @@
+"""Prescription snapshots on real stores (`domain/prescription.py`): a long history loaded from
+its last snapshot gives what every event gives, with concurrent writers and late facts; the
+snapshots commit with their events; deleting them changes nothing but the cost."""
+
+from __future__ import annotations
+
+import json
+import random
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from eventsourcing.persistence import IntegrityError
+
+from bench.history_cost import payload
+from domain.handlers import Outcome
+from domain.ids import prescription_id
+from domain.prescription import SNAPSHOT_INTERVAL
+from domain.state import derive_state
+from infrastructure.projector import projector_for
+from interfaces.drx.translator import parse_envelope, read_fact
+from tests.integration.test_audit import audit, deliver_signed, edit, fetch, findings
+
+SUBJECTS = [f"drx_rx_hist_{i:05d}" for i in range(3)]
+
+
+def deliver(app, settings, item) -> Outcome:
+    """Signed, as the webhook takes it (the audit checks each delivery's signature)."""
+    return deliver_signed(app, item, settings.webhook_secrets[0]).outcome
+
+
+def snapshots_table(settings) -> str:
+    return "stored_snapshots" if settings.dialect == "sqlite" else "drx_snapshots"
+
+
+def snapshot_versions(settings, subject: str) -> list[int]:
+    key = prescription_id(subject)
+    param = key.hex if settings.dialect == "sqlite" else key
+    mark = "?" if settings.dialect == "sqlite" else "%s"
+    rows = fetch(
+        settings,
+        f"SELECT originator_version FROM {snapshots_table(settings)}"
+        f" WHERE originator_id = {mark} ORDER BY 1",
+        (param,),
+    )
+    return [r[0] for r in rows]
+
+
+def test_a_long_history_from_concurrent_writers_with_late_facts_reads_as_every_event_says(
+    settings, parts
+):
+    app = parts.prescriptions
+    rng = random.Random(7)
+    # 60 facts each, sent by 4 writers at once (lost races reload from the snapshot), with
+    # every tenth fact held back and sent at the end: late, some before the last snapshot.
+    sends = [payload(i, n) for n in range(1, 61) for i in range(len(SUBJECTS))]
+    held = [s for k, s in enumerate(sends) if k % 10 == 5]
+    first = [s for s in sends if s not in held]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        outcomes = list(pool.map(lambda p: deliver(app, settings, p), first))
+    rng.shuffle(held)
+    outcomes += [deliver(app, settings, p) for p in held]
+    assert outcomes == [Outcome.ACCEPTED] * len(sends)
+
+    for subject in SUBJECTS:
+        versions = snapshot_versions(settings, subject)
+        assert len(versions) >= 60 // SNAPSHOT_INTERVAL
+        facts = [r.fact for r in app.history(subject)]
+        assert len(facts) == 60
+        loaded = app.prescription(subject)
+        assert loaded.version == 61
+        assert loaded.state() == derive_state(subject, facts)
+        assert loaded.last_hash == app.history(subject)[-1].hash
+    assert findings(audit(app, settings)) == []  # the chain, computed from the snapshots, holds
+
+    # The read model, projected from the events, says the same.
+    runner = projector_for(app, parts.read_db, settings)
+    runner.catch_up()
+    for subject in SUBJECTS:
+        (row,) = fetch(
+            settings, "SELECT state FROM rx_prescriptions WHERE prescription_id = %s", (subject,)
+        )
+        assert json.loads(row[0]) == app.state(subject).as_dict()
+
+
+def test_snapshots_are_a_cache_deleting_them_changes_nothing_but_the_cost(settings, parts):
+    app = parts.prescriptions
+    subject = SUBJECTS[0]
+    for n in range(1, 3 * SNAPSHOT_INTERVAL):
+        assert deliver(app, settings, payload(0, n)) is Outcome.ACCEPTED
+    before = app.state(subject)
+    assert snapshot_versions(settings, subject)
+    edit(settings, f"DELETE FROM {snapshots_table(settings)}")
+    assert snapshot_versions(settings, subject) == []
+    assert app.state(subject) == before
+    # A new fact, and one that orders before all of them, on the store without snapshots.
+    late = payload(0, 2, hours=0.5)
+    for item in (payload(0, 3 * SNAPSHOT_INTERVAL), late):
+        assert deliver(app, settings, item) is Outcome.ACCEPTED
+    facts = [r.fact for r in app.history(subject)]
+    assert app.state(subject) == derive_state(subject, facts)
+    assert snapshot_versions(settings, subject)  # taken again
+    assert findings(audit(app, settings)) == []
+
+
+def test_a_save_that_loses_a_race_writes_no_snapshot(settings, parts):
+    """The snapshot commits with the events it folds: a save refused (a lost race on the
+    version a snapshot is taken at) leaves neither, and the winner's snapshot stands."""
+    app = parts.prescriptions
+    subject = SUBJECTS[1]
+    for n in range(1, SNAPSHOT_INTERVAL - 1):
+        deliver(app, settings, payload(1, n))
+    stale = app.prescription(subject)
+    assert stale.version == SNAPSHOT_INTERVAL - 1
+    assert (
+        deliver(app, settings, payload(1, 50)) is Outcome.ACCEPTED
+    )  # takes the snapshot's version
+    body = json.dumps(payload(1, 51)).encode()
+    stale.record(read_fact(parse_envelope(body), body))
+    with pytest.raises(IntegrityError):
+        app.save(stale)
+    assert snapshot_versions(settings, subject) == [SNAPSHOT_INTERVAL]
+    history = app.history(subject)
+    assert [r.fact.event_id for r in history][-1] == payload(1, 50)["id"]
+    loaded = app.prescription(subject)  # from the winner's snapshot
+    assert loaded.last_hash == history[-1].hash
+    assert loaded.state() == derive_state(subject, [r.fact for r in history])

@@ -2,16 +2,18 @@
 state as the API's JSON, the columns the list filters on, and its facts, so that a new fact
 re-derives the state without reading the store) and `rx_deliveries` (one row per stored
 delivery, in arrival order, with its outcome). Each applies a batch of stored events to its
-table in as few statements as it can (on PostgreSQL, one per table and batch).
+table in as few statements as it can (on PostgreSQL, one per table and batch). Both are
+`AggregateRows`: each row is the fold of one aggregate's own events, which a rebuild takes apart
+(`load`, `fold`, `row`, `write`) to fold many batches in memory and write each row once.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol, Self
+from typing import Any, Protocol, Self, runtime_checkable
 from uuid import UUID
 
 from eventsourcing.domain import DomainEventProtocol
@@ -36,6 +38,33 @@ class ReadModel(Protocol):
     tables: tuple[ReadTable, ...]  # what it writes (a rebuild fills fresh copies of them)
 
     def apply(self, cursor: Cursor, events: Sequence[Event]) -> None: ...
+
+
+@runtime_checkable
+class AggregateRows(ReadModel, Protocol):
+    """A read model of one row per aggregate, each the fold of that aggregate's own events, in
+    their order; `apply` is `load`, `fold` and `write`. So a rebuild may fold the events of any
+    share of the aggregates apart from the others (in another process), over many batches in
+    memory, and write each row once (`infrastructure/rebuild.py`)."""
+
+    table: str  # the table its rows go to (a fresh copy of `tables[0]`, in a rebuild)
+
+    def load(self, cursor: Cursor, ids: Collection[UUID]) -> dict[UUID, Any]:
+        """The entries (what `fold` folds into) of those of the aggregates that have a row."""
+        ...
+
+    def fold(self, entries: dict[UUID, Any], events: Sequence[Event]) -> None:
+        """Fold the events into their aggregates' entries: `entries` holds the entry of each
+        of their aggregates that has one; those that begin here are added."""
+        ...
+
+    def row(self, aggregate_id: UUID, entry: Any) -> tuple[Any, ...]:
+        """An entry as its row of `tables[0]`, in its columns' order."""
+        ...
+
+    def write(self, cursor: Cursor, rows: Sequence[Sequence[Any]]) -> None:
+        """Insert the rows, or update those that are there (one statement on PostgreSQL)."""
+        ...
 
 
 def row_key(dialect: str, aggregate_id: UUID) -> Any:
@@ -82,7 +111,16 @@ class Folded:
     subject: str
     state: PrescriptionState
     last: Key | None
-    updated_at: str = ""
+    updated_at: str = ""  # when its last fact was recorded, as the table held it
+    # The latest recorded time folded since (formatted once, by `updated`, not at every fact).
+    recorded: datetime | None = None
+
+    def updated(self) -> str:
+        """When its last fact was recorded, as the table keeps it (text that sorts as it
+        compares, so the later of the two texts is the text of the later instant)."""
+        if self.recorded is None:
+            return self.updated_at
+        return max(self.updated_at, sortable_instant(self.recorded))
 
     @classmethod
     def opened(cls, subject: str) -> Self:
@@ -105,7 +143,8 @@ class Folded:
             self.state = derive_state(self.subject, facts)
             key = max(f.order_key() for f in facts)
         self.last = key if self.last is None else max(self.last, key)
-        self.updated_at = max(self.updated_at, sortable_instant(event.timestamp))
+        if self.recorded is None or event.timestamp > self.recorded:
+            self.recorded = event.timestamp
         return fact
 
 
@@ -124,25 +163,30 @@ class PrescriptionsModel:
         self.dialect, self.history, self.table = dialect, history, PRESCRIPTIONS.name + suffix
 
     def apply(self, cursor: Cursor, events: Sequence[Event]) -> None:
-        ids = list({event.originator_id for _, event in events})
-        entries = self._load(cursor, ids)
+        entries = self.load(cursor, {event.originator_id for _, event in events})
+        self.fold(entries, events)
         # Every entry is one the batch touches: the rows were loaded for the batch's ids.
+        self.write(cursor, [self.row(key, entry) for key, entry in entries.items()])
+
+    def fold(self, entries: dict[UUID, Folded], events: Sequence[Event]) -> None:
         for _, event in events:
             if isinstance(event, Prescription.Opened):
                 entries.setdefault(event.originator_id, Folded.opened(event.subject))
             elif isinstance(event, Prescription.FactRecorded):
                 # Its Opened event always comes first, in this batch or an earlier one.
                 entries[event.originator_id].fold(event, self.history)
+
+    def write(self, cursor: Cursor, rows: Sequence[Sequence[Any]]) -> None:
         insert_rows(
             cursor,
             self.dialect,
             PRESCRIPTIONS.insert(self.table),
             PRESCRIPTIONS.types,
-            [self._row(aggregate_id, entry) for aggregate_id, entry in entries.items()],
+            rows,
             PRESCRIPTIONS.on_conflict_update(PRESCRIPTIONS.names[2:]),
         )
 
-    def _load(self, cursor: Cursor, ids: list[UUID]) -> dict[UUID, Folded]:
+    def load(self, cursor: Cursor, ids: Collection[UUID]) -> dict[UUID, Folded]:
         if not ids:
             return {}
         keys = [row_key(self.dialect, i) for i in ids]
@@ -159,7 +203,7 @@ class PrescriptionsModel:
             for aggregate_id, subject, state, fold, updated_at in cursor.fetchall()
         }
 
-    def _row(self, aggregate_id: UUID, entry: Folded) -> tuple[Any, ...]:
+    def row(self, aggregate_id: UUID, entry: Folded) -> tuple[Any, ...]:
         state = entry.state
         return (
             row_key(self.dialect, aggregate_id),
@@ -168,12 +212,14 @@ class PrescriptionsModel:
             state.patient.drx_patient_id if state.patient else None,
             state.pharmacy.ncpdp_id if state.pharmacy else None,
             state.needs_review,
-            entry.updated_at or sortable_instant(datetime(1970, 1, 1, tzinfo=UTC)),
+            entry.updated() or sortable_instant(datetime(1970, 1, 1, tzinfo=UTC)),
             # RFC 8259 JSON only: a state that would hold NaN or Infinity fails here, and its
             # event is set aside, instead of making every list page that holds it unparseable.
             json.dumps(state.as_dict(), separators=(",", ":"), allow_nan=False),
             encode_key(entry.last) if entry.last else "{}",
         )
+
+    _row = row  # the name bench/read_api.py knows it by
 
 
 class DeliveriesModel:
@@ -198,14 +244,16 @@ class DeliveriesModel:
         """Folded in memory into whole rows, then written in one upsert: a delivery received
         and processed in one batch (most are) is one row of it; a delivery from an earlier
         batch (a replay, a correction, a conflicting copy) is read first."""
-        rows: dict[Any, dict[str, Any]] = {}
         received = {e.originator_id for _, e in events if isinstance(e, Delivery.Received)}
-        earlier = {e.originator_id for _, e in events} - received
-        rows.update(self._load(cursor, {row_key(self.dialect, i) for i in earlier}))
+        entries = self.load(cursor, {e.originator_id for _, e in events} - received)
+        self.fold(entries, events)
+        self.write(cursor, [self.row(key, entry) for key, entry in entries.items()])
+
+    def fold(self, entries: dict[UUID, dict[str, Any]], events: Sequence[Event]) -> None:
         for notification_id, event in events:
-            key = row_key(self.dialect, event.originator_id)
             if isinstance(event, Delivery.Received):
-                rows[key] = {
+                key = row_key(self.dialect, event.originator_id)
+                entries[event.originator_id] = {
                     "aggregate_id": key,
                     "event_id": event.event_id,
                     "seq": notification_id,
@@ -217,7 +265,7 @@ class DeliveriesModel:
                     "conflicts": 0,
                 }
                 continue
-            row = rows[key]  # its Received came first, in this batch or an earlier one
+            row = entries[event.originator_id]  # its Received came first, here or earlier
             if isinstance(event, Delivery.Parked):
                 row["outcome"], row["reason"] = PARKED, event.reason
             elif isinstance(event, Delivery.Processed):
@@ -226,29 +274,31 @@ class DeliveriesModel:
                 row["type"], row["subject"], row["outcome"] = event.drx_type, event.subject, None
             elif isinstance(event, Delivery.ConflictReceived):
                 row["conflicts"] += 1
-        written = [
-            [
-                *(row[name] for name in DELIVERIES.names[:6]),
-                shown_status(row["outcome"], row["conflicts"]) or "received",
-                row["reason"],
-                row["conflicts"],
-            ]
-            for row in rows.values()
-        ]
+
+    def row(self, aggregate_id: UUID, entry: dict[str, Any]) -> tuple[Any, ...]:
+        return (
+            *(entry[name] for name in DELIVERIES.names[:6]),
+            shown_status(entry["outcome"], entry["conflicts"]) or "received",
+            entry["reason"],
+            entry["conflicts"],
+        )
+
+    def write(self, cursor: Cursor, rows: Sequence[Sequence[Any]]) -> None:
         insert_rows(
             cursor,
             self.dialect,
             DELIVERIES.insert(self.table),
             DELIVERIES.types,
-            written,
+            rows,
             # A row keeps its place (seq) and its arrival time; the rest follows its events.
             DELIVERIES.on_conflict_update(("type", "subject", "status", "reason", "conflicts")),
         )
 
-    def _load(self, cursor: Cursor, keys: set[Any]) -> dict[Any, dict[str, Any]]:
-        if not keys:
+    def load(self, cursor: Cursor, ids: Collection[UUID]) -> dict[UUID, dict[str, Any]]:
+        if not ids:
             return {}
-        where, params = in_list(self.dialect, "aggregate_id", list(keys))
+        keys = [row_key(self.dialect, i) for i in ids]
+        where, params = in_list(self.dialect, "aggregate_id", keys)
         cursor.execute(
             f"SELECT {', '.join(DELIVERIES.names)} FROM {self.table} WHERE {where}",
             params,
@@ -258,6 +308,7 @@ class DeliveriesModel:
             row = dict(zip(DELIVERIES.names, values, strict=True))
             status = row.pop("status")
             row["outcome"] = {"received": None, CONFLICT: PROCESSED}.get(status, status)
-            row["aggregate_id"] = row_key(self.dialect, UUID(str(row["aggregate_id"])))
-            loaded[row["aggregate_id"]] = row
+            aggregate_id = UUID(str(row["aggregate_id"]))
+            row["aggregate_id"] = row_key(self.dialect, aggregate_id)
+            loaded[aggregate_id] = row
         return loaded

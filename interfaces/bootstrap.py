@@ -159,7 +159,7 @@ class Parts:
 
     @cached_property
     def rebuilder(self) -> Rebuilder:
-        return Rebuilder(self.prescriptions, self.read_db)
+        return Rebuilder(self.prescriptions, self.read_db, self.settings)
 
     def close(self) -> None:
         built = vars(self)

@@ -199,7 +199,8 @@ class Prescription(Aggregate):
 
     class Snapshot(LibrarySnapshot):
         """The fold as stored: the chain's tail and the state (its JSON shape) with where it
-        stands, instead of the library's copy of every attribute."""
+        stands, instead of the library's copy of every attribute. A change to this shape, or to
+        the state's, comes with a migration that deletes the snapshots (they are a cache)."""
 
         @classmethod
         def take(cls, aggregate: Any) -> Any:

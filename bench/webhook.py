@@ -15,7 +15,12 @@ In one run, on one scratch database:
    each delivery was due), with a probe committing a one-row INSERT on a table of its own 20
    times a second meanwhile: PostgreSQL's own commit latency beside the service's, so that a
    stall of the server or its disk shows as such;
-4. the service's memory (resident set of all its processes) after the run at the largest size.
+4. the service's memory after the run at the largest size: the resident sets of all its
+   processes summed (RSS, the goal's measure), and their proportional sets (PSS), which count
+   the pages they share once.
+
+Last, each figure beside its goal (issue 18): end to end at least 0.3 of the trivial endpoint,
+p99 under 25 ms at 300/s, memory under 250 MB.
 
 The load generator (`bench/loadgen.py`) runs in its own process on the same 2 cores.
 """
@@ -59,6 +64,9 @@ from interfaces.simulator import plan
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 KEY = "bench-key"
 PORT = 18766
+SHARE_GOAL = 0.3
+P99_GOAL_MS = 25
+MEMORY_GOAL_MB = 250
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -83,15 +91,30 @@ def pg_insert_rate(url: str, clients: int, seconds: int) -> float:
     return float(found.group(1))
 
 
-def process_tree_rss_mb(pid: int) -> float:
-    """Resident memory of a process and all its descendants, in MiB."""
-    total = 0
+# RSS and PSS in MiB, and each process's RSS by its command line.
+Memory = tuple[float, float, list[tuple[str, float]]]
+
+
+def process_tree_memory_mb(pid: int) -> Memory:
+    """A process and all its descendants: the sum of their resident sets (RSS: pages shared
+    between them, the interpreter's and the libraries', counted once in each), the sum of their
+    proportional sets (PSS: each shared page divided among those that share it, so the sum is
+    what the service costs the machine), and each one's RSS by its command line, in MiB."""
+    rss = pss = 0
+    each = []
     for process in [pid, *descendants(pid)]:
         with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{process}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-    return total / 1024
+            rollup = Path(f"/proc/{process}/smaps_rollup").read_text().splitlines()
+            fields = {line.split(":")[0]: int(line.split()[1]) for line in rollup[1:]}
+            command = Path(f"/proc/{process}/cmdline").read_bytes().replace(b"\0", b" ")
+            rss += fields["Rss"]
+            pss += fields["Pss"]
+            each.append((command.decode(errors="replace").strip()[-60:], fields["Rss"] / 1024))
+    return rss / 1024, pss / 1024, each
+
+
+def verdict(met: bool) -> str:
+    return "met" if met else "NOT MET"
 
 
 def migrate_with(root: Path, env: dict[str, str]) -> None:
@@ -164,7 +187,7 @@ def load(bodies: list[bytes], connections: int, rate: float | None) -> LoadResul
 
 def measure_service(
     env: dict[str, str], workers: int, connections: int, requests: int, seed: int
-) -> tuple[LoadResult, LoadResult, list[float], float]:
+) -> tuple[LoadResult, LoadResult, list[float], Memory]:
     command = [sys.executable, "-m", "interfaces.cli", "serve", "--port", str(PORT)]
     with server([*command, "--workers", str(workers)], env) as process:
         load(deliveries(2000, seed), connections, None)  # warm-up
@@ -190,7 +213,7 @@ def measure_service(
             f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {worst:.1f} ms"
         )
         wait_for_projections()
-        return closed, steady, commits, process_tree_rss_mb(process.pid)
+        return closed, steady, commits, process_tree_memory_mb(process.pid)
 
 
 def commit_ms(samples_s: list[float]) -> tuple[float, float, float]:
@@ -233,7 +256,8 @@ def main() -> None:
         print(f"signed trivial endpoint, {args.connections} connections: {trivial.describe()}")
 
         rows: list[tuple[int, LoadResult, LoadResult, list[float]]] = []
-        memory, next_index, stored = 0.0, 0, 0
+        memory: Memory = (0.0, 0.0, [])
+        next_index, stored = 0, 0
         for facts in sorted(args.facts):
             next_index = seed_store(settings, facts=facts - stored, first_index=next_index)
             stored = facts
@@ -274,7 +298,24 @@ def main() -> None:
         if len(rows) > 1:
             first, last = rows[0][1].rate, rows[-1][1].rate
             print(f"rate at {rows[-1][0]:,} facts vs {rows[0][0]:,}: {last / first - 1:+.0%}")
-        print(f"service memory after the run at {stored:,} facts: {memory:,.0f} MiB resident")
+        print()
+        print("against the goals (issue 18):")
+        for facts, closed, steady, _ in rows:
+            share = closed.rate / trivial.rate
+            p99 = steady.percentile_ms(99)
+            print(
+                f"  {facts:>9,} facts: end to end {share:.2f} of the trivial signed endpoint"
+                f" (goal >= {SHARE_GOAL})  {verdict(share >= SHARE_GOAL)};"
+                f" p99 at 300/s {p99:.1f} ms (goal < {P99_GOAL_MS} ms)  {verdict(p99 < P99_GOAL_MS)}"
+            )
+        rss, pss, each = memory
+        print(
+            f"  service memory after the run at {stored:,} facts, all {len(each)} processes:"
+            f" RSS {rss:,.0f} MiB (goal < {MEMORY_GOAL_MB})  {verdict(rss < MEMORY_GOAL_MB)};"
+            f" PSS {pss:,.0f} MiB"
+        )
+        for command, mb in each:
+            print(f"    {mb:6.0f} MiB  {command}")
 
 
 if __name__ == "__main__":

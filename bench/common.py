@@ -138,17 +138,24 @@ READ_KEY = "bench-key"
 READ_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
+def migrated_store(url: str) -> tuple[Settings, dict[str, str]]:
+    """A migrated store at `url`: its settings, and the environment of a `drx serve` on it
+    (the benchmarks' key and webhook secret)."""
+    settings = Settings(database_url=url, webhook_secrets=(READ_SECRET,), api_keys=(READ_KEY,))
+    migrate(settings)
+    env = {"DRX_DATABASE_URL": url, "DRX_API_KEYS": READ_KEY, "DRX_WEBHOOK_SECRETS": READ_SECRET}
+    return settings, env
+
+
 def seeded_read_store(url: str, prescriptions: int) -> tuple[Settings, dict[str, str]]:
     """The read benchmarks' start: a migrated store of `prescriptions` synthetic ones,
     projected and sealed (so that no server measured afterwards spends its turns sealing
     them); its settings, and the environment of a `drx serve` on it."""
-    settings = Settings(database_url=url, webhook_secrets=(READ_SECRET,), api_keys=(READ_KEY,))
-    migrate(settings)
+    settings, env = migrated_store(url)
     seed_store(settings, prescriptions=prescriptions)
     project(settings)
     with bootstrap(settings) as parts:
         parts.sealer.checkpoint()
-    env = {"DRX_DATABASE_URL": url, "DRX_API_KEYS": READ_KEY, "DRX_WEBHOOK_SECRETS": READ_SECRET}
     return settings, env
 
 

@@ -39,11 +39,11 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (
-    READ_KEY,
     READ_SECRET,
     ServeProcess,
     descendants,
     machine,
+    migrated_store,
     percentiles,
     project,
     scratch_database,
@@ -51,7 +51,6 @@ from bench.common import (
 from bench.cpu_split import machine_cpu_s, process_cpu_s
 from bench.loadgen import run_load, signed_requests
 from domain.state import derive_state
-from infrastructure.migrations import migrate
 from infrastructure.settings import Settings
 from interfaces.bootstrap import bootstrap
 from interfaces.drx.signature import SignedHeaders
@@ -187,13 +186,7 @@ def main() -> None:
         f" {turns} turns of {rounds} facts each of both, flat out, and one more each alone"
     )
     with scratch_database() as url:
-        settings = Settings(database_url=url, webhook_secrets=(READ_SECRET,), api_keys=(READ_KEY,))
-        migrate(settings)
-        env = {
-            "DRX_DATABASE_URL": url,
-            "DRX_API_KEYS": READ_KEY,
-            "DRX_WEBHOOK_SECRETS": READ_SECRET,
-        }
+        settings, env = migrated_store(url)
         long_ones, short_ones = range(n), range(n, 2 * n)
         take_in(settings, 1, far - 1, long_ones)
         take_in(settings, 1, 9, short_ones)

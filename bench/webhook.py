@@ -47,22 +47,22 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (
+    READ_KEY,
+    READ_SECRET,
     activity,
     commit_probe,
     descendants,
     describe_activity,
     machine,
+    migrated_store,
     project,
     scratch_database,
     seed_store,
 )
 from bench.loadgen import LoadResult, run_load, signed_requests
-from infrastructure.migrations import migrate
-from infrastructure.settings import Settings
 from interfaces.simulator import plan
 
-SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-KEY = "bench-key"
+SECRET, KEY = READ_SECRET, READ_KEY  # the store's (`migrated_store`)
 PORT = 18766
 SHARE_GOAL = 0.3
 P99_GOAL_MS = 25
@@ -233,13 +233,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"machine: {machine()}")
     with scratch_database() as url:
-        settings = Settings(database_url=url, webhook_secrets=(SECRET,), api_keys=(KEY,))
-        migrate(settings)
-        env = {
-            "DRX_DATABASE_URL": url,
-            "DRX_API_KEYS": KEY,
-            "DRX_WEBHOOK_SECRETS": SECRET,
-        }
+        settings, env = migrated_store(url)
 
         inserts = pg_insert_rate(url, args.connections, 10)
         print(

@@ -88,10 +88,7 @@ def refills(count: int, start: datetime = T0) -> list[Fact]:
 def test_a_long_history_loads_from_its_last_snapshot_and_a_few_events():
     app = memory_app()
     facts = refills(100)
-    for fact in facts:
-        prescription = _load(app, "rx")
-        prescription.record(fact)
-        app.save(prescription)
+    record_one_by_one(app, "rx", facts)
     assert app.snapshots is not None
     versions = [s.originator_version for s in app.snapshots.get(prescription_id("rx"))]
     assert versions == list(range(SNAPSHOT_INTERVAL, 102, SNAPSHOT_INTERVAL))
@@ -106,10 +103,7 @@ def test_a_long_history_loads_from_its_last_snapshot_and_a_few_events():
 def test_a_late_fact_after_a_snapshot_reads_the_facts_before_it_and_is_placed_right():
     app = memory_app()
     facts = refills(40, start=T0 + timedelta(days=1))
-    for fact in facts:
-        prescription = _load(app, "rx")
-        prescription.record(fact)
-        app.save(prescription)
+    record_one_by_one(app, "rx", facts)
     late = Fact.read("evt_late", FactKind.ON_HOLD, T0, 0, {"fill_number": 1})
     prescription = app.prescription("rx")
     prescription.record(late)
@@ -126,10 +120,7 @@ def test_a_late_fact_after_a_snapshot_reads_the_facts_before_it_and_is_placed_ri
 def test_a_fact_late_among_those_since_the_snapshot_needs_no_earlier_fact():
     app = memory_app()
     facts = refills(SNAPSHOT_INTERVAL + 3)  # a snapshot, then a few facts after it
-    for fact in facts:
-        prescription = _load(app, "rx")
-        prescription.record(fact)
-        app.save(prescription)
+    record_one_by_one(app, "rx", facts)
     prescription = app.prescription("rx")
     assert prescription._tail  # facts after its snapshot
 
@@ -150,10 +141,7 @@ def test_without_the_snapshot_a_late_fact_is_still_placed_right():
     snapshot deleted): the tail after the older snapshot holds a fact that orders before it."""
     app = memory_app()
     facts = refills(SNAPSHOT_INTERVAL + 3, start=T0 + timedelta(days=1))
-    for fact in facts:
-        prescription = _load(app, "rx")
-        prescription.record(fact)
-        app.save(prescription)
+    record_one_by_one(app, "rx", facts)
     late = Fact.read("evt_late", FactKind.ON_HOLD, T0, 0, {"fill_number": 1})
     prescription = app.prescription("rx")
     prescription.record(late)
@@ -190,6 +178,14 @@ def test_recorded_in_any_order_with_snapshots_the_state_is_the_derived_one(path,
     assert loaded.state() == derive_state(subject, facts)
     assert loaded.fact_count == len(facts)
     assert [r.hash for r in app.history(subject)][-1] == loaded.last_hash
+
+
+def record_one_by_one(app: Prescriptions, subject: str, facts: list[Fact]) -> None:
+    """Each fact in a unit of work of its own: loaded, recorded, saved."""
+    for fact in facts:
+        prescription = _load(app, subject)
+        prescription.record(fact)
+        app.save(prescription)
 
 
 def _load(app: Prescriptions, subject: str) -> Prescription:

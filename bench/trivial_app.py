@@ -41,3 +41,25 @@ def app() -> Litestar:
         logging_config=LoggingConfig(log_exceptions="never", configure_root_logger=False),
         openapi_config=None,
     )
+
+
+_RAW_BODY = b'{"status":"ok"}'
+_RAW_HEADERS = [(b"content-type", b"application/json"), (b"content-length", b"15")]
+
+
+async def raw(scope: Any, receive: Any, send: Any) -> None:
+    """The read benchmark's ceiling (bench/read_api.py): a fixed JSON answer straight from
+    ASGI, without a framework, to any request.
+
+        uvicorn bench.trivial_app:raw   (with the service's options: bench/read_api.py)
+    """
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+    await send({"type": "http.response.start", "status": 200, "headers": _RAW_HEADERS})
+    await send({"type": "http.response.body", "body": _RAW_BODY})

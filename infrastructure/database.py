@@ -2,10 +2,12 @@
 there), plain connections for migrations and health checks, and the read database (one small
 interface over SQLite and PostgreSQL, pooled on PostgreSQL) that the read models and their
 queries use. Its SQL is written once with `%s` placeholders; the SQLite side rewrites them to
-`?`."""
+`?`. Beside it, for the read API's busiest queries, the same read database awaited on a web
+worker's event loop (`AsyncReadDatabase`)."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import sqlite3
@@ -28,7 +30,10 @@ from infrastructure.settings import Settings
 RECONNECT_TIMEOUT_S = 2.0
 
 
-def tune_pool(pool: psycopg_pool.ConnectionPool[Any], connect_timeout_s: float) -> None:
+def tune_pool(
+    pool: psycopg_pool.ConnectionPool[Any] | psycopg_pool.AsyncConnectionPool[Any],
+    connect_timeout_s: float,
+) -> None:
     """Make a pool recover within seconds of the database coming back: short reconnection
     attempts, and a connect timeout for each (an unreachable host, not only a refused port,
     fails the attempt instead of hanging for the kernel's TCP timeout)."""
@@ -171,7 +176,12 @@ class ReadDatabase(Protocol):
         commit together and are only done again, that costs nothing, and it keeps their commits
         from queueing with the webhook's for the disk."""
 
-    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
+    def query(
+        self, sql: str, params: Sequence[Any] = (), *, prepare: bool | None = None
+    ) -> list[Row]:
+        """The rows; `prepare=False` has PostgreSQL plan it for its values, never from a
+        generic plan of a prepared statement (`infrastructure.queries.Statement`)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -233,7 +243,9 @@ class SqliteReadDatabase:
             raise
         conn.execute("COMMIT")
 
-    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+    def query(
+        self, sql: str, params: Sequence[Any] = (), *, prepare: bool | None = None
+    ) -> list[Row]:
         return list(self._connection().execute(sql.replace("%s", "?"), params).fetchall())
 
     def close(self) -> None:
@@ -275,9 +287,11 @@ class PostgresReadDatabase:
                 cursor.execute("SET LOCAL synchronous_commit TO OFF")
             yield cursor
 
-    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+    def query(
+        self, sql: str, params: Sequence[Any] = (), *, prepare: bool | None = None
+    ) -> list[Row]:
         with self._pool.connection() as conn:
-            return list(conn.execute(sql, params).fetchall())
+            return list(conn.execute(sql, params, prepare=prepare).fetchall())
 
     def close(self) -> None:
         self._pool.close()
@@ -287,3 +301,114 @@ def open_read_database(settings: Settings) -> SqliteReadDatabase | PostgresReadD
     if settings.dialect == "postgresql":
         return PostgresReadDatabase(settings, pool_size=settings.postgres_pool_size)
     return SqliteReadDatabase(settings)
+
+
+class AsyncReadDatabase(Protocol):
+    """Queries awaited on an event loop; `start` (in that loop) before the first, `stop` after
+    the last. An ASGI host may run an app's lifespan more than once, each time in another
+    loop (test clients do): each `start` opens it anew."""
+
+    dialect: str
+
+    @property
+    def started(self) -> bool: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def query(
+        self, sql: str, params: Sequence[Any] = (), *, prepare: bool | None = None
+    ) -> list[Row]: ...
+
+
+class PostgresAsyncReadDatabase:
+    """A pool of asyncio connections of its own, beside the threads' (`PostgresReadDatabase`).
+
+    Its connections are in autocommit, so that a query is one round trip (in a transaction,
+    psycopg sends a BEGIN first and the pool a ROLLBACK after), and they are not checked before
+    each use, as the threads' pool does (one round trip more): one that broke while idle fails
+    its query (an `OperationalError`), and the pool replaces it when it comes back. The caller
+    answers that request by its other way, through the threads' pool
+    (`interfaces/http/fast_reads.py`). So a query also waits at most `WAIT_S` for a connection:
+    while the database is away, the other way's wait (the connect timeout) makes the 503."""
+
+    dialect = "postgresql"
+    WAIT_S = 1.0
+
+    def __init__(self, settings: Settings, pool_size: int = 2) -> None:
+        self._settings, self._pool_size = settings, pool_size
+        self._pool: psycopg_pool.AsyncConnectionPool[Any] | None = None
+
+    @property
+    def started(self) -> bool:
+        return self._pool is not None
+
+    async def start(self) -> None:
+        if self._pool is not None:
+            return
+        schema = self._settings.postgres_schema
+
+        async def configure(conn: psycopg.AsyncConnection[Any]) -> None:
+            await conn.execute(f'SET search_path TO "{schema}"')
+
+        pool: psycopg_pool.AsyncConnectionPool[Any] = psycopg_pool.AsyncConnectionPool(
+            postgres_conninfo(self._settings),
+            min_size=1,
+            max_size=self._pool_size + self._settings.postgres_max_overflow,
+            kwargs={"autocommit": True},
+            configure=configure,
+            timeout=min(self.WAIT_S, self._settings.postgres_connect_timeout_s),
+            open=False,
+            name="drx-read-async",
+        )
+        tune_pool(pool, self._settings.postgres_connect_timeout_s)
+        await pool.open(wait=False)
+        self._pool = pool
+
+    async def stop(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    async def query(
+        self, sql: str, params: Sequence[Any] = (), *, prepare: bool | None = None
+    ) -> list[Row]:
+        if self._pool is None:
+            raise StoreNotReadyError("the asynchronous read database is not started")
+        async with self._pool.connection() as conn:
+            cursor = await conn.execute(sql, params, prepare=prepare)
+            rows: list[Row] = await cursor.fetchall()
+            return rows
+
+
+class SqliteAsyncReadDatabase:
+    """On SQLite, the threads' read database, in a worker thread: a query that waits for the
+    file's lock keeps the thread waiting, not the loop."""
+
+    dialect = "sqlite"
+    started = True
+
+    def __init__(self, db: SqliteReadDatabase) -> None:
+        self._db = db
+
+    async def start(self) -> None:
+        pass
+
+    async def stop(self) -> None:
+        pass
+
+    async def query(
+        self, sql: str, params: Sequence[Any] = (), *, prepare: bool | None = None
+    ) -> list[Row]:
+        return await asyncio.to_thread(self._db.query, sql, params)
+
+
+def open_async_read_database(
+    settings: Settings, threads: ReadDatabase
+) -> PostgresAsyncReadDatabase | SqliteAsyncReadDatabase:
+    """The read database awaited on an event loop, beside `threads` (`open_read_database`)."""
+    if settings.dialect == "postgresql":
+        return PostgresAsyncReadDatabase(settings, pool_size=settings.postgres_pool_size)
+    assert isinstance(threads, SqliteReadDatabase)
+    return SqliteAsyncReadDatabase(threads)

@@ -26,13 +26,18 @@ from infrastructure.api_keys import KeyRing, KeyStore
 from infrastructure.change_feed import ChangeFeed, channel_for
 from infrastructure.change_hub import ChangeHub
 from infrastructure.console_secret import console_secret
-from infrastructure.database import ReadDatabase, open_read_database
+from infrastructure.database import (
+    AsyncReadDatabase,
+    ReadDatabase,
+    open_async_read_database,
+    open_read_database,
+)
 from infrastructure.eventstore import open_prescriptions
 from infrastructure.intake_tally import IntakeTally
 from infrastructure.leadership import leadership_for
 from infrastructure.migrations import StoreNotReadyError, check_ready
 from infrastructure.projector import Projector, projector_for
-from infrastructure.queries import ReadQueries
+from infrastructure.queries import AsyncReadQueries, ReadQueries
 from infrastructure.rebuild import Rebuilder
 from infrastructure.seals import Sealer, SealVerifier
 from infrastructure.settings import Settings, configured_keys
@@ -66,6 +71,15 @@ class Parts:
     @cached_property
     def queries(self) -> ReadQueries:
         return ReadQueries(self.read_db)
+
+    @cached_property
+    def async_read_db(self) -> AsyncReadDatabase:
+        """The read database awaited on the web app's event loop (started with the app)."""
+        return open_async_read_database(self.settings, self.read_db)
+
+    @cached_property
+    def async_queries(self) -> AsyncReadQueries:
+        return AsyncReadQueries(self.async_read_db)
 
     @cached_property
     def key_store(self) -> KeyStore:

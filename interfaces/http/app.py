@@ -20,6 +20,7 @@ from interfaces.http.audit import AuditController
 from interfaces.http.changes import ChangeController
 from interfaces.http.deliveries import DeliveryController
 from interfaces.http.errors import handle_exception
+from interfaces.http.fast_reads import FastReads
 from interfaces.http.health import HealthController, ProjectionController
 from interfaces.http.metrics import WebhookMetrics, webhook_timing
 from interfaces.http.paths import RawRequestGuard
@@ -39,8 +40,19 @@ def create_app(settings: Settings, *, run_projections: bool = True) -> Litestar:
     # What starts and stops with the app: an ASGI host may run the lifespan more than once
     # (test clients do), so each can start again. The pools close with the process, or with
     # parts.close().
-    on_startup = [parts.keys.start, parts.access_log.start, parts.intake_tally.start]
-    on_shutdown = [parts.hub.stop, parts.keys.stop, parts.access_log.stop, parts.intake_tally.stop]
+    on_startup = [
+        parts.keys.start,
+        parts.access_log.start,
+        parts.intake_tally.start,
+        parts.async_read_db.start,
+    ]
+    on_shutdown = [
+        parts.hub.stop,
+        parts.keys.stop,
+        parts.access_log.stop,
+        parts.intake_tally.stop,
+        parts.async_read_db.stop,
+    ]
     if run_projections:
         on_startup += [parts.projector.start, parts.dispatcher.start]
         on_shutdown[:0] = [parts.dispatcher.stop, parts.projector.stop]
@@ -74,6 +86,7 @@ def create_app(settings: Settings, *, run_projections: bool = True) -> Litestar:
         logging_config=LoggingConfig(log_exceptions="never", configure_root_logger=False),
     )
     app.state.parts = parts
+    app.fast_path = FastReads(parts).answer
     allow_every_method(app)
     return app
 

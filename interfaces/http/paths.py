@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote
 
@@ -31,9 +32,12 @@ _NUL_REFUSED = json.dumps(
 
 
 class RawRequestGuard(Litestar):
-    """Litestar, with two decisions taken on the raw request before routing: a path or query
+    """Litestar, with decisions taken on the raw request before routing: a path or query
     holding U+0000 is a 400 (no stored id holds one, and PostgreSQL cannot even compare one);
-    an escaped `/` inside a path segment stays inside that segment."""
+    an escaped `/` inside a path segment stays inside that segment; and a request that
+    `fast_path` answers (`interfaces/http/fast_reads.py`: True when it did) is not routed."""
+
+    fast_path: Callable[[Any, Any], Awaitable[bool]] | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
@@ -51,4 +55,6 @@ class RawRequestGuard(Litestar):
                 return
             if b"%" in raw_path:
                 scope["path"] = _segments_kept_whole(raw_path)
+            elif self.fast_path is not None and await self.fast_path(scope, send):
+                return
         await super().__call__(scope, receive, send)

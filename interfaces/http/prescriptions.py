@@ -1,5 +1,9 @@
 """Read endpoints for prescriptions: lists and current state from the read model; the state as
-of an instant and the history from the event store."""
+of an instant and the history from the event store.
+
+Most of the list's and the current state's 200 answers are sent before these handlers are
+reached, by `interfaces/http/fast_reads.py`, with the same answers; the handlers answer every
+other request to these paths."""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, QueryParameter
 
 from domain.errors import PrescriptionNotFoundError
-from infrastructure.queries import PrescriptionFilter
+from infrastructure.queries import Page, PrescriptionFilter
 from interfaces.bootstrap import Parts
 from interfaces.documents import history_document
 from interfaces.http.access import PHI, carried
@@ -41,6 +45,36 @@ REFUSED = {
 }
 
 
+def list_filter(
+    status: str | None,
+    patient_id: str | None,
+    pharmacy_ncpdp_id: str | None,
+    needs_review: bool | None,
+    updated_since: str | None,
+) -> PrescriptionFilter:
+    """The list's filters, from its parameters (a 400 for an updated_since that is no instant).
+    Also `interfaces/http/fast_reads.py`'s."""
+    return PrescriptionFilter(
+        status=status,
+        patient_id=patient_id,
+        pharmacy_ncpdp_id=pharmacy_ncpdp_id,
+        needs_review=needs_review,
+        updated_since=(
+            parse_instant("updated_since", updated_since) if updated_since is not None else None
+        ),
+    )
+
+
+def list_body(page: Page) -> bytes:
+    """A page of the list as its JSON: the stored states are already the API's JSON, joined,
+    not parsed and encoded again. Also `interfaces/http/fast_reads.py`'s."""
+    body = '{"items":[%s],"next_cursor":%s}' % (  # noqa: UP031
+        ",".join(page.items),
+        json.dumps(next_cursor(page.last_key)),
+    )
+    return body.encode()
+
+
 class PrescriptionController(Controller):
     path = "/prescriptions"
     tags = ("prescriptions",)
@@ -67,25 +101,12 @@ class PrescriptionController(Controller):
         limit: Annotated[int, QueryParameter(ge=1, le=500)] = 50,
         cursor: PrescriptionCursor = None,
     ) -> Response[PrescriptionPage]:
-        where = PrescriptionFilter(
-            status=status,
-            patient_id=patient_id,
-            pharmacy_ncpdp_id=pharmacy_ncpdp_id,
-            needs_review=needs_review,
-            updated_since=(
-                parse_instant("updated_since", updated_since) if updated_since is not None else None
-            ),
-        )
+        where = list_filter(status, patient_id, pharmacy_ncpdp_id, needs_review, updated_since)
         page = parts.queries.prescriptions_json(where, limit, prescription_cursor(cursor))
         answer = carried(request)
         for prescription, patient in page.subjects:
             answer.add(prescription, patient)
-        # The stored states are already the API's JSON: joined, not parsed and re-encoded.
-        body = '{"items":[%s],"next_cursor":%s}' % (  # noqa: UP031
-            ",".join(page.items),
-            json.dumps(next_cursor(page.last_key)),
-        )
-        return Response(body.encode(), media_type=MediaType.JSON)  # type: ignore[arg-type]
+        return Response(list_body(page), media_type=MediaType.JSON)  # type: ignore[arg-type]
 
     @get(
         "/{prescription_id:str}",

@@ -79,7 +79,12 @@ def test_the_command_line_reaches_the_web_app_only_through_the_server():
 
 def test_only_the_one_bootstrap_builds_the_services_parts():
     """No entry point opens the store, the read database or the projector itself."""
-    builders = ("open_prescriptions", "open_read_database", "projector_for")
+    builders = (
+        "open_prescriptions",
+        "open_read_database",
+        "open_async_read_database",
+        "projector_for",
+    )
     offenders = [
         f"{path.relative_to(ROOT)} calls {name}"
         for folder in ("interfaces", "bench")

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
@@ -51,15 +52,16 @@ def scratch_database(keep: bool = False) -> Iterator[str]:
                 admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def synthetic_prescription(index: int, rng: random.Random) -> Prescription:
-    """A prescription with 2 to 7 facts, spread over patients, pharmacies and statuses."""
-    subject = f"drx_rx_bench_{index:07d}"
-    prescription = Prescription(subject)
+def lifecycle_steps(
+    tracking_number: str, patient: str, pharmacy: str, at: datetime
+) -> list[tuple[FactKind, dict[str, Any]]]:
+    """The synthetic lifecycle the benchmarks cut: received (for `patient` at `pharmacy`), sent,
+    processing, dispensed, shipped, delivered, cancelled; `at` is the fill's instants."""
     data = copy.deepcopy(RECEIVED)
-    data["patient"]["drx_patient_id"] = f"drx_pt_{index % 20000:05d}"
-    data["pharmacy"]["ncpdp_id"] = f"{index % 500:07d}"
-    start = datetime(2025, 1, 1, tzinfo=UTC) + timedelta(minutes=index)
-    steps = [
+    data["patient"]["drx_patient_id"] = f"drx_pt_{patient}"
+    data["pharmacy"]["ncpdp_id"] = pharmacy
+    instant = at.isoformat()
+    return [
         (FactKind.RECEIVED, data),
         (FactKind.SENT, {"transmission": {"status": "sent"}}),
         (FactKind.PROCESSING, {"fill_number": 1, "stage": "filling"}),
@@ -70,7 +72,7 @@ def synthetic_prescription(index: int, rng: random.Random) -> Prescription:
                 "dispense_status": "dispensed",
                 "quantity_dispensed": 30,
                 "refills_remaining": 2,
-                "dispensed_at": start.isoformat(),
+                "dispensed_at": instant,
             },
         ),
         (
@@ -78,16 +80,21 @@ def synthetic_prescription(index: int, rng: random.Random) -> Prescription:
             {
                 "fill_number": 1,
                 "carrier": "USPS",
-                "tracking_number": str(index),
-                "shipped_at": start.isoformat(),
+                "tracking_number": tracking_number,
+                "shipped_at": instant,
             },
         ),
-        (
-            FactKind.DELIVERED,
-            {"fill_number": 1, "handover": "delivery", "delivered_at": start.isoformat()},
-        ),
+        (FactKind.DELIVERED, {"fill_number": 1, "handover": "delivery", "delivered_at": instant}),
         (FactKind.CANCELLED, {"cancelled_by": "system"}),
     ]
+
+
+def synthetic_prescription(index: int, rng: random.Random) -> Prescription:
+    """A prescription with 2 to 7 facts, spread over patients, pharmacies and statuses."""
+    subject = f"drx_rx_bench_{index:07d}"
+    prescription = Prescription(subject)
+    start = datetime(2025, 1, 1, tzinfo=UTC) + timedelta(minutes=index)
+    steps = lifecycle_steps(str(index), f"{index % 20000:05d}", f"{index % 500:07d}", start)
     for step, (kind, fact_data) in enumerate(steps[: rng.randint(2, len(steps))]):
         prescription.record(
             Fact.read(

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import copy
 import dataclasses
 import http.client
 import json
@@ -63,7 +62,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import psycopg
 from psycopg import sql
 
-from bench.common import ADMIN_URL, READ_SECRET, RECEIVED, ServeProcess, machine
+from bench.common import ADMIN_URL, READ_SECRET, ServeProcess, lifecycle_steps, machine
 from bench.common import READ_KEY as KEY
 from domain.facts import Fact, FactKind
 from domain.ids import prescription_id as aggregate_id_of
@@ -134,33 +133,8 @@ _START = datetime(2025, 1, 1, tzinfo=UTC)
 
 
 def _steps(index: str, patient: str, pharmacy: str) -> list[tuple[FactKind, dict[str, Any]]]:
-    """The lifecycle the shapes cut: received, sent, processing, dispensed, shipped,
-    delivered, cancelled (as bench/common.py's synthetic prescriptions)."""
-    data = copy.deepcopy(RECEIVED)
-    data["patient"]["drx_patient_id"] = f"drx_pt_{patient}"
-    data["pharmacy"]["ncpdp_id"] = pharmacy
-    at = _START.isoformat()
-    return [
-        (FactKind.RECEIVED, data),
-        (FactKind.SENT, {"transmission": {"status": "sent"}}),
-        (FactKind.PROCESSING, {"fill_number": 1, "stage": "filling"}),
-        (
-            FactKind.DISPENSED,
-            {
-                "fill_number": 1,
-                "dispense_status": "dispensed",
-                "quantity_dispensed": 30,
-                "refills_remaining": 2,
-                "dispensed_at": at,
-            },
-        ),
-        (
-            FactKind.SHIPPED,
-            {"fill_number": 1, "carrier": "USPS", "tracking_number": index, "shipped_at": at},
-        ),
-        (FactKind.DELIVERED, {"fill_number": 1, "handover": "delivery", "delivered_at": at}),
-        (FactKind.CANCELLED, {"cancelled_by": "system"}),
-    ]
+    """The lifecycle the shapes cut (bench/common.py's synthetic prescriptions')."""
+    return lifecycle_steps(index, patient, pharmacy, _START)
 
 
 # (facts of the lifecycle kept, whether a shipment comes after them); a shape is picked per
@@ -181,7 +155,7 @@ def shape_facts(shape: int, index: str, patient: str, pharmacy: str) -> list[Fac
 
 
 def projected_row(shape: int, index: str, patient: str, pharmacy: str, updated_at: str) -> tuple:
-    """The row the projector writes for the shape's facts (its own `_row`)."""
+    """The row the projector writes for the shape's facts (its own `row`)."""
     subject = f"drx_rx_bench_{index}"
     facts = shape_facts(shape, index, patient, pharmacy)
     folded = Folded(
@@ -191,8 +165,7 @@ def projected_row(shape: int, index: str, patient: str, pharmacy: str, updated_a
         updated_at,
     )
     model = PrescriptionsModel("postgresql", history=lambda *_: [])
-    row = getattr(model, "row", None) or model._row
-    return row(aggregate_id_of(subject), folded)
+    return model.row(aggregate_id_of(subject), folded)
 
 
 class Rows:

@@ -219,8 +219,6 @@ class PrescriptionsModel:
             encode_key(entry.last) if entry.last else "{}",
         )
 
-    _row = row  # the name bench/read_api.py knows it by
-
 
 class DeliveriesModel:
     """`rx_deliveries`: one row per stored delivery, in arrival order, with its outcome and how

@@ -261,6 +261,28 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+# RSS and PSS in MiB, and each process's RSS by its command line.
+Memory = tuple[float, float, list[tuple[str, float]]]
+
+
+def memory_of(pids: list[int]) -> Memory:
+    """These processes (those still there): the sum of their resident sets (RSS: pages shared
+    between them, the interpreter's and the libraries', counted once in each), the sum of their
+    proportional sets (PSS: each shared page divided among those that share it, so the sum is
+    what the service costs the machine), and each one's RSS by its command line, in MiB."""
+    rss = pss = 0
+    each = []
+    for process in pids:
+        with contextlib.suppress(OSError):
+            rollup = Path(f"/proc/{process}/smaps_rollup").read_text().splitlines()
+            fields = {line.split(":")[0]: int(line.split()[1]) for line in rollup[1:]}
+            command = Path(f"/proc/{process}/cmdline").read_bytes().replace(b"\0", b" ")
+            rss += fields["Rss"]
+            pss += fields["Pss"]
+            each.append((command.decode(errors="replace").strip()[-60:], fields["Rss"] / 1024))
+    return rss / 1024, pss / 1024, each
+
+
 def niceness(pid: int) -> int:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return int(fields[16])  # field 19 of proc(5), counted after the command name

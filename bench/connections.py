@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import ServeProcess, descendants, machine
+from bench.common import ServeProcess, descendants, machine, memory_of
 from bench.pgcluster import free_port
 
 HEALTH_BOUND_MS = 50.0
@@ -34,13 +34,8 @@ GROWTH_BOUND_MB = 50.0
 
 
 def rss_mb(pid: int) -> float:
-    total = 0
-    for each in [pid, *descendants(pid)]:
-        with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{each}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-    return total / 1024
+    """The service's resident memory: the process and all below it, in MiB."""
+    return memory_of([pid, *descendants(pid)])[0]
 
 
 def probe(port: int, seconds: float, pid: int) -> tuple[list[float], list[float]]:

@@ -32,7 +32,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import ADMIN_URL, descendants, machine, seed_store
+from bench.common import ADMIN_URL, descendants, machine, memory_of, seed_store
 from infrastructure.migrations import migrate
 from infrastructure.settings import Settings
 from interfaces.bootstrap import bootstrap
@@ -94,14 +94,6 @@ def library_read(settings: Settings) -> tuple[int, float]:
     return rows, time.perf_counter() - started
 
 
-def rss_mb(pid: int) -> float:
-    with contextlib.suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
 @contextlib.contextmanager
 def peak_memory() -> Iterator[list[float]]:
     """The peak of the resident memory of this process's descendants together, in MB (sampled
@@ -111,7 +103,7 @@ def peak_memory() -> Iterator[list[float]]:
 
     def sample() -> None:
         while not stop.wait(0.1):
-            peak[0] = max(peak[0], sum(rss_mb(pid) for pid in descendants(os.getpid())))
+            peak[0] = max(peak[0], memory_of(descendants(os.getpid()))[0])
 
     thread = threading.Thread(target=sample, name="memory", daemon=True)
     thread.start()

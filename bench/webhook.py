@@ -49,11 +49,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import (
     READ_KEY,
     READ_SECRET,
+    Memory,
     activity,
     commit_probe,
     descendants,
     describe_activity,
     machine,
+    memory_of,
     migrated_store,
     project,
     scratch_database,
@@ -89,28 +91,6 @@ def pg_insert_rate(url: str, clients: int, seconds: int) -> float:
     if found is None:
         raise RuntimeError(f"pgbench printed no rate: {out}")
     return float(found.group(1))
-
-
-# RSS and PSS in MiB, and each process's RSS by its command line.
-Memory = tuple[float, float, list[tuple[str, float]]]
-
-
-def process_tree_memory_mb(pid: int) -> Memory:
-    """A process and all its descendants: the sum of their resident sets (RSS: pages shared
-    between them, the interpreter's and the libraries', counted once in each), the sum of their
-    proportional sets (PSS: each shared page divided among those that share it, so the sum is
-    what the service costs the machine), and each one's RSS by its command line, in MiB."""
-    rss = pss = 0
-    each = []
-    for process in [pid, *descendants(pid)]:
-        with contextlib.suppress(OSError):
-            rollup = Path(f"/proc/{process}/smaps_rollup").read_text().splitlines()
-            fields = {line.split(":")[0]: int(line.split()[1]) for line in rollup[1:]}
-            command = Path(f"/proc/{process}/cmdline").read_bytes().replace(b"\0", b" ")
-            rss += fields["Rss"]
-            pss += fields["Pss"]
-            each.append((command.decode(errors="replace").strip()[-60:], fields["Rss"] / 1024))
-    return rss / 1024, pss / 1024, each
 
 
 def verdict(met: bool) -> str:
@@ -213,7 +193,7 @@ def measure_service(
             f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {worst:.1f} ms"
         )
         wait_for_projections()
-        return closed, steady, commits, process_tree_memory_mb(process.pid)
+        return closed, steady, commits, memory_of([process.pid, *descendants(process.pid)])
 
 
 def commit_ms(samples_s: list[float]) -> tuple[float, float, float]:

@@ -27,14 +27,13 @@ from domain import changes as feed
 from domain.delivery import Delivery
 from domain.ids import prescription_id
 from domain.instants import sortable_instant
-from domain.prescription import Prescription
+from domain.prescription import History, Prescription
 from domain.signals import RequestOverdue
 from domain.state import OpenRequest, PrescriptionState, state_from_dict
 from infrastructure.database import Cursor, ReadDatabase, insert_rows
 from infrastructure.read_models import (
     Event,
     Folded,
-    History,
     decode_key,
     encode_key,
     in_list,

@@ -10,7 +10,7 @@ table in as few statements as it can (on PostgreSQL, one per table and batch). B
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, Self, runtime_checkable
@@ -22,7 +22,10 @@ from eventsourcing.utils import get_topic
 from domain.delivery import CONFLICT, PARKED, PROCESSED, Delivery, shown_status
 from domain.facts import Fact
 from domain.instants import sortable_instant
-from domain.prescription import Prescription
+
+# `History`: the read model's way back to the store, for a fact that comes late; `Key`: a
+# fact's place in contract order, as the fold column keeps it (both the aggregate's too).
+from domain.prescription import History, Key, Prescription
 from domain.state import PrescriptionState, derive_state, extend_state, state_from_dict
 from infrastructure.database import Cursor, insert_rows
 from infrastructure.read_tables import DELIVERIES, PRESCRIPTIONS, ReadTable
@@ -80,13 +83,6 @@ def in_list(dialect: str, column: str, values: Sequence[Any]) -> tuple[str, list
 
 def topics_of(*classes: type) -> tuple[str, ...]:
     return tuple(get_topic(cls) for cls in classes)
-
-
-# A fact's place in contract order (`Fact.order_key`), as the fold column keeps it.
-Key = tuple[datetime, int, int, str]
-# The facts of a prescription up to a version (`Prescriptions.facts_until`): the read model's
-# way back to the store, for a fact that comes late.
-History = Callable[[UUID, int], list[Fact]]
 
 
 def encode_key(key: Key) -> str:

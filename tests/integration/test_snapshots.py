@@ -103,24 +103,24 @@ def test_snapshots_are_a_cache_deleting_them_changes_nothing_but_the_cost(settin
 
 
 def test_a_save_that_loses_a_race_writes_no_snapshot(settings, parts):
-    """The snapshot commits with the events it folds: a save refused (a lost race on the
-    version a snapshot is taken at) leaves neither, and the winner's snapshot stands."""
+    """The snapshot commits with the events it folds: a save refused (a lost race) leaves
+    neither. The loser's save would take a snapshot (a late fact, before what the last one
+    folded) at a version the winner took without one."""
     app = parts.prescriptions
     subject = SUBJECTS[1]
-    for n in range(1, SNAPSHOT_INTERVAL - 1):
+    for n in range(2, SNAPSHOT_INTERVAL + 3):
         deliver(app, settings, payload(1, n))
+    assert snapshot_versions(settings, subject) == [SNAPSHOT_INTERVAL]
     stale = app.prescription(subject)
-    assert stale.version == SNAPSHOT_INTERVAL - 1
-    assert (
-        deliver(app, settings, payload(1, 50)) is Outcome.ACCEPTED
-    )  # takes the snapshot's version
-    body = json.dumps(payload(1, 51)).encode()
+    assert deliver(app, settings, payload(1, 50)) is Outcome.ACCEPTED  # in order: no snapshot
+    body = json.dumps(payload(1, 2, hours=0.5)).encode()  # before every fact
     stale.record(read_fact(parse_envelope(body), body))
+    assert stale.snapshot_due
     with pytest.raises(IntegrityError):
         app.save(stale)
     assert snapshot_versions(settings, subject) == [SNAPSHOT_INTERVAL]
     history = app.history(subject)
     assert [r.fact.event_id for r in history][-1] == payload(1, 50)["id"]
-    loaded = app.prescription(subject)  # from the winner's snapshot
+    loaded = app.prescription(subject)
     assert loaded.last_hash == history[-1].hash
     assert loaded.state() == derive_state(subject, [r.fact for r in history])

@@ -1,27 +1,32 @@
-"""The projections, and the subscriptions' dispatcher, each in a process of its own beside the
-web workers of `drx serve`.
+"""The projections and the subscriptions' dispatcher: one process beside the web workers of
+`drx serve`, each of the two in threads of its own.
 
 Python runs one thread at a time per process: projecting in a web process takes its time from
-answering webhooks. So `drx serve` starts this process once, whatever the number of web workers,
-and the web workers only read the read models. It polls the event store every 50 ms when idle
-(no wake-up crosses processes), runs at a lower CPU priority than the web workers, keeps the
-projections' leadership (one leader per database, so a second `drx serve` on the same database
-waits as a standby), and ends with its parent.
-`drx projections run` runs the same loop in the foreground, for a deployment that puts the web
-workers somewhere else. The dispatcher's process (`role="dispatcher"`) is alike: its own lead
-on the database, its own CPU (its POSTs never take the projector's turns), ending with its
-parent.
+answering webhooks. So `drx serve`'s supervisor (`interfaces/supervisor.py`) starts this process
+once, whatever the number of web workers (`python -m interfaces.projector_process projector
+dispatcher`), and the web workers only read the read models. The projector polls the event
+store every 50 ms when idle (no wake-up crosses processes); the dispatcher follows the change
+feed. The process runs at a lower CPU priority than the web workers, each part keeps its own
+leadership (one leader per database, so a second `drx serve` on the same database waits as a
+standby for each), and it ends with its parent.
+
+Why one process for both rather than one each (as until 2026-12-01): each Python process that
+imports the service costs about 60 MB of memory, and the two together use less than a core at
+the rates measured (bench/RESULTS.md: memory, and the change feed's latency, before and after).
+`drx projections run` runs the projections alone in the foreground, for a deployment that puts
+the web workers somewhere else.
 """
 
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import signal
+import sys
 import threading
-from multiprocessing.process import BaseProcess
+from collections.abc import Sequence
 
+from infrastructure.dev_credentials import with_credentials
 from infrastructure.settings import Settings
 from interfaces.bootstrap import StoreNotReadyError, bootstrap
 from interfaces.logs import configure_logging
@@ -42,20 +47,23 @@ START_RETRY_S, MAX_START_RETRY_S = 0.25, 2.0
 NICENESS = {PROJECTOR: 10, DISPATCHER: 10}
 
 
-def run(settings: Settings, *, with_parent: bool = False, role: str = PROJECTOR) -> None:
-    """Project (or dispatch) until SIGTERM or SIGINT (or, `with_parent`, until the parent
-    process is gone)."""
+def run(
+    settings: Settings, *, with_parent: bool = False, roles: Sequence[str] = (PROJECTOR,)
+) -> None:
+    """Project (or dispatch, or both, each in threads of its own) until SIGTERM or SIGINT (or,
+    `with_parent`, until the parent process is gone)."""
     configure_logging()
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     parent = os.getppid()
+    named = " and the ".join(roles)
     if with_parent:
-        os.nice(NICENESS[role])
+        os.nice(max(NICENESS[role] for role in roles))
 
     def ended() -> bool:
         if with_parent and os.getppid() != parent:
-            log.info("the serving process is gone; the %s stops", role)
+            log.info("the serving process is gone; the %s stops", named)
             return True
         return False
 
@@ -64,9 +72,10 @@ def run(settings: Settings, *, with_parent: bool = False, role: str = PROJECTOR)
         try:
             with bootstrap(settings, poll_interval_s=POLL_INTERVAL_S) as parts:
                 tune_for_serving()
-                part = parts.projector if role == PROJECTOR else parts.dispatcher
-                part.start()
-                log.info("%s started on the store in %s", role, settings.describe_database())
+                for role in roles:
+                    part = parts.projector if role == PROJECTOR else parts.dispatcher
+                    part.start()
+                    log.info("%s started on the store in %s", role, settings.describe_database())
                 while not stop.wait(1.0) and not ended():
                     pass
                 return
@@ -74,27 +83,24 @@ def run(settings: Settings, *, with_parent: bool = False, role: str = PROJECTOR)
             # Away when this process starts (a database restarting, say): it waits for the
             # store instead of ending, and starts once it is back.
             if wait_s == START_RETRY_S:  # said once; tried again every MAX_START_RETRY_S
-                log.warning("the %s waits for the store: %s", role, error)
+                log.warning("the %s waits for the store: %s", named, error)
             if stop.wait(wait_s) or ended():
                 return
             wait_s = min(wait_s * 2, MAX_START_RETRY_S)
 
 
-def start(settings: Settings, role: str = PROJECTOR) -> BaseProcess:
-    """The projector (or the dispatcher) as a child process (spawned: nothing of this
-    process's state is shared)."""
-    process = multiprocessing.get_context("spawn").Process(
-        target=run,
-        args=(settings,),
-        kwargs={"with_parent": True, "role": role},
-        name=f"drx-{role}",
-    )
-    process.start()
-    return process
+def main(argv: list[str]) -> None:
+    """`python -m interfaces.projector_process ROLE...`, as `drx serve`'s supervisor starts
+    it: the settings from the environment, the development credentials (SQLite only) from the
+    file `drx serve` wrote before starting it."""
+    unknown = set(argv) - set(NICENESS)
+    if not argv or unknown:
+        raise SystemExit(f"roles: one or more of {', '.join(NICENESS)}, not {argv!r}")
+    settings, _ = with_credentials(Settings.from_env())
+    run(settings, with_parent=True, roles=argv)
 
 
-def stop(process: BaseProcess, timeout_s: float = 10) -> None:
-    process.terminate()
-    process.join(timeout_s)
-    if process.is_alive():
-        process.kill()
+if __name__ == "__main__":
+    from interfaces.projector_process import main as role_main  # logging under its own name
+
+    role_main(sys.argv[1:])

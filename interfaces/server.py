@@ -1,11 +1,13 @@
-"""`drx serve`: the web workers on uvicorn, beside one projector process; and the bounds on
-each connection that uvicorn leaves out.
+"""`drx serve`: migrate, check, take the port, then hand over to the supervisor of the
+service's processes; and the bounds on each connection that uvicorn leaves out.
 
 Serving: pending migrations are applied, the store's key is checked against the stored events,
-the port is taken (a port in use is refused before anything is said to be served), then
-uvicorn runs the web workers (each builds its app from the environment:
-`interfaces.http.asgi:app`) with httptools and uvloop, the fastest pair measured here, while
-`interfaces/projector_process.py` runs the projections in a process of its own.
+the port is taken (a port in use is refused before anything is said to be served), then this
+process becomes the supervisor (`interfaces/supervisor.py`, by `exec`: it keeps no more memory
+than the standard library's), which starts the web workers (`interfaces/web_worker.py`: uvicorn
+with httptools and uvloop, the fastest pair measured here, each building its app from the
+environment: `interfaces.http.asgi:app`) and one process for the projections and the
+dispatcher (`interfaces/projector_process.py`).
 
 uvicorn's httptools protocol reads a request head of any size into memory (four connections
 streaming a 100 MiB header took a server from 116 to 589 MB) and has no time limit for reading
@@ -25,22 +27,18 @@ import errno
 import json
 import logging
 import os
-import shutil
-import signal
 import socket
 import tempfile
 from typing import Any
 
-import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-from uvicorn.supervisors import Multiprocess
 
 from infrastructure.database import postgres_warnings
 from infrastructure.dev_credentials import with_credentials
 from infrastructure.eventstore import check_store_readable
 from infrastructure.migrations import migrate
 from infrastructure.settings import Settings
-from interfaces import projector_process
+from interfaces import supervisor
 
 log = logging.getLogger("drx")
 APP_FACTORY = "interfaces.http.asgi:app"
@@ -166,7 +164,8 @@ def take_port(host: str, port: int) -> socket.socket:
 
 
 def serve(settings: Settings, host: str, port: int, workers: int) -> None:
-    """Migrate, check, then serve until stopped (Ctrl-C or SIGTERM)."""
+    """Migrate, check, take the port, then become the supervisor of the service's processes
+    (`interfaces/supervisor.py`), which serves until stopped (Ctrl-C or SIGTERM)."""
     settings, notes = with_credentials(settings)
     for note in notes:
         log.warning(note)
@@ -175,47 +174,17 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> None:
     for warning in postgres_warnings(settings):
         log.warning(warning)
     sock = take_port(host, port)
-    figures = metrics_directory()
-    projector = projector_process.start(settings)
-    dispatcher = projector_process.start(settings, projector_process.DISPATCHER)
-    stop_on_sigterm()
-    try:
-        log.info(
-            "serving on http://%s:%d with %d web worker(s), the store in %s",
-            host,
-            port,
-            workers,
-            settings.describe_database(),
-        )
-        config = uvicorn.Config(
-            APP_FACTORY, factory=True, workers=workers, **server_options(host, port)
-        )
-        if workers > 1:
-            Multiprocess(config, sockets=[sock]).run()
-        else:
-            uvicorn.Server(config).run(sockets=[sock])
-    finally:
-        projector_process.stop(projector)
-        projector_process.stop(dispatcher)
-        sock.close()
-        os.environ.pop(MULTIPROCESS_DIR, None)
-        shutil.rmtree(figures, ignore_errors=True)
-
-
-class _Stopped(SystemExit):
-    """SIGTERM reached the serving process: it stops as Ctrl-C stops it."""
-
-
-def _stop(signum: int, _frame: object) -> None:
-    raise _Stopped(0)
-
-
-def stop_on_sigterm() -> None:
-    """Make SIGTERM (what a service manager sends) end `serve` through its clean-up, as Ctrl-C
-    does. uvicorn takes the signal while it serves, shuts down, then sends it again to the
-    handler that was there before it: the default one would end the process on the spot,
-    leaving the projector's process and the metrics directory behind."""
-    signal.signal(signal.SIGTERM, _stop)
+    metrics_directory()
+    log.info(
+        "serving on http://%s:%d with %d web worker(s), the store in %s",
+        host,
+        port,
+        workers,
+        settings.describe_database(),
+    )
+    logging.shutdown()  # flushed before this process's image is replaced
+    replacement = supervisor.command(sock.fileno(), workers, host, port)
+    os.execv(replacement[0], replacement)  # noqa: S606
 
 
 def metrics_directory() -> str:

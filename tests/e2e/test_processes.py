@@ -264,12 +264,12 @@ def test_several_workers_share_one_port_land_racing_deliveries_and_lead_projecti
         while server.log.read_text().count("Started server process") < 3:
             assert time.monotonic() < deadline, server.log.read_text()
             time.sleep(0.1)
-        # The web workers at the default priority (with multiprocessing's resource tracker),
-        # and the projector and the dispatcher alone yielding to them.
+        # Under drx serve (its supervisor): the 3 web workers at the default priority and one
+        # process of the projector and the dispatcher yielding to them; nothing else (no
+        # resource tracker of multiprocessing's).
         niceness_seen = sorted(niceness(pid) for pid in descendants(server.process.pid))
-        lowered = sorted(projector_process.NICENESS.values())
-        assert [n for n in niceness_seen if n] == lowered, niceness_seen
-        assert niceness_seen.count(0) == len(niceness_seen) - len(lowered) >= 3, niceness_seen
+        lowered = max(projector_process.NICENESS.values())
+        assert niceness_seen == [0, 0, 0, lowered], niceness_seen
         # One set of figures for the whole service, whichever worker answers the scrape.
         for _ in range(6):
             with urllib.request.urlopen(f"{server.url}/metrics", timeout=10) as response:
@@ -361,6 +361,88 @@ def test_the_server_logs_no_request_line_query_or_patient_data(tmp_path, workers
     assert "serving on" in logged  # the log is the server's
     for never in ("drx_pt_TEST01", "Testy", "drx_rx_7Q2M9K", "GET /", "POST /", "HTTP/1.1"):
         assert never not in logged, never
+
+
+def _children(server: Server) -> dict[str, list[int]]:
+    """The supervisor's children by role: "web" (the web workers) and "background" (the
+    projector and the dispatcher)."""
+    found: dict[str, list[int]] = {"web": [], "background": []}
+    for pid in descendants(server.process.pid):
+        with contextlib.suppress(FileNotFoundError):
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if b"interfaces.web_worker" in command:
+                found["web"].append(pid)
+            elif b"interfaces.projector_process" in command:
+                found["background"].append(pid)
+    return found
+
+
+def _replaced(server: Server, role: str, gone: int, timeout_s: float = 30) -> int:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        now = [pid for pid in _children(server)[role] if pid != gone]
+        if now and not Path(f"/proc/{gone}").exists():
+            return now[-1]
+        time.sleep(0.1)
+    raise AssertionError(f"no {role} process took the place of {gone}: {server.log.read_text()}")
+
+
+def test_a_child_that_dies_is_started_again_and_the_service_gets_well(tmp_path):
+    """SIGKILL of a web worker, then of the projector's process: the supervisor starts each
+    again (saying so), and deliveries are answered and projected as before."""
+    settings = sqlite_settings(tmp_path)
+    migrate(settings)
+    secret = new_secret()
+    server = Server(server_env(settings, secret), tmp_path, "--workers", "2")
+    try:
+        events = relabelled(load_lifecycle(LIFECYCLES[0]), "restart")
+        first, *rest = events
+        assert server.deliver(first, secret) == 202
+        web, background = _children(server)["web"], _children(server)["background"]
+        assert len(web) == 2, web
+        assert len(background) == 1, background
+
+        os.kill(web[0], signal.SIGKILL)
+        _replaced(server, "web", web[0])
+        os.kill(background[0], signal.SIGKILL)
+        _replaced(server, "background", background[0])
+
+        for event in rest:
+            assert server.deliver(event, secret) == 202
+        server.wait_for_projections()
+        _, state = server.request("GET", f"/prescriptions/{first['subject']}")
+        assert state["version"] == len(events), state
+        log = server.log.read_text()
+        assert re.search(r"the web worker \(pid \d+\) ended with exit code -9", log), log
+        assert re.search(r"the projector and dispatcher \(pid \d+\) ended", log), log
+    finally:
+        server.kill()
+
+
+def test_the_service_s_processes_end_with_their_supervisor(tmp_path):
+    """SIGKILL of `drx serve` alone (not its process group): its children see their parent
+    gone and stop by themselves, none left serving."""
+    settings = sqlite_settings(tmp_path)
+    migrate(settings)
+    server = Server(server_env(settings, new_secret()), tmp_path, "--workers", "2")
+    children = [pid for pids in _children(server).values() for pid in pids]
+    assert len(children) == 3, children
+    try:
+        os.kill(server.process.pid, signal.SIGKILL)
+        server.process.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while alive := [pid for pid in children if Path(f"/proc/{pid}").exists()]:
+            zombies = [
+                pid
+                for pid in alive
+                if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+            ]
+            if zombies == alive:
+                break
+            assert time.monotonic() < deadline, f"still running without drx serve: {alive}"
+            time.sleep(0.1)
+    finally:
+        server.kill()
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])

@@ -9,7 +9,9 @@ with a 60 s outage, are `python bench/faults.py pg-restart-under-load`.
 from __future__ import annotations
 
 import os
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -19,9 +21,11 @@ from bench.faults import ConstantLoad, count_lost_and_doubled
 from domain.handlers import Outcome
 from infrastructure.migrations import migrate
 from infrastructure.settings import Settings
-from interfaces import projector_process
 from interfaces.bootstrap import bootstrap
+from interfaces.supervisor import background_command
 from tests.helpers import API_KEY, deliver, load_example, new_secret
+
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.postgres
 
@@ -103,10 +107,17 @@ def test_a_projector_started_while_the_database_is_away_waits_and_starts_once_it
         assert deliver(parts.prescriptions, load_example("received")) is Outcome.ACCEPTED
     cluster.stop("fast")
     back = False
-    process = projector_process.start(settings)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "DRX_DATABASE_URL": url,
+        "DRX_WEBHOOK_SECRETS": settings.webhook_secrets[0],
+        "DRX_API_KEYS": API_KEY,
+    }
+    process = subprocess.Popen(background_command(), env=env)  # as drx serve starts it
     try:
         time.sleep(2)
-        assert process.is_alive(), "the projector's process ended while the store was away"
+        assert process.poll() is None, "the projector's process ended while the store was away"
         cluster.start()
         back = True
         deadline = time.monotonic() + 15
@@ -119,6 +130,7 @@ def test_a_projector_started_while_the_database_is_away_waits_and_starts_once_it
             )
             time.sleep(0.2)
     finally:
-        projector_process.stop(process)
+        process.terminate()
+        assert process.wait(timeout=15) == 0
         if not back:  # the session's other tests need the cluster
             cluster.start()

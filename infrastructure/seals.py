@@ -34,8 +34,6 @@ from typing import Any
 from uuid import UUID
 
 import psycopg
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from domain.instants import format_instant
 from domain.seals import (
@@ -153,6 +151,9 @@ class CheckpointSigner:
     """Signs checkpoints with the Ed25519 key whose seed DRX_AUDIT_SIGNING_KEY holds."""
 
     def __init__(self, seed_base64: str) -> None:
+        # Imported when a key is configured: its library is 6 MB of every process that loads it.
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: PLC0415
+
         self._key = Ed25519PrivateKey.from_private_bytes(base64.b64decode(seed_base64))
         self.public_key = base64.b64encode(self._key.public_key().public_bytes_raw()).decode()
 
@@ -171,6 +172,9 @@ def signature_problem(checkpoint: Checkpoint, expected_key: str | None) -> str |
     not verify with its own public key, or (`expected_key`) that key is not ours."""
     if checkpoint.signature is None:
         return None
+    from cryptography.exceptions import InvalidSignature  # noqa: PLC0415 - see CheckpointSigner
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey  # noqa: PLC0415
+
     try:
         key = Ed25519PublicKey.from_public_bytes(
             base64.b64decode(checkpoint.public_key or "", validate=True)

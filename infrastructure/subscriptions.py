@@ -22,8 +22,6 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from domain.changes import TYPES as CHANGE_TYPES
 from domain.instants import sortable_instant
 from domain.state import STATUSES
@@ -48,7 +46,12 @@ class SecretBox:
     """Encrypts subscription secrets at rest when a key is configured."""
 
     def __init__(self, key_base64: str) -> None:
-        self._aead = AESGCM(base64.b64decode(key_base64)) if key_base64 else None
+        self._aead = None
+        if key_base64:
+            # Imported when a key is configured: its library is 6 MB of every process.
+            from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: PLC0415
+
+            self._aead = AESGCM(base64.b64decode(key_base64))
 
     def seal(self, secret: str) -> str:
         if self._aead is None:

@@ -130,9 +130,7 @@ def settle(settings: Settings) -> None:
     """The read models caught up, the store sealed (so that no server measured afterwards
     spends its turns on them) and analyzed (this machine runs no autovacuum; docs/operations.md
     asks for an ANALYZE after a bulk load)."""
-    project(settings)
-    with bootstrap(settings) as parts:
-        parts.sealer.checkpoint()
+    project(settings)  # and sealed
     with psycopg.connect(settings.database_url, autocommit=True) as conn:
         conn.execute("ANALYZE")
 

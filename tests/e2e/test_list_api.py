@@ -178,17 +178,20 @@ READ_ENDPOINTS = [
 
 
 @pytest.mark.parametrize(("method", "path"), READ_ENDPOINTS)
-@pytest.mark.parametrize(
-    "authorization",
-    [None, "Bearer wrong-key", "Basic abc", "Bearer ", "Bearer kl\u00fcssel".encode()],
-)
-def test_read_endpoints_refuse_requests_without_a_valid_key(client, method, path, authorization):
+def test_read_endpoints_refuse_requests_without_a_valid_key(client, method, path):
     client.headers.pop("Authorization")
-    headers = {"Authorization": authorization} if authorization else {}
-    response = client.request(method, path, headers=headers)
-    assert response.status_code == 401
-    assert response.json()["error"] == "unauthorized"
-    assert response.headers["www-authenticate"] == "Bearer"
+    for authorization in (
+        None,
+        "Bearer wrong-key",
+        "Basic abc",
+        "Bearer ",
+        "Bearer kl\u00fcssel".encode(),
+    ):
+        headers = {"Authorization": authorization} if authorization else {}
+        response = client.request(method, path, headers=headers)
+        assert response.status_code == 401, authorization
+        assert response.json()["error"] == "unauthorized", authorization
+        assert response.headers["www-authenticate"] == "Bearer", authorization
 
 
 def test_a_second_configured_key_works_and_open_endpoints_need_none(settings):

@@ -1,18 +1,20 @@
-"""The projections and the subscriptions' dispatcher: one process beside the web workers of
-`drx serve`, each of the two in threads of its own.
+"""The projections, and the subscriptions' dispatcher, each in a process of its own beside the
+web workers of `drx serve`.
 
 Python runs one thread at a time per process: projecting in a web process takes its time from
-answering webhooks. So `drx serve`'s supervisor (`interfaces/supervisor.py`) starts this process
-once, whatever the number of web workers (`python -m interfaces.projector_process projector
-dispatcher`), and the web workers only read the read models. The projector polls the event
-store every 50 ms when idle (no wake-up crosses processes); the dispatcher follows the change
-feed. The process runs at a lower CPU priority than the web workers, each part keeps its own
-leadership (one leader per database, so a second `drx serve` on the same database waits as a
-standby for each), and it ends with its parent.
+answering webhooks. So `drx serve`'s supervisor (`interfaces/supervisor.py`) starts the
+projector's process once, whatever the number of web workers (`python -m
+interfaces.projector_process projector`), and the web workers only read the read models. It
+polls the event store every 50 ms when idle (no wake-up crosses processes), runs at a lower CPU
+priority than the web workers, keeps the projections' leadership (one leader per database, so a
+second `drx serve` on the same database waits as a standby), and ends with its parent. The
+dispatcher's process (`... dispatcher`) is alike: its own lead on the database, its own GIL and
+CPU turns.
 
-Why one process for both rather than one each (as until 2026-12-01): each Python process that
-imports the service costs about 60 MB of memory, and the two together use less than a core at
-the rates measured (bench/RESULTS.md: memory, and the change feed's latency, before and after).
+Both roles can share one process (`... projector dispatcher`, each in threads of its own): about
+55 MiB less, but measured alternated on the same hour (bench/RESULTS.md, the change feed), the
+subscriptions took twice as long to catch up with a burst (19.1 s against 8.7), the dispatcher
+waiting for the projector's turns of the GIL; so `drx serve` keeps them apart.
 `drx projections run` runs the projections alone in the foreground, for a deployment that puts
 the web workers somewhere else.
 """

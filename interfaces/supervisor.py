@@ -8,8 +8,8 @@ about 10 MB, against the 70 MB of a process that has imported the service (which
 unload). It starts, as plain child processes (no `multiprocessing`, whose resource tracker
 would be one process more):
 
-- the projector and the subscriptions' dispatcher (`python -m interfaces.projector_process
-  ROLE`), each at a lower CPU priority;
+- the projector and the subscriptions' dispatcher, each in a process of its own (`python -m
+  interfaces.projector_process ROLE`), at a lower CPU priority;
 - `--workers` web workers (`python -m interfaces.web_worker FD`), all on the one listening
   socket it passes down.
 
@@ -35,7 +35,7 @@ from interfaces.logs import configure_logging
 
 log = logging.getLogger("drx")
 
-BACKGROUND, WEB = "projector and dispatcher", "web worker"
+PROJECTOR, DISPATCHER, WEB = "projector", "dispatcher", "web worker"
 METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # interfaces/server.py sets it before the exec
 CHECK_S = 0.2
 FIRST_PAUSE_S, MAX_PAUSE_S = 0.5, 30.0
@@ -66,16 +66,17 @@ def python() -> list[str]:
     return [sys.executable, *(f"-W{option}" for option in sys.warnoptions)]
 
 
-def background_command() -> list[str]:
-    """The projector and the dispatcher: one process, each in threads of its own."""
-    return [*python(), "-m", "interfaces.projector_process", "projector", "dispatcher"]
+def role_command(role: str) -> list[str]:
+    """The projector's process, or the dispatcher's."""
+    return [*python(), "-m", "interfaces.projector_process", role]
 
 
 def children(fd: int, workers: int, host: str, port: int) -> list[Child]:
     web = [*python(), "-m", "interfaces.web_worker", str(fd), host, str(port)]
-    return [Child(BACKGROUND, background_command())] + [
-        Child(WEB, web, pass_fds=(fd,)) for _ in range(workers)
-    ]
+    return [
+        Child(PROJECTOR, role_command("projector")),
+        Child(DISPATCHER, role_command("dispatcher")),
+    ] + [Child(WEB, web, pass_fds=(fd,)) for _ in range(workers)]
 
 
 class Supervisor:

@@ -22,7 +22,7 @@ from domain.handlers import Outcome
 from infrastructure.migrations import migrate
 from infrastructure.settings import Settings
 from interfaces.bootstrap import bootstrap
-from interfaces.supervisor import background_command
+from interfaces.supervisor import role_command
 from tests.helpers import API_KEY, deliver, load_example, new_secret
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -114,7 +114,7 @@ def test_a_projector_started_while_the_database_is_away_waits_and_starts_once_it
         "DRX_WEBHOOK_SECRETS": settings.webhook_secrets[0],
         "DRX_API_KEYS": API_KEY,
     }
-    process = subprocess.Popen(background_command(), env=env)  # as drx serve starts it
+    process = subprocess.Popen(role_command("projector"), env=env)  # as drx serve starts it
     try:
         time.sleep(2)
         assert process.poll() is None, "the projector's process ended while the store was away"

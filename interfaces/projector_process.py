@@ -11,10 +11,10 @@ second `drx serve` on the same database waits as a standby), and ends with its p
 dispatcher's process (`... dispatcher`) is alike: its own lead on the database, its own GIL and
 CPU turns.
 
-Both roles can share one process (`... projector dispatcher`, each in threads of its own): about
-55 MiB less, but measured alternated on the same hour (bench/RESULTS.md, the change feed), the
-subscriptions took twice as long to catch up with a burst (19.1 s against 8.7), the dispatcher
-waiting for the projector's turns of the GIL; so `drx serve` keeps them apart.
+Why not both roles in one process (about 55 MiB less, tried on 2026-12-01): measured alternated
+in the same hour (bench/RESULTS.md, the change feed), the subscriptions took twice as long to
+catch up with a burst (19.1 s against 8.7), the dispatcher waiting for the projector's turns of
+the GIL.
 `drx projections run` runs the projections alone in the foreground, for a deployment that puts
 the web workers somewhere else.
 """
@@ -26,7 +26,6 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
 
 from infrastructure.dev_credentials import with_credentials
 from infrastructure.settings import Settings
@@ -49,23 +48,20 @@ START_RETRY_S, MAX_START_RETRY_S = 0.25, 2.0
 NICENESS = {PROJECTOR: 10, DISPATCHER: 10}
 
 
-def run(
-    settings: Settings, *, with_parent: bool = False, roles: Sequence[str] = (PROJECTOR,)
-) -> None:
-    """Project (or dispatch, or both, each in threads of its own) until SIGTERM or SIGINT (or,
-    `with_parent`, until the parent process is gone)."""
+def run(settings: Settings, *, with_parent: bool = False, role: str = PROJECTOR) -> None:
+    """Project (or dispatch) until SIGTERM or SIGINT (or, `with_parent`, until the parent
+    process is gone)."""
     configure_logging()
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
     parent = os.getppid()
-    named = " and the ".join(roles)
     if with_parent:
-        os.nice(max(NICENESS[role] for role in roles))
+        os.nice(NICENESS[role])
 
     def ended() -> bool:
         if with_parent and os.getppid() != parent:
-            log.info("the serving process is gone; the %s stops", named)
+            log.info("the serving process is gone; the %s stops", role)
             return True
         return False
 
@@ -74,10 +70,9 @@ def run(
         try:
             with bootstrap(settings, poll_interval_s=POLL_INTERVAL_S) as parts:
                 tune_for_serving()
-                for role in roles:
-                    part = parts.projector if role == PROJECTOR else parts.dispatcher
-                    part.start()
-                    log.info("%s started on the store in %s", role, settings.describe_database())
+                part = parts.projector if role == PROJECTOR else parts.dispatcher
+                part.start()
+                log.info("%s started on the store in %s", role, settings.describe_database())
                 while not stop.wait(1.0) and not ended():
                     pass
                 return
@@ -85,21 +80,20 @@ def run(
             # Away when this process starts (a database restarting, say): it waits for the
             # store instead of ending, and starts once it is back.
             if wait_s == START_RETRY_S:  # said once; tried again every MAX_START_RETRY_S
-                log.warning("the %s waits for the store: %s", named, error)
+                log.warning("the %s waits for the store: %s", role, error)
             if stop.wait(wait_s) or ended():
                 return
             wait_s = min(wait_s * 2, MAX_START_RETRY_S)
 
 
 def main(argv: list[str]) -> None:
-    """`python -m interfaces.projector_process ROLE...`, as `drx serve`'s supervisor starts
-    it: the settings from the environment, the development credentials (SQLite only) from the
-    file `drx serve` wrote before starting it."""
-    unknown = set(argv) - set(NICENESS)
-    if not argv or unknown:
-        raise SystemExit(f"roles: one or more of {', '.join(NICENESS)}, not {argv!r}")
+    """`python -m interfaces.projector_process ROLE`, as `drx serve`'s supervisor starts it:
+    the settings from the environment, the development credentials (SQLite only) from the file
+    `drx serve` wrote before starting it."""
+    if len(argv) != 1 or argv[0] not in NICENESS:
+        raise SystemExit(f"the role is one of {', '.join(NICENESS)}, not {argv!r}")
     settings, _ = with_credentials(Settings.from_env())
-    run(settings, with_parent=True, roles=argv)
+    run(settings, with_parent=True, role=argv[0])
 
 
 if __name__ == "__main__":

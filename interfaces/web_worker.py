@@ -14,6 +14,7 @@ import os
 import socket
 import sys
 import threading
+import time
 
 import uvicorn
 
@@ -31,7 +32,7 @@ def watch_parent(server: uvicorn.Server) -> None:
             if os.getppid() != parent:
                 server.should_exit = True
                 return
-            threading.Event().wait(PARENT_CHECK_S)
+            time.sleep(PARENT_CHECK_S)
 
     threading.Thread(target=watch, name="drx-parent-watch", daemon=True).start()
 

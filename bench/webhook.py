@@ -17,7 +17,8 @@ In one run, on one scratch database:
    stall of the server or its disk shows as such;
 4. the service's memory after the run at the largest size: the resident sets of all its
    processes summed (RSS, the goal's measure), and their proportional sets (PSS), which count
-   the pages they share once.
+   the pages they share once; with the run's web workers, and (when they are more than one)
+   once more as `drx serve` starts by default, with one web worker, after the same load.
 
 Last, each figure beside its goal (issue 18): end to end at least 0.3 of the trivial endpoint,
 p99 under 25 ms at 300/s, memory under 250 MB.
@@ -68,7 +69,8 @@ SECRET, KEY = READ_SECRET, READ_KEY  # the store's (`migrated_store`)
 PORT = 18766
 SHARE_GOAL = 0.3
 P99_GOAL_MS = 25
-MEMORY_GOAL_MB = 250
+MEMORY_GOAL_MB = 250  # megabytes (10^6 bytes), as the goal says: 238.4 MiB
+MIB = 1024 * 1024
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -230,7 +232,7 @@ def main() -> None:
         print(f"signed trivial endpoint, {args.connections} connections: {trivial.describe()}")
 
         rows: list[tuple[int, LoadResult, LoadResult, list[float]]] = []
-        memory: Memory = (0.0, 0.0, [])
+        memories: dict[int, Memory] = {}  # by number of web workers, at the largest size
         next_index, stored = 0, 0
         for facts in sorted(args.facts):
             next_index = seed_store(settings, facts=facts - stored, first_index=next_index)
@@ -244,10 +246,15 @@ def main() -> None:
                 conn.execute("VACUUM ANALYZE")
                 conn.execute("CHECKPOINT")
             print(f"  with {facts:,} facts stored:")
-            closed, steady, commits, memory = measure_service(
+            closed, steady, commits, memories[args.workers] = measure_service(
                 env, args.workers, args.connections, args.requests, seed=facts
             )
             rows.append((facts, closed, steady, commits))
+        if args.workers != 1:
+            print(f"  the default drx serve (one web worker), {stored:,} facts stored:")
+            *_, memories[1] = measure_service(
+                env, 1, args.connections, args.requests, seed=stored + 7
+            )
 
         print()
         print(f"{args.workers} web workers, {args.connections} connections, signed deliveries")
@@ -282,14 +289,16 @@ def main() -> None:
                 f" (goal >= {SHARE_GOAL})  {verdict(share >= SHARE_GOAL)};"
                 f" p99 at 300/s {p99:.1f} ms (goal < {P99_GOAL_MS} ms)  {verdict(p99 < P99_GOAL_MS)}"
             )
-        rss, pss, each = memory
-        print(
-            f"  service memory after the run at {stored:,} facts, all {len(each)} processes:"
-            f" RSS {rss:,.0f} MiB (goal < {MEMORY_GOAL_MB})  {verdict(rss < MEMORY_GOAL_MB)};"
-            f" PSS {pss:,.0f} MiB"
-        )
-        for command, mb in each:
-            print(f"    {mb:6.0f} MiB  {command}")
+        for workers, (rss, pss, each) in sorted(memories.items()):
+            mb = rss * MIB / 1e6
+            print(
+                f"  service memory after the run at {stored:,} facts, {workers} web worker(s),"
+                f" all {len(each)} processes: RSS {mb:,.0f} MB ({rss:,.0f} MiB;"
+                f" goal < {MEMORY_GOAL_MB} MB)  {verdict(mb < MEMORY_GOAL_MB)};"
+                f" PSS {pss:,.0f} MiB"
+            )
+            for command, each_mib in each:
+                print(f"    {each_mib:6.0f} MiB  {command}")
 
 
 if __name__ == "__main__":

@@ -17,15 +17,14 @@ from typing import Any
 
 from domain.facts import Fact
 from domain.instants import format_instant
+from domain.names import (
+    DELIVERY_PARKED,
+    NEEDS_REVIEW,
+    PRESCRIPTION_CHANGED,
+    REQUEST_OVERDUE,
+)
 from domain.signals import new_anomalies
 from domain.state import OpenRequest, PrescriptionState
-
-PRESCRIPTION_CHANGED = "prescription.changed"
-NEEDS_REVIEW = "prescription.needs_review"
-REQUEST_OVERDUE = "prescription.request_overdue"
-DELIVERY_PARKED = "delivery.parked"
-DELIVERY_CONFLICT = "delivery.conflict"
-TYPES = (PRESCRIPTION_CHANGED, NEEDS_REVIEW, REQUEST_OVERDUE, DELIVERY_PARKED, DELIVERY_CONFLICT)
 
 # Changes per stored event, at most: a fact makes two (changed, needs_review); the others one.
 SLOTS = 4

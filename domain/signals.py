@@ -1,6 +1,6 @@
 """Workflow signals: what the service derives from a prescription's facts and the time, beside
 the facts themselves: an anomaly that appeared, a request left open past the SLA. Time enters
-through one `Clock`, so that tests drive it.
+through one `Clock` (`domain.clock`), so that tests drive it.
 
 A request's overdue signal is stored as an aggregate of its own (`RequestOverdue`), keyed by the
 request (prescription, kind, request id, opened at): a second attempt to raise it collides on
@@ -11,9 +11,8 @@ and the change feed projects it from the store like a fact, so a rebuild finds i
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from datetime import datetime, timedelta
+from typing import Any
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
@@ -23,29 +22,6 @@ from eventsourcing.persistence import IntegrityError
 from domain.ids import overdue_signal_id, prescription_id
 from domain.prescription import Prescription
 from domain.state import Anomaly, OpenRequest, PrescriptionState
-
-
-class Clock(Protocol):
-    def now(self) -> datetime:
-        """The current instant, with its UTC offset."""
-
-
-class SystemClock:
-    def now(self) -> datetime:
-        return datetime.now(UTC)
-
-
-@dataclass
-class DrivenClock:
-    """A clock that moves only when told to (tests, simulations)."""
-
-    at: datetime = field(default_factory=lambda: datetime.now(UTC))
-
-    def now(self) -> datetime:
-        return self.at
-
-    def advance(self, by: timedelta) -> None:
-        self.at += by
 
 
 def new_anomalies(before: PrescriptionState, after: PrescriptionState) -> list[Anomaly]:

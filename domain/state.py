@@ -12,22 +12,6 @@ from domain.facts import STATUS_CHANGING, Fact, FactKind
 from domain.instants import format_instant
 
 TERMINAL_STATUSES = frozenset({"cancelled", "transferred", "rejected"})
-# Every status a state can have (contract section 4).
-STATUSES = (
-    "received",
-    "sent",
-    "processing",
-    "on_hold",
-    "dispensed",
-    "ready_for_pickup",
-    "shipped",
-    "delivered",
-    "completed",
-    "cancelled",
-    "transferred",
-    "rejected",
-    "error",
-)
 
 _REQUEST_OPENED_BY: Mapping[FactKind, str] = {
     FactKind.CHANGE_REQUESTED: "change",

@@ -165,6 +165,13 @@ def insert_rows(
         cursor.executemany(f"{head} VALUES ({marks}) {tail}", rows)
 
 
+def in_list(dialect: str, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+    """`column` is one of `values`: the clause and its parameters (one array on PostgreSQL)."""
+    if dialect == "postgresql":
+        return f"{column} = ANY(%s)", [list(values)]
+    return f"{column} IN ({', '.join(['%s'] * len(values))})", list(values)
+
+
 class ReadDatabase(Protocol):
     dialect: str
 

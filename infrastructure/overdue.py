@@ -13,8 +13,9 @@ import time
 from datetime import timedelta
 
 from domain.application import Prescriptions
-from domain.signals import Clock, overdue, raise_overdue
-from infrastructure.change_feed import ChangeFeed, request_key
+from domain.clock import Clock
+from domain.signals import overdue, raise_overdue
+from infrastructure.change_projection import ChangeHeads, request_key
 
 log = logging.getLogger(__name__)
 
@@ -23,14 +24,14 @@ class OverdueWatch:
     def __init__(
         self,
         app: Prescriptions,
-        feed: ChangeFeed,
+        heads: ChangeHeads,
         sla_s: float,
         clock: Clock,
         *,
         interval_s: float = 1.0,
         batch: int = 100,
     ) -> None:
-        self.app, self.feed, self.clock = app, feed, clock
+        self.app, self.heads, self.clock = app, heads, clock
         self.sla = timedelta(seconds=sla_s)
         self.interval_s, self.batch = interval_s, batch
         self._next_check = 0.0
@@ -45,7 +46,7 @@ class OverdueWatch:
         self._next_check = time.monotonic() + self.interval_s
         now = self.clock.now()
         raised, seen = 0, set()
-        for head in self.feed.due(now - self.sla, self.batch):
+        for head in self.heads.due(now - self.sla, self.batch):
             for request in overdue(head.state.open_requests, now, self.sla):
                 key = (head.subject, tuple(request_key(request)))
                 if list(key[1]) in head.signalled:

@@ -21,9 +21,10 @@ from uuid import UUID
 from eventsourcing.domain import DomainEventProtocol
 
 from domain.application import Prescriptions
-from domain.signals import Clock, SystemClock
+from domain.clock import Clock, SystemClock
 from infrastructure import dead_letters
-from infrastructure.change_feed import ChangeFeed, ChangesModel, channel_for
+from infrastructure.change_feed import channel_for
+from infrastructure.change_projection import ChangeHeads, ChangesModel
 from infrastructure.database import Cursor, ReadDatabase
 from infrastructure.leadership import Leadership, leadership_for
 from infrastructure.overdue import OverdueWatch
@@ -384,7 +385,7 @@ def projector_for(
     """The projector of every read model of the service, competing for the database's lead,
     with the overdue watch beside it."""
     models = read_models(app, db.dialect, channel=channel_for(settings.postgres_schema))
-    watch = OverdueWatch(app, ChangeFeed(db), settings.request_sla_s, clock or SystemClock())
+    watch = OverdueWatch(app, ChangeHeads(db), settings.request_sla_s, clock or SystemClock())
     return Projector(app, db, models, leadership_for(settings), watch=watch, **options)
 
 

@@ -12,8 +12,8 @@ from typing import Any
 from uuid import UUID
 
 from domain.instants import sortable_instant
-from infrastructure.database import AsyncReadDatabase, ReadDatabase, Row
-from infrastructure.read_models import in_list, row_key
+from infrastructure.database import AsyncReadDatabase, ReadDatabase, Row, in_list
+from infrastructure.read_models import row_key
 
 _COMPARISONS = frozenset({"<", "<=", ">", ">="})
 

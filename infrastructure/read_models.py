@@ -27,7 +27,7 @@ from domain.instants import sortable_instant
 # fact's place in contract order, as the fold column keeps it (both the aggregate's too).
 from domain.prescription import History, Key, Prescription
 from domain.state import PrescriptionState, derive_state, extend_state, state_from_dict
-from infrastructure.database import Cursor, insert_rows
+from infrastructure.database import Cursor, in_list, insert_rows
 from infrastructure.read_tables import DELIVERIES, PRESCRIPTIONS, ReadTable
 
 Event = tuple[int, DomainEventProtocol[Any]]
@@ -73,12 +73,6 @@ class AggregateRows(ReadModel, Protocol):
 def row_key(dialect: str, aggregate_id: UUID) -> Any:
     """An aggregate id as the read tables hold it (uuid on PostgreSQL, text on SQLite)."""
     return aggregate_id if dialect == "postgresql" else str(aggregate_id)
-
-
-def in_list(dialect: str, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
-    if dialect == "postgresql":
-        return f"{column} = ANY(%s)", [list(values)]
-    return f"{column} IN ({', '.join(['%s'] * len(values))})", list(values)
 
 
 def topics_of(*classes: type) -> tuple[str, ...]:

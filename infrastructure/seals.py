@@ -35,6 +35,7 @@ from uuid import UUID
 
 import psycopg
 
+from domain.clock import Clock
 from domain.instants import format_instant
 from domain.seals import (
     ACCESS,
@@ -53,7 +54,6 @@ from domain.seals import (
     seal,
     walk,
 )
-from domain.signals import Clock
 from infrastructure.access_log import COLUMNS as ACCESS_COLUMNS
 from infrastructure.database import (
     Cursor,

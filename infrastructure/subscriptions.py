@@ -22,9 +22,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from domain.changes import TYPES as CHANGE_TYPES
 from domain.instants import sortable_instant
-from domain.state import STATUSES
+from domain.names import CHANGE_TYPES, STATUSES
 from infrastructure.change_feed import ChangeFeed, ChangeFilter
 from infrastructure.database import Cursor, ReadDatabase, insert_rows
 

@@ -8,6 +8,10 @@ command, the benchmarks) gets its parts here, and none builds another's.
 
 `bootstrap` refuses a store that is not there, or not migrated, with one sentence saying what to
 do (`StoreNotReadyError`); only `drx migrate` and `drx serve` create one (`create=True`).
+
+The parts over the domain's models (the event store, the intake, the projector, the queries
+that fold states) import their modules when first built: a process that builds none of them,
+the dispatcher's, then holds no pydantic or eventsourcing code (37 MiB against 53 measured).
 """
 
 from __future__ import annotations
@@ -15,12 +19,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from domain.application import Prescriptions
-from domain.audit import Auditor
-from domain.signals import Clock, SystemClock
-from domain.unit_of_work import GroupCommitter, Intake
+from domain.clock import Clock, SystemClock
 from infrastructure.access_log import AccessLog, AccessQueries
 from infrastructure.api_keys import KeyRing, KeyStore
 from infrastructure.change_feed import ChangeFeed, channel_for
@@ -32,19 +33,22 @@ from infrastructure.database import (
     open_async_read_database,
     open_read_database,
 )
-from infrastructure.eventstore import open_prescriptions
 from infrastructure.intake_tally import IntakeTally
 from infrastructure.leadership import leadership_for
 from infrastructure.migrations import StoreNotReadyError, check_ready
-from infrastructure.projector import Projector, projector_for
-from infrastructure.queries import AsyncReadQueries, ReadQueries
-from infrastructure.rebuild import Rebuilder
 from infrastructure.seals import Sealer, SealVerifier
 from infrastructure.settings import Settings, configured_keys
 from infrastructure.subscriptions import SecretBox, SubscriptionStore
 from interfaces.dispatcher import Dispatcher
 from interfaces.drx.signature import SignatureVerifier
-from interfaces.drx.translator import report_digest, stored_fact
+
+if TYPE_CHECKING:
+    from domain.application import Prescriptions
+    from domain.audit import Auditor
+    from domain.unit_of_work import GroupCommitter, Intake
+    from infrastructure.projector import Projector
+    from infrastructure.queries import AsyncReadQueries, ReadQueries
+    from infrastructure.rebuild import Rebuilder
 
 __all__ = ["Parts", "StoreNotReadyError", "bootstrap"]
 
@@ -62,6 +66,8 @@ class Parts:
     @cached_property
     def prescriptions(self) -> Prescriptions:
         """The event-sourced application (keep it: when collected, its pool closes)."""
+        from infrastructure.eventstore import open_prescriptions
+
         return open_prescriptions(self.settings)
 
     @cached_property
@@ -70,6 +76,8 @@ class Parts:
 
     @cached_property
     def queries(self) -> ReadQueries:
+        from infrastructure.queries import ReadQueries
+
         return ReadQueries(self.read_db)
 
     @cached_property
@@ -79,6 +87,8 @@ class Parts:
 
     @cached_property
     def async_queries(self) -> AsyncReadQueries:
+        from infrastructure.queries import AsyncReadQueries
+
         return AsyncReadQueries(self.async_read_db)
 
     @cached_property
@@ -112,6 +122,8 @@ class Parts:
 
     @cached_property
     def projector(self) -> Projector:
+        from infrastructure.projector import projector_for
+
         return projector_for(
             self.prescriptions,
             self.read_db,
@@ -131,12 +143,11 @@ class Parts:
 
     @cached_property
     def dispatcher(self) -> Dispatcher:
-        """Runs while this process holds the dispatcher's lead (one per database)."""
+        """Runs while this process holds the dispatcher's lead (one per database), which its
+        `stop` gives up (a standby, or the next dispatcher on the database, takes it at once)."""
+        lead = leadership_for(self.settings, "dispatcher")
         return Dispatcher(
-            self.subscriptions,
-            self.hub,
-            leadership_for(self.settings, "dispatcher").acquire,
-            self.clock,
+            self.subscriptions, self.hub, lead.acquire, self.clock, release=lead.release
         )
 
     @cached_property
@@ -147,10 +158,15 @@ class Parts:
 
     @cached_property
     def intake(self) -> Intake:
+        from domain.unit_of_work import Intake
+        from interfaces.drx.translator import report_digest
+
         return Intake(self.prescriptions, report_digest)
 
     @cached_property
     def committer(self) -> GroupCommitter:
+        from domain.unit_of_work import GroupCommitter
+
         return GroupCommitter(self.intake)
 
     @cached_property
@@ -159,6 +175,9 @@ class Parts:
 
     @cached_property
     def auditor(self) -> Auditor:
+        from domain.audit import Auditor
+        from interfaces.drx.translator import stored_fact
+
         return Auditor(self.prescriptions, self.verifier.matches, stored_fact)
 
     @cached_property
@@ -173,6 +192,8 @@ class Parts:
 
     @cached_property
     def rebuilder(self) -> Rebuilder:
+        from infrastructure.rebuild import Rebuilder
+
         return Rebuilder(self.prescriptions, self.read_db, self.settings)
 
     def close(self) -> None:

@@ -38,8 +38,8 @@ from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from domain.clock import Clock
 from domain.instants import sortable_instant
-from domain.signals import Clock
 from infrastructure.change_feed import FeedRow
 from infrastructure.change_hub import ChangeHub
 from infrastructure.subscriptions import (

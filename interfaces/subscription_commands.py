@@ -7,8 +7,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from domain.changes import TYPES
-from domain.state import STATUSES
+from domain.names import CHANGE_TYPES, STATUSES
 from infrastructure.settings import Settings
 from infrastructure.subscriptions import (
     ACTIVE,
@@ -39,7 +38,7 @@ def _names(text: str, known: tuple[str, ...], what: str) -> list[str]:
 
 
 def _types(text: str) -> list[str]:
-    return _names(text, TYPES, "a change type")
+    return _names(text, CHANGE_TYPES, "a change type")
 
 
 def _statuses(text: str) -> list[str]:

@@ -31,9 +31,9 @@ TIERS = ("unit", "integration", "e2e", "contract", "hostile", "faults")
 
 # The tests whose bounds are times (a recovery within seconds, a stream's heartbeat gaps, a
 # dispatcher's back-off, a burst still running when a client leaves): marked `serial`, they run
-# after the rest has run in parallel (the README's test command), one file at a time beside one
-# other, and the fault tier alone, so that other tests' load does not stretch their clocks. These
-# files whole; elsewhere `@pytest.mark.serial`.
+# after the rest has run in parallel (the README's test command), three files at a time (they
+# mostly wait, so they leave each other the CPU; the parallel tier's load would stretch their
+# clocks). These files whole; elsewhere `@pytest.mark.serial`.
 SERIAL = (
     "tests/faults/",
     "tests/e2e/test_change_stream.py",

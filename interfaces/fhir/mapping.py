@@ -20,8 +20,9 @@ from urllib.parse import quote
 from domain import fact_data as said
 from domain.facts import Fact, FactKind
 from domain.instants import format_instant, sortable_instant
+from domain.names import STATUSES
 from domain.prescription import RecordedFact
-from domain.state import STATUSES, PrescriptionState, derive_state, extend_state, ordered
+from domain.state import PrescriptionState, derive_state, extend_state, ordered
 from interfaces.fhir.ids import medication_dispense_id, medication_request_id, patient_fhir_id
 
 Resource = dict[str, Any]

@@ -12,7 +12,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import QueryParameter
 from litestar.response import Stream
 
-from domain.changes import TYPES
+from domain.names import CHANGE_TYPES
 from infrastructure.change_feed import ChangeFilter, FeedRow
 from interfaces.bootstrap import Parts
 from interfaces.http.access import PHI, StreamEntries, carried
@@ -37,11 +37,11 @@ Position = Annotated[
         pattern="^(0|[1-9][0-9]{0,17})$",
     ),
 ]
-_TYPE = "(" + "|".join(t.replace(".", "\\.") for t in TYPES) + ")"
+_TYPE = "(" + "|".join(t.replace(".", "\\.") for t in CHANGE_TYPES) + ")"
 Types = Annotated[
     str | None,
     QueryParameter(
-        description="only these types, comma-separated: " + ", ".join(TYPES),
+        description="only these types, comma-separated: " + ", ".join(CHANGE_TYPES),
         pattern=f"^({_TYPE}(,{_TYPE})*)?$",
     ),
 ]
@@ -59,9 +59,9 @@ def change_filter(
     prescription_id: str | None, patient_id: str | None, types: str | None
 ) -> ChangeFilter:
     chosen = tuple(t.strip() for t in (types or "").split(",") if t.strip())
-    if set(chosen) - set(TYPES):  # the pattern lets none through; a subscription's too
+    if set(chosen) - set(CHANGE_TYPES):  # the pattern lets none through; a subscription's too
         raise ProblemError(
-            400, "invalid_parameter", f"types: a change type is one of {', '.join(TYPES)}"
+            400, "invalid_parameter", f"types: a change type is one of {', '.join(CHANGE_TYPES)}"
         )
     return ChangeFilter(prescription_id or None, patient_id or None, chosen)
 

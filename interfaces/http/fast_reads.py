@@ -29,7 +29,7 @@ from collections.abc import MutableMapping
 from typing import Any
 from urllib.parse import parse_qsl
 
-from domain.state import STATUSES
+from domain.names import STATUSES
 from infrastructure.api_keys import ApiKey, KeyRing
 from infrastructure.queries import AsyncReadQueries, PrescriptionFilter
 from interfaces.bootstrap import Parts

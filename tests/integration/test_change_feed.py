@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from domain import changes as feed
-from domain.signals import DrivenClock
+from domain import names
+from domain.clock import DrivenClock
 from infrastructure.change_feed import ChangeFilter
 from infrastructure.projector import projector_for
 from interfaces.bootstrap import bootstrap
@@ -72,7 +72,7 @@ def test_each_change_carries_the_state_as_of_its_facts_recorded_time(parts, proj
     for event in events:
         deliver(parts.prescriptions, event)
     projector.catch_up()
-    changed = all_changes(parts, ChangeFilter(types=(feed.PRESCRIPTION_CHANGED,)))
+    changed = all_changes(parts, ChangeFilter(types=(names.PRESCRIPTION_CHANGED,)))
     # One per recorded fact: duplicates are no new facts.
     assert len(changed) == len({e["id"] for e in events})
     for change in changed:
@@ -106,9 +106,9 @@ def test_the_feeds_filters(parts, projector):
         if (c.get("state") or {}).get("patient")
         and c["state"]["patient"]["drx_patient_id"] == patient
     ]
-    overdue = all_changes(parts, ChangeFilter(types=(feed.REQUEST_OVERDUE, feed.NEEDS_REVIEW)))
+    overdue = all_changes(parts, ChangeFilter(types=(names.REQUEST_OVERDUE, names.NEEDS_REVIEW)))
     assert overdue == [
-        c for c in everything if c["type"] in (feed.REQUEST_OVERDUE, feed.NEEDS_REVIEW)
+        c for c in everything if c["type"] in (names.REQUEST_OVERDUE, names.NEEDS_REVIEW)
     ]
 
 
@@ -117,13 +117,13 @@ def test_a_fact_after_a_terminal_one_signals_needs_review_once(parts, projector)
     for event in (received, cancelled):
         deliver(parts.prescriptions, event)
     projector.catch_up()
-    assert all_changes(parts, ChangeFilter(types=(feed.NEEDS_REVIEW,))) == []
+    assert all_changes(parts, ChangeFilter(types=(names.NEEDS_REVIEW,))) == []
     later = {**shipped, "subject": received["subject"], "occurred_at": "2031-01-01T00:00:00Z"}
     later["correlation"] = {**later.get("correlation", {}), "prescription_id": received["subject"]}
     deliver(parts.prescriptions, later)
     deliver(parts.prescriptions, later)  # a duplicate: no new fact, no new change
     projector.catch_up()
-    (review,) = all_changes(parts, ChangeFilter(types=(feed.NEEDS_REVIEW,)))
+    (review,) = all_changes(parts, ChangeFilter(types=(names.NEEDS_REVIEW,)))
     assert review["anomaly"] == {
         "kind": "after_terminal",
         "event_id": later["id"],
@@ -134,7 +134,7 @@ def test_a_fact_after_a_terminal_one_signals_needs_review_once(parts, projector)
     (changed,) = [
         c
         for c in all_changes(parts)
-        if c.get("event_id") == later["id"] and c["type"] == feed.PRESCRIPTION_CHANGED
+        if c.get("event_id") == later["id"] and c["type"] == names.PRESCRIPTION_CHANGED
     ]
     assert review["position"] == changed["position"] + 1
 
@@ -150,11 +150,11 @@ def test_a_parked_delivery_and_a_conflicting_copy_are_changes(parts, projector):
     deliver(parts.prescriptions, sent)
     deliver(parts.prescriptions, {**sent, "data": {**sent.get("data", {}), "note": "another body"}})
     projector.catch_up()
-    (parked,) = all_changes(parts, ChangeFilter(types=(feed.DELIVERY_PARKED,)))
+    (parked,) = all_changes(parts, ChangeFilter(types=(names.DELIVERY_PARKED,)))
     assert parked["delivery"]["event_id"] == "evt_unknown_1"
     assert parked["delivery"]["type"] == "drx.prescription.teleported"
     assert parked["delivery"]["reason"]
-    (conflict,) = all_changes(parts, ChangeFilter(types=(feed.DELIVERY_CONFLICT,)))
+    (conflict,) = all_changes(parts, ChangeFilter(types=(names.DELIVERY_CONFLICT,)))
     assert conflict["delivery"] == {
         "event_id": sent["id"],
         "type": sent["type"],
@@ -212,7 +212,7 @@ def clocked(settings):
 
 
 def overdue_changes(parts):
-    return all_changes(parts, ChangeFilter(types=(feed.REQUEST_OVERDUE,)))
+    return all_changes(parts, ChangeFilter(types=(names.REQUEST_OVERDUE,)))
 
 
 def test_a_request_open_past_the_sla_is_signalled_once(clocked):

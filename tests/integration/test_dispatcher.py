@@ -12,9 +12,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from domain import changes as feed
-from domain.signals import DrivenClock, SystemClock
+from domain import names
+from domain.clock import DrivenClock, SystemClock
 from infrastructure.subscriptions import DISABLED, PAUSED, SecretBox, SubscriptionStore
+from interfaces.bootstrap import bootstrap
 from interfaces.dispatcher import Dispatcher, backoff_s, envelope, retry_after_s
 from tests.helpers import LIFECYCLES, deliver, load_lifecycle, relabelled
 from tests.receiver import Answer, Receiver
@@ -100,7 +101,7 @@ def test_every_matching_change_arrives_signed_in_order_with_the_feeds_body(
 def test_a_filtered_subscription_gets_only_what_it_asked_for(parts, receivers, dispatching):
     receiver = receivers()
     subscription = subscribe(
-        parts, receiver, types=[feed.PRESCRIPTION_CHANGED], statuses=["shipped", "delivered"]
+        parts, receiver, types=[names.PRESCRIPTION_CHANGED], statuses=["shipped", "delivered"]
     )
     dispatching()
     deliver_some(parts, lifecycles=len(LIFECYCLES))
@@ -293,3 +294,13 @@ def test_back_off_doubles_to_ten_minutes_and_retry_after_is_read():
     assert retry_after_s("Tue, 01 Jan 2030 00:01:00 GMT", now) == 60
     assert retry_after_s("soon", now) is None
     assert backoff_s(1, 7200, rng) == 3600  # at most an hour
+
+
+def test_a_stopped_dispatcher_gives_up_its_lead_at_once(settings):
+    """The next dispatcher on the database (a standby, or the next `drx serve`) takes over as
+    soon as one stops, not when its process ends."""
+    with bootstrap(settings) as first, bootstrap(settings) as second:
+        assert first.dispatcher.leading()
+        assert not second.dispatcher.leading()
+        first.dispatcher.stop()
+        assert second.dispatcher.leading()

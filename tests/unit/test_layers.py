@@ -101,12 +101,11 @@ def test_the_apis_published_vocabulary_is_the_domains():
     spelt out): they must say what the domain says."""
     from typing import get_args
 
-    from domain.changes import TYPES
-    from domain.state import STATUSES
+    from domain.names import CHANGE_TYPES, STATUSES
     from interfaces.http.schemas import ChangeType, Status
 
     assert get_args(Status) == STATUSES
-    assert get_args(ChangeType) == TYPES
+    assert get_args(ChangeType) == CHANGE_TYPES
 
 
 # In interfaces/fhir/: the mapping and the documents around it.

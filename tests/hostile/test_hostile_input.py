@@ -37,6 +37,11 @@ HEADER_VALUES = st.one_of(
     st.sampled_from(["v1,", "v1,AAAA", "v2,abc", " ", "1e9", "-1", "99999999999999999999"]),
 )
 
+# psycopg_pool's threads jitter a new connection's lifetime with the random module's global
+# generator; when that happens while Hypothesis draws an example, it warns that a strategy used
+# `random` (none of these does).
+pytestmark = pytest.mark.filterwarnings("ignore:Do not use the `random` module inside strategies")
+
 
 @pytest.fixture(
     scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]

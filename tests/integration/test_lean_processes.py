@@ -19,15 +19,15 @@ from tests.conftest import sqlite_settings
 ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ("eventsourcing", "litestar", "pydantic")
 
-PROBE = """
+PROBE = f"""
 import json, sys
 from infrastructure.settings import Settings
 from interfaces.bootstrap import bootstrap
 import interfaces.projector_process
 with bootstrap(Settings.from_env()) as parts:
     getattr(parts, sys.argv[1])  # built, not started
-    print(json.dumps(sorted(m for m in {heavy!r} if m in sys.modules)))
-""".format(heavy=HEAVY)
+    print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))
+"""
 
 
 @pytest.mark.parametrize(

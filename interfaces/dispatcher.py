@@ -162,14 +162,23 @@ class Dispatcher:
                 loop.call_soon_threadsafe(stopped.set)
         if self._thread is not None:
             self._thread.join(timeout=15)
+            if self._thread.is_alive():  # stuck (a connect that hangs): it releases as it ends
+                log.warning("the dispatcher has not stopped yet; it gives up its lead when it does")
+                return
             self._thread = None
-        if self.release is not None:
-            self.release()
+        self._release()
 
     def run(self) -> None:
-        with ThreadPoolExecutor(4, thread_name_prefix="drx-dispatch-db") as pool:
-            self._db_threads = pool
-            asyncio.run(self._supervise())
+        try:
+            with ThreadPoolExecutor(4, thread_name_prefix="drx-dispatch-db") as pool:
+                self._db_threads = pool
+                asyncio.run(self._supervise())
+        finally:
+            self._release()  # nothing of it runs any more: the next dispatcher may lead
+
+    def _release(self) -> None:
+        if self.release is not None:
+            self.release()
 
     async def _in_db_thread(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """A blocking database call, in threads of the dispatcher's own: asyncio's default

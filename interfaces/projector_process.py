@@ -69,8 +69,9 @@ def run(settings: Settings, *, with_parent: bool = False, role: str = PROJECTOR)
     while not stop.is_set():
         try:
             with bootstrap(settings, poll_interval_s=POLL_INTERVAL_S) as parts:
-                tune_for_serving()
+                # Built before the freeze: building it imports its modules (bootstrap.py).
                 part = parts.projector if role == PROJECTOR else parts.dispatcher
+                tune_for_serving()
                 part.start()
                 log.info("%s started on the store in %s", role, settings.describe_database())
                 while not stop.wait(1.0) and not ended():

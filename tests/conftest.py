@@ -31,9 +31,11 @@ TIERS = ("unit", "integration", "e2e", "contract", "hostile", "faults")
 
 # The tests whose bounds are times (a recovery within seconds, a stream's heartbeat gaps, a
 # dispatcher's back-off, a burst still running when a client leaves): marked `serial`, they run
-# after the rest has run in parallel (the README's test command), three files at a time (they
-# mostly wait, so they leave each other the CPU; the parallel tier's load would stretch their
-# clocks). These files whole; elsewhere `@pytest.mark.serial`.
+# after the rest has run in parallel (the README's test command), three files at a time, where
+# the parallel tier's load would stretch their clocks. Most of them wait more than they compute
+# (about 0.8 of a core for three); the fault tier's constant load is the exception, and its
+# bounds (recovery within 5 s) held beside the others in each of the runs tried (five on
+# 2026-12-01, 65-77 s in all). These files whole; elsewhere `@pytest.mark.serial`.
 SERIAL = (
     "tests/faults/",
     "tests/e2e/test_change_stream.py",

@@ -6,6 +6,7 @@ from litestar import Litestar
 
 from infrastructure.dev_credentials import with_credentials
 from infrastructure.settings import Settings
+from interfaces.bootstrap import load_every_part
 from interfaces.http.app import create_app
 from interfaces.logs import configure_logging
 from interfaces.runtime import tune_for_serving
@@ -17,5 +18,6 @@ def app() -> Litestar:
     configure_logging()
     settings, _ = with_credentials(Settings.from_env())
     app = create_app(settings, run_projections=False)  # `drx serve` runs them apart
+    load_every_part()  # before the freeze
     tune_for_serving()
     return app

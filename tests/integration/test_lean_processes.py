@@ -1,5 +1,5 @@
 """Each background process of `drx serve` holds the code of its own parts only: the dispatcher's
-builds none of the domain's models, so it loads no pydantic or eventsourcing code (37 MiB
+builds none of the domain's models, so it loads no pydantic or eventsourcing code (39 MiB
 against 53 measured; issue 18's memory, bench/RESULTS.md). The projector's, which folds the
 models, is the check's counterpart: the same probe finds them there."""
 
@@ -30,10 +30,24 @@ with bootstrap(Settings.from_env()) as parts:
 """
 
 
-@pytest.mark.parametrize(
-    ("role", "loaded"), [("dispatcher", []), ("projector", ["eventsourcing", "pydantic"])]
-)
-def test_a_background_process_loads_only_what_its_role_builds(tmp_path, role, loaded):
+# After `load_every_part`, as a web worker calls it before its freeze: building the parts
+# imports no more of the service's or its libraries' code.
+PRELOADED = """
+import json, sys
+from infrastructure.settings import Settings
+from interfaces.bootstrap import bootstrap, load_every_part
+load_every_part()
+before = set(sys.modules)
+with bootstrap(Settings.from_env()) as parts:
+    for name in sys.argv[1:]:
+        getattr(parts, name)
+    print(json.dumps(sorted({m.split(".")[0] for m in set(sys.modules) - before})))
+"""
+OURS = ("domain", "infrastructure", "interfaces")
+PARTS = ("prescriptions", "queries", "projector", "committer", "auditor", "rebuilder")
+
+
+def probe(tmp_path: Path, code: str, *args: str) -> list[str]:
     settings = sqlite_settings(tmp_path)
     migrate(settings)
     env = {
@@ -44,7 +58,7 @@ def test_a_background_process_loads_only_what_its_role_builds(tmp_path, role, lo
         "DRX_API_KEYS": ",".join(settings.api_keys),
     }
     found = subprocess.run(
-        [sys.executable, "-c", PROBE, role],
+        [sys.executable, "-c", code, *args],
         env=env,
         cwd=tmp_path,
         capture_output=True,
@@ -52,4 +66,16 @@ def test_a_background_process_loads_only_what_its_role_builds(tmp_path, role, lo
         timeout=60,
         check=True,
     )
-    assert json.loads(found.stdout.splitlines()[-1]) == loaded
+    return list(json.loads(found.stdout.splitlines()[-1]))
+
+
+@pytest.mark.parametrize(
+    ("role", "loaded"), [("dispatcher", []), ("projector", ["eventsourcing", "pydantic"])]
+)
+def test_a_background_process_loads_only_what_its_role_builds(tmp_path, role, loaded):
+    assert probe(tmp_path, PROBE, role) == loaded
+
+
+def test_after_load_every_part_building_the_parts_imports_nothing_more(tmp_path):
+    later = probe(tmp_path, PRELOADED, *PARTS)
+    assert set(later) & {*OURS, *HEAVY} == set(), later

@@ -34,7 +34,7 @@ TIERS = ("unit", "integration", "e2e", "contract", "hostile", "faults")
 # after the rest has run in parallel (the README's test command), three files at a time, where
 # the parallel tier's load would stretch their clocks. Most of them wait more than they compute
 # (about 0.8 of a core for three); the fault tier's constant load is the exception, and its
-# bounds (recovery within 5 s) held beside the others in each of the runs tried (five on
+# bounds (recovery within 5 s) held beside the others in each of the runs tried (four on
 # 2026-12-01, 65-77 s in all). These files whole; elsewhere `@pytest.mark.serial`.
 SERIAL = (
     "tests/faults/",

@@ -16,6 +16,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, QueryParameter
 
 from domain.errors import PrescriptionNotFoundError
+from domain.names import Status
 from infrastructure.queries import Page, PrescriptionFilter
 from interfaces.bootstrap import Parts
 from interfaces.documents import history_document
@@ -35,7 +36,6 @@ from interfaces.http.schemas import (
     Prescription,
     PrescriptionPage,
     Problem,
-    Status,
 )
 
 NOT_FOUND = {404: ResponseSpec(Problem, description="no such prescription")}

@@ -6,23 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from domain.names import ChangeType, Status
 from infrastructure.subscriptions import URL_MAX, URL_PATTERN
-
-Status = Literal[
-    "received",
-    "sent",
-    "processing",
-    "on_hold",
-    "dispensed",
-    "ready_for_pickup",
-    "shipped",
-    "delivered",
-    "completed",
-    "cancelled",
-    "transferred",
-    "rejected",
-    "error",
-]
 
 
 class Out(BaseModel):
@@ -155,15 +140,6 @@ class WebhookAnswer(Out):
     parked: bool | None = None
     reason: str | None = None
     conflict: bool | None = None
-
-
-ChangeType = Literal[
-    "prescription.changed",
-    "prescription.needs_review",
-    "prescription.request_overdue",
-    "delivery.parked",
-    "delivery.conflict",
-]
 
 
 class ChangedDelivery(Out):

@@ -96,18 +96,6 @@ def test_only_the_one_bootstrap_builds_the_services_parts():
     assert offenders == []
 
 
-def test_the_apis_published_vocabulary_is_the_domains():
-    """The OpenAPI document's enumerations are written as Literals (a type checker needs them
-    spelt out): they must say what the domain says."""
-    from typing import get_args
-
-    from domain.names import CHANGE_TYPES, STATUSES
-    from interfaces.http.schemas import ChangeType, Status
-
-    assert get_args(Status) == STATUSES
-    assert get_args(ChangeType) == CHANGE_TYPES
-
-
 # In interfaces/fhir/: the mapping and the documents around it.
 FHIR_PURE = ("ids.py", "mapping.py", "bundles.py")
 

@@ -6,8 +6,8 @@ the port is taken (a port in use is refused before anything is said to be served
 process becomes the supervisor (`interfaces/supervisor.py`, by `exec`: it keeps no more memory
 than the standard library's), which starts the web workers (`interfaces/web_worker.py`: uvicorn
 with httptools and uvloop, the fastest pair measured here, each building its app from the
-environment: `interfaces.http.asgi:app`) and one process for the projections and the
-dispatcher (`interfaces/projector_process.py`).
+environment: `interfaces.http.asgi:app`), the projector's process and the dispatcher's
+(`interfaces/projector_process.py`).
 
 uvicorn's httptools protocol reads a request head of any size into memory (four connections
 streaming a 100 MiB header took a server from 116 to 589 MB) and has no time limit for reading
@@ -42,9 +42,6 @@ from interfaces import supervisor
 
 log = logging.getLogger("drx")
 APP_FACTORY = "interfaces.http.asgi:app"
-# prometheus_client's variable: it must be set before the library is first imported in a
-# process, so this module does not import the metrics (interfaces/http/metrics.py).
-MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
 MAX_HEAD_BYTES = 64 * 1024
 REQUEST_READ_TIMEOUT_S = 15.0
@@ -191,7 +188,7 @@ def metrics_directory() -> str:
     """A private directory where every web worker keeps its Prometheus figures, so that a scrape
     adds them all up (`interfaces/http/metrics.py`); set for the workers before any starts."""
     figures = tempfile.mkdtemp(prefix="drx-metrics-")
-    os.environ[MULTIPROCESS_DIR] = figures
+    os.environ[supervisor.METRICS_DIR] = figures
     return figures
 
 

@@ -4,7 +4,7 @@ them; nothing else.
 `drx serve` migrates, checks the store and takes the port (`interfaces/server.py`), then this
 module replaces it (`os.execv`: the same process id, for a service manager or a shell's job
 control), so that the process that lives as long as the service holds only the standard library:
-about 10 MB, against the 70 MB of a process that has imported the service (which Python cannot
+about 14 MiB, against the 70 MB of a process that has imported the service (which Python cannot
 unload). It starts, as plain child processes (no `multiprocessing`, whose resource tracker
 would be one process more):
 
@@ -36,7 +36,9 @@ from interfaces.logs import configure_logging
 log = logging.getLogger("drx")
 
 PROJECTOR, DISPATCHER, WEB = "projector", "dispatcher", "web worker"
-METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # interfaces/server.py sets it before the exec
+# prometheus_client's variable, for the web workers' figures (interfaces/http/metrics.py): set
+# by interfaces/server.py before the exec, before any process has imported the library.
+METRICS_DIR = "PROMETHEUS_MULTIPROC_DIR"
 CHECK_S = 0.2
 FIRST_PAUSE_S, MAX_PAUSE_S = 0.5, 30.0
 STEADY_S = 60.0  # a child that ran this long before it ended is started again at once

@@ -21,10 +21,10 @@ from prometheus_client.registry import Collector
 
 from infrastructure.intake_tally import BUCKETS_S, IntakeTally
 from infrastructure.projector import ProjectionStatus
+from interfaces.supervisor import METRICS_DIR
 
 LATENCY_BUCKETS_S = BUCKETS_S  # the console's tally counts the answer times in the same ones
 OUTCOME_KEY = "drx_outcome"
-MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's name for it
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -107,7 +107,7 @@ class WebhookMetrics:
         self, waiting: dict[str, int] | None, projections: Iterable[ProjectionStatus]
     ) -> bytes:
         registry = CollectorRegistry()
-        if os.environ.get(MULTIPROCESS_DIR):
+        if os.environ.get(METRICS_DIR):
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         else:
             registry.register(_Forward(self._registry))

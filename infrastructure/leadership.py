@@ -55,7 +55,11 @@ class PostgresLeadership:
         return False
 
     def release(self) -> None:
+        """Unlocks before closing: a closed connection's lock is freed only once the server's
+        backend has exited, a moment later, so a standby asking at once could be refused."""
         if self._conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.execute("SELECT pg_advisory_unlock(%s)", (self._key,))
             with contextlib.suppress(psycopg.Error):
                 self._conn.close()
             self._conn = None

@@ -28,6 +28,7 @@ from infrastructure.api_keys import KeyRing, KeyStore
 from infrastructure.change_feed import ChangeFeed, channel_for
 from infrastructure.change_hub import ChangeHub
 from infrastructure.console_secret import console_secret
+from infrastructure.console_sign_outs import SignOuts
 from infrastructure.database import (
     AsyncReadDatabase,
     ReadDatabase,
@@ -100,6 +101,11 @@ class Parts:
     def keys(self) -> KeyRing:
         """The API keys this process accepts (started with the web app)."""
         return KeyRing(configured_keys(self.settings.api_keys), self.key_store)
+
+    @cached_property
+    def sign_outs(self) -> SignOuts:
+        """The console sessions ended by signing out (started with the web app)."""
+        return SignOuts(self.read_db)
 
     @cached_property
     def access_log(self) -> AccessLog:
@@ -201,6 +207,8 @@ class Parts:
         built = vars(self)
         if "keys" in built:
             self.keys.stop()
+        if "sign_outs" in built:
+            self.sign_outs.stop()
         if "access_log" in built:
             self.access_log.stop()
         if "intake_tally" in built:

@@ -79,7 +79,12 @@ def signer(parts: Parts) -> SessionSigner:
 
 
 def current_session(parts: Parts, cookie: str) -> Session | None:
-    return signer(parts).open(cookie, parts.keys.named)
+    """The cookie's session, if it is still on: well signed, not expired, its key accepted, and
+    not signed out (in memory, no lookup: the live stream asks at every change)."""
+    session = signer(parts).open(cookie, parts.keys.named)
+    if session is None or parts.sign_outs.ended(session.csrf):
+        return None
+    return session
 
 
 def session_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
@@ -190,11 +195,20 @@ class ConsoleController(Controller):
         Exception: on_error,
     }
 
-    @post("/sign-out", sync_to_thread=False)
+    @post("/sign-out", sync_to_thread=True)
     def sign_out(
-        self, request: AnyRequest, data: Form, session: NamedDependency[Session]
+        self,
+        request: AnyRequest,
+        data: Form,
+        parts: NamedDependency[Parts],
+        session: NamedDependency[Session],
     ) -> Response[Any]:
+        """Ends the session everywhere, not only the cookie in this browser: a copy of the
+        cookie is refused too. If the database cannot record it, the error page says so and the
+        session stays on (signing out again then works)."""
         checked(request, session, data)
+        parts.sign_outs.record(session.csrf, session.expires_at)
+        log.info("console: %s signed out", session.key_name)
         return see_other(SIGN_IN, [_ended_cookie()])
 
     # Overview

@@ -1,4 +1,4 @@
-"""The console's sessions: stateless, signed, ended by their key's revocation.
+"""The console's sessions: stateless, signed, ended by their key's revocation or a sign-out.
 
 A session is a cookie `v1.<name>.<expires>.<csrf>.<mac>`: the key's name (base64url), when the
 session ends (Unix seconds), the session's CSRF token, and an HMAC-SHA256 over those and the
@@ -6,8 +6,9 @@ SHA-256 of the key it was signed in with, under the secret every process shares 
 database (`infrastructure.console_secret`). Any web worker of any host checks it without a
 lookup of its own: a request is let in while its session has not expired and a key of that
 name and hash is still accepted with the `operate` scope (the key ring, reloaded every second),
-so revoking the key (or replacing it under the same name) ends its sessions everywhere. The
-key itself is never in the cookie.
+so revoking the key (or replacing it under the same name) ends its sessions everywhere; a
+signed-out session is refused too (`infrastructure/console_sign_outs.py`, checked by
+`interfaces.console.routes.current_session`). The key itself is never in the cookie.
 """
 
 from __future__ import annotations

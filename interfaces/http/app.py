@@ -42,6 +42,7 @@ def create_app(settings: Settings, *, run_projections: bool = True) -> Litestar:
     # parts.close().
     on_startup = [
         parts.keys.start,
+        parts.sign_outs.start,
         parts.access_log.start,
         parts.intake_tally.start,
         parts.async_read_db.start,
@@ -49,6 +50,7 @@ def create_app(settings: Settings, *, run_projections: bool = True) -> Litestar:
     on_shutdown = [
         parts.hub.stop,
         parts.keys.stop,
+        parts.sign_outs.stop,
         parts.access_log.stop,
         parts.intake_tally.stop,
         parts.async_read_db.stop,

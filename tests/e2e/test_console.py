@@ -160,6 +160,47 @@ def test_signing_out_ends_the_cookie(console):
     assert console.get("/console", follow_redirects=False).status_code == 303
 
 
+def test_a_copy_of_a_signed_out_cookie_is_refused_by_every_worker(console, settings):
+    """Signing out ends the session, not only the browser's cookie: a copy taken before is
+    refused by the worker that signed it out at once, and by another one (a second app on the
+    same database) once it has reloaded."""
+    other = create_app(replace(settings, api_keys=KEYS))
+    try:
+        with TestClient(other) as elsewhere:
+            sign_in(console)
+            copied = console.cookies["drx_console"]
+            overview = console.get("/console").text
+            elsewhere.cookies.set("drx_console", copied, path="/console")
+            assert elsewhere.get("/console", follow_redirects=False).status_code == 200
+            out = console.post("/console/sign-out", data={"csrf": csrf_of(overview)})
+            assert out.status_code == 200  # back on the sign-in page
+            thief = TestClient(console.app)
+            thief.cookies.set("drx_console", copied, path="/console")
+            assert thief.get("/console", follow_redirects=False).status_code == 303
+            other.state.parts.sign_outs._reload()
+            assert elsewhere.get("/console", follow_redirects=False).status_code == 303
+            # a session signed in afterwards is another one, and is on
+            sign_in(console)
+            assert console.get("/console", follow_redirects=False).status_code == 200
+    finally:
+        other.state.parts.close()
+
+
+def test_a_sign_out_the_database_cannot_record_keeps_the_session(console, monkeypatch):
+    sign_in(console)
+    overview = console.get("/console").text
+    parts = console.app.state.parts
+
+    def away(*_: object) -> None:
+        raise ConnectionError("the database is away")
+
+    monkeypatch.setattr(parts.sign_outs, "record", away)
+    failed = console.post("/console/sign-out", data={"csrf": csrf_of(overview)})
+    assert failed.status_code >= 500
+    assert "set-cookie" not in failed.headers
+    assert console.get("/console", follow_redirects=False).status_code == 200
+
+
 def test_dry_run_then_replay_of_a_parked_group(console):
     shipped = parked_shipment(console)
     sign_in(console)

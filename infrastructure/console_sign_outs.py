@@ -1,0 +1,74 @@
+"""Console sessions ended by signing out, so that a copy of the cookie ends with it.
+
+A session is a stateless signed cookie (`interfaces/console/sessions.py`); signing out deletes
+the cookie in the browser and records the session here: the SHA-256 of its CSRF token (unique to
+the session, and not usable from the table) until the session would have expired anyway. Every
+web worker keeps the ended sessions in memory, reloaded every `REFRESH_S` in a thread of its
+own like the key ring, so a request, and the console's live stream at each change, is checked
+without a lookup; the worker that signs the session out refuses it at once, the others within
+a second. Rows past their session's end are deleted at each sign-out. While the database cannot
+be read, the last copy stands; a sign-out that cannot be recorded fails, and keeps the cookie.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+
+from infrastructure.database import ReadDatabase
+from infrastructure.periodic import Periodic
+
+log = logging.getLogger(__name__)
+
+REFRESH_S = 1.0
+
+
+def session_id(csrf: str) -> str:
+    return hashlib.sha256(csrf.encode()).hexdigest()
+
+
+class SignOuts:
+    def __init__(self, db: ReadDatabase, refresh_s: float = REFRESH_S) -> None:
+        self.db = db
+        self._ended: frozenset[str] = frozenset()
+        self._reloader = Periodic("drx-sign-outs", refresh_s, self._reload)
+        self._readable = True
+
+    def record(self, csrf: str, expires_at: int) -> None:
+        """End the session of that CSRF token everywhere (at once in this process)."""
+        ended = session_id(csrf)
+        now = int(time.time())
+        with self.db.transaction() as cursor:
+            cursor.execute("DELETE FROM drx_console_sign_outs WHERE expires_at <= %s", (now,))
+            cursor.execute(
+                "INSERT INTO drx_console_sign_outs (session_id, expires_at) VALUES (%s, %s)"
+                " ON CONFLICT (session_id) DO NOTHING",
+                (ended, expires_at),
+            )
+        self._ended |= {ended}
+
+    def ended(self, csrf: str) -> bool:
+        return session_id(csrf) in self._ended
+
+    def start(self) -> None:
+        """Load the ended sessions, then keep reloading them in a thread of this process."""
+        if not self._reloader.running:
+            self._reload()
+            self._reloader.start()
+
+    def stop(self) -> None:
+        self._reloader.stop()
+
+    def _reload(self) -> None:
+        try:
+            rows = self.db.query(
+                "SELECT session_id FROM drx_console_sign_outs WHERE expires_at > %s",
+                (int(time.time()),),
+            )
+        except Exception:  # the database is away: the last copy stands
+            if self._readable:
+                log.warning("the console's sign-outs cannot be read now: the last copy stands")
+            self._readable = False
+            return
+        self._ended, self._readable = frozenset(str(row[0]) for row in rows), True

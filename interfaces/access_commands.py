@@ -30,6 +30,11 @@ def record_command(parts: Parts, command: str, status: int, document: Any) -> No
     carried = Carried()
     carried.add(document.get("prescription_id") if isinstance(document, dict) else None)
     carried.add_patients_in(document)
+    record_carried(parts, command, status, carried)
+
+
+def record_carried(parts: Parts, command: str, status: int, carried: Carried) -> None:
+    """The same, for what the command is about to print: these ids."""
     rx, patients = carried.take()
     entry = Access(
         sortable_instant(datetime.now(UTC)),
@@ -57,10 +62,15 @@ def _since(text: str) -> datetime:
 
 
 def cmd_access(parts: Parts, args: argparse.Namespace) -> int:
+    """Prints the entries page by page, each page's own entry written before it is printed
+    (the log's ids are patient data too: who audited whom is on the record)."""
     where = AccessFilter(args.patient, args.prescription, args.key, args.since)
     after, shown = None, 0
     while True:
         items, after = parts.access.find(where, PAGE, after)
+        page = Carried()
+        page.add_entries(items)
+        record_carried(parts, _command_line(args), 200, page)
         for item in items:
             print(
                 f"{item['at']}  {item['key']}  {item['method']} {item['path']}  {item['status']}"
@@ -72,6 +82,20 @@ def cmd_access(parts: Parts, args: argparse.Namespace) -> int:
             break
     print(f"{shown} entr{'y' if shown == 1 else 'ies'}")
     return 0
+
+
+def _command_line(args: argparse.Namespace) -> str:
+    """`drx audit access` with its filters, as the entry's path."""
+    words = ["drx audit access"]
+    for flag, value in (
+        ("--patient", args.patient),
+        ("--prescription", args.prescription),
+        ("--key", args.key),
+        ("--since", args.since and sortable_instant(args.since)),
+    ):
+        if value:
+            words.append(f"{flag} {value}")
+    return " ".join(words)
 
 
 def run(settings: Any, args: argparse.Namespace) -> int:

@@ -243,7 +243,10 @@ def cmd_audit_export(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_audit_access(settings: Settings, args: argparse.Namespace) -> int:
-    return access_commands.run(settings, args)
+    try:
+        return access_commands.run(settings, args)
+    except access_commands.AccessNotRecordedError as error:
+        raise UsageError(str(error)) from None
 
 
 def _secret(settings: Settings, given: str | None) -> str:

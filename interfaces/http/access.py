@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -52,6 +52,12 @@ class Carried:
         if patient_id:
             self.patient_ids.add(patient_id)
 
+    def add_entries(self, entries: Iterable[Mapping[str, Any]]) -> None:
+        """The ids that entries of the access log name (a page of the log carries them)."""
+        for entry in entries:
+            self.prescription_ids.update(entry["prescription_ids"])
+            self.patient_ids.update(entry["patient_ids"])
+
     def add_patients_in(self, document: Any) -> None:
         """Every `drx_patient_id` anywhere in a JSON document (a payload, a history)."""
         self.patient_ids.update(_patient_ids(document))
@@ -86,7 +92,7 @@ KNOWN_PARAMETERS = frozenset(
     {
         "status", "patient_id", "pharmacy_ncpdp_id", "needs_review", "updated_since", "limit",
         "cursor", "as_of", "after", "prescription_id", "types", "identifier", "patient",
-        "_lastUpdated", "_count", "_cursor", "prescription", "id", "by", "q",
+        "_lastUpdated", "_count", "_cursor", "prescription", "id", "by", "q", "key", "since",
     }
 )  # fmt: skip
 

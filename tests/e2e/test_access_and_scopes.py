@@ -33,11 +33,14 @@ def scoped(settings):
         yield client
 
 
-def entries(client, **filters):
+def entries(client, *, audits: bool = False, **filters):
+    """The log's entries, by default without those of the auditor's own reads of it (each
+    call of this makes one)."""
     client.app.state.parts.access_log.flush()
     answer = client.get("/audit/access", params=filters, headers=bearer(AUDITOR))
     assert answer.status_code == 200, answer.text
-    return answer.json()["items"]
+    found = answer.json()["items"]
+    return found if audits else [e for e in found if not e["path"].startswith("/audit/")]
 
 
 # (method, path, scope the path needs)
@@ -136,6 +139,28 @@ def test_every_answer_carrying_patient_data_is_logged_with_its_ids(scoped):
         assert "Testy" not in str(entry)  # ids only, never the patient's name
 
 
+def test_reading_the_access_log_is_an_entry_carrying_the_ids_it_returned(scoped):
+    scoped.get("/prescriptions/drx_rx_7Q2M9K", headers=bearer(READER))
+    assert len(entries(scoped, patient_id="drx_pt_TEST01")) == 1
+    assert entries(scoped, key="nobody") == []
+    audits = [
+        (e["key"], e["path"], e["status"], e["prescription_ids"], e["patient_ids"])
+        for e in entries(scoped, audits=True, key="auditor")
+    ]
+    assert audits == [
+        ("auditor", "/audit/access?patient_id=drx_pt_TEST01", 200, ["drx_rx_7Q2M9K"],
+         ["drx_pt_TEST01"]),
+        ("auditor", "/audit/access?key=nobody", 200, [], []),
+    ]  # fmt: skip
+    # and the next audit of that patient shows who audited them
+    paths = [e["path"] for e in entries(scoped, audits=True, patient_id="drx_pt_TEST01")]
+    assert paths == [
+        "/prescriptions/drx_rx_7Q2M9K",
+        "/audit/access?patient_id=drx_pt_TEST01",
+        "/audit/access?key=auditor",
+    ]
+
+
 def test_an_entry_keeps_the_known_query_parameters_and_drops_any_other(scoped):
     scoped.get(
         "/prescriptions",
@@ -160,7 +185,9 @@ def test_the_access_log_is_queried_by_patient_prescription_key_and_time(scoped):
         "/audit/access", params={"cursor": first["next_cursor"]}, headers=bearer(AUDITOR)
     ).json()
     assert len(first["items"]) == 1
-    assert [e["path"] for e in rest["items"]] == ["/prescriptions/drx_rx_unknown"]
+    assert [e["path"] for e in rest["items"] if not e["path"].startswith("/audit/")] == [
+        "/prescriptions/drx_rx_unknown"
+    ]
     bad = scoped.get("/audit/access", params={"since": "yesterday"}, headers=bearer(AUDITOR))
     assert bad.status_code == 400
 

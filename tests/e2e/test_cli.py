@@ -110,6 +110,15 @@ def test_audit_export_is_an_access_and_audit_access_lists_it(served, capsys, mon
     assert "cli:auditor-jo  CLI drx audit export  200  prescriptions drx_rx_LC0001" in lines[0]
     assert main(["audit", "access", "--key", "nobody"]) == 0
     assert capsys.readouterr().out == "0 entries\n"
+    # each listing is on the record too, with the ids it printed
+    assert main(["audit", "access", "--key", "cli:auditor-jo"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert listed[-1] == "3 entries"
+    assert (
+        "CLI drx audit access --prescription drx_rx_LC0001  200  prescriptions drx_rx_LC0001"
+        in (listed[1])
+    )
+    assert "CLI drx audit access --key nobody  200  prescriptions -  patients -" in listed[2]
     with pytest.raises(SystemExit) as refused:
         main(["audit", "access", "--since", "2025-13-01"])
     assert refused.value.code == 2

@@ -14,7 +14,8 @@ library's:
   which plans it without parallel workers whatever the statistics say.
 - Both write a save's snapshots in the same transaction as its events (`writes_snapshots`:
   `Prescriptions.save` hands them over as the `snapshots` argument), so that a snapshot never
-  stands without the events it folds.
+  stands without the events it folds, and delete the older snapshots of those prescriptions
+  (only the last is ever read: PostgreSQL migration 0016, SQLite 0014).
 - PostgreSQL saves in one round trip, by calling `drx_save` (migrations 0003 and 0013): the
   library's statements (the table lock that keeps notification ids in commit order, the NOTIFY,
   the INSERT) in one prepared call, where the library pipelines them in an explicit transaction
@@ -171,6 +172,11 @@ class BatchSQLiteApplicationRecorder(SQLiteApplicationRecorder):
                     (_hex(s.originator_id), s.originator_version, s.topic, s.state)
                     for s in snapshots
                 ],
+            )
+            c.executemany(  # only the last one is ever read (migration 0014)
+                f"DELETE FROM {SQLITE_SNAPSHOTS_TABLE}"  # noqa: S608
+                " WHERE originator_id = ? AND originator_version < ?",
+                [(_hex(s.originator_id), s.originator_version) for s in snapshots],
             )
         return returning
 

@@ -80,3 +80,38 @@ def test_a_sqlite_store_is_not_made_in_a_directory_that_does_not_exist(tmp_path)
     with pytest.raises(StoreNotReadyError, match="does not exist"):
         migrate(missing)
     assert not (tmp_path / "no").exists()
+
+
+def test_the_snapshot_pruning_migration_keeps_each_prescriptions_last_one(settings, tmp_path):
+    """A store migrated before snapshots were pruned (one every 8 facts, all kept) keeps only
+    each prescription's last after the migration that prunes them."""
+    from tests.integration.test_audit import edit, fetch
+
+    sqlite = settings.dialect == "sqlite"
+    fresh = (
+        dataclasses.replace(settings, database_url=f"sqlite:///{tmp_path / 'old.db'}")
+        if sqlite
+        else dataclasses.replace(settings, postgres_schema="t_old_" + settings.postgres_schema[2:])
+    )
+    table = "stored_snapshots" if sqlite else "drx_snapshots"
+    ids = [f"{'0' * 31}{n}" for n in (1, 2)]  # two prescriptions' ids, as hex
+    try:
+        every = available(fresh.dialect)
+        prune = next(m for m in every if m.name == "prune_snapshots")
+        before = [m for m in every if m.version < prune.version]
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(migrations, "available", lambda dialect: before)
+            migrate(fresh)
+        for originator, versions in zip(ids, ([8, 16, 24], [8]), strict=True):
+            for version in versions:
+                edit(
+                    fresh,
+                    f"INSERT INTO {table} VALUES (%s, %s, 'topic', %s)",
+                    (originator, version, b"state"),
+                )
+        assert [m.version for m in migrate(fresh)] == [prune.version]
+        rows = fetch(fresh, f"SELECT originator_id, originator_version FROM {table} ORDER BY 1")
+        assert [(str(i).replace("-", ""), v) for i, v in rows] == [(ids[0], 24), (ids[1], 8)]
+    finally:
+        if fresh.dialect == "postgresql":
+            drop_schema(fresh)

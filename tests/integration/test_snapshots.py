@@ -63,7 +63,8 @@ def test_a_long_history_from_concurrent_writers_with_late_facts_reads_as_every_e
 
     for subject in SUBJECTS:
         versions = snapshot_versions(settings, subject)
-        assert len(versions) >= 60 // SNAPSHOT_INTERVAL
+        assert len(versions) == 1  # the older ones deleted as each new one was written
+        assert versions[0] >= 60 // SNAPSHOT_INTERVAL * SNAPSHOT_INTERVAL
         facts = [r.fact for r in app.history(subject)]
         assert len(facts) == 60
         loaded = app.prescription(subject)
@@ -100,6 +101,23 @@ def test_snapshots_are_a_cache_deleting_them_changes_nothing_but_the_cost(settin
     assert app.state(subject) == derive_state(subject, facts)
     assert snapshot_versions(settings, subject)  # taken again
     assert findings(audit(app, settings)) == []
+
+
+def test_each_prescription_keeps_its_last_snapshot_only(settings, parts):
+    app = parts.prescriptions
+    subject = SUBJECTS[2]
+    for n in range(1, 3 * SNAPSHOT_INTERVAL + 2):
+        assert deliver(app, settings, payload(2, n)) is Outcome.ACCEPTED
+        versions = snapshot_versions(settings, subject)
+        assert len(versions) <= 1, versions
+    assert snapshot_versions(settings, subject) == [3 * SNAPSHOT_INTERVAL]
+    # a late fact before every other, after a full read, takes a new one in place of the last
+    assert deliver(app, settings, payload(2, 1, hours=0.5)) is Outcome.ACCEPTED
+    (latest,) = snapshot_versions(settings, subject)
+    assert latest > 3 * SNAPSHOT_INTERVAL
+    facts = [r.fact for r in app.history(subject)]
+    assert app.state(subject) == derive_state(subject, facts)
+    assert snapshot_versions(settings, SUBJECTS[0]) == []  # another prescription's untouched
 
 
 def test_a_save_that_loses_a_race_writes_no_snapshot(settings, parts):

@@ -16,7 +16,7 @@ library's:
   `Prescriptions.save` hands them over as the `snapshots` argument), so that a snapshot never
   stands without the events it folds, and delete the older snapshots of those prescriptions
   (only the last is ever read: PostgreSQL migration 0016, SQLite 0014).
-- PostgreSQL saves in one round trip, by calling `drx_save` (migrations 0003 and 0013): the
+- PostgreSQL saves in one round trip, by calling `drx_save` (migrations 0003, 0013, 0016): the
   library's statements (the table lock that keeps notification ids in commit order, the NOTIFY,
   the INSERT) in one prepared call, where the library pipelines them in an explicit transaction
   (five round trips, measured 0.6-0.9 ms of client CPU per save against 0.2 ms). The rows go as

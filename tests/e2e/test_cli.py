@@ -116,9 +116,9 @@ def test_audit_export_is_an_access_and_audit_access_lists_it(served, capsys, mon
     assert listed[-1] == "3 entries"
     assert (
         "CLI drx audit access --prescription drx_rx_LC0001  200  prescriptions drx_rx_LC0001"
-        in (listed[1])
+        in listed[1]
     )
-    assert "CLI drx audit access --key nobody  200  prescriptions -  patients -" in listed[2]
+    assert "CLI drx audit access  200  prescriptions -  patients -" in listed[2]  # --key dropped
     with pytest.raises(SystemExit) as refused:
         main(["audit", "access", "--since", "2025-13-01"])
     assert refused.value.code == 2

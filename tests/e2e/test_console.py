@@ -194,7 +194,7 @@ def test_a_sign_out_the_database_cannot_record_keeps_the_session(console, monkey
     def away(*_: object) -> None:
         raise ConnectionError("the database is away")
 
-    monkeypatch.setattr(parts.sign_outs, "record", away)
+    monkeypatch.setattr(parts.read_db, "transaction", away)
     failed = console.post("/console/sign-out", data={"csrf": csrf_of(overview)})
     assert failed.status_code >= 500
     assert "set-cookie" not in failed.headers

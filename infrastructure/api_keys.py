@@ -171,9 +171,7 @@ class KeyRing:
 
     def start(self) -> None:
         """Load the stored keys, then keep reloading them in a thread of this process."""
-        if not self._reloader.running:
-            self._reload()
-            self._reloader.start()
+        self._reloader.start(first=self._reload)
 
     def stop(self) -> None:
         self._reloader.stop()

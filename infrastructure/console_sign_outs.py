@@ -66,9 +66,7 @@ class SignOuts:
 
     def start(self) -> None:
         """Load the ended sessions, then keep reloading them in a thread of this process."""
-        if not self._reloader.running:
-            self._reload()
-            self._reloader.start()
+        self._reloader.start(first=self._reload)
 
     def stop(self) -> None:
         self._reloader.stop()

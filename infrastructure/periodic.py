@@ -20,10 +20,14 @@ class Periodic:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def start(self) -> None:
+    def start(self, first: Callable[[], object] | None = None) -> None:
+        """Start the thread, unless it runs; `first` runs once in the caller's thread before it
+        (a first load that the caller waits for)."""
         with self._guard:
             if self.running:
                 return
+            if first is not None:
+                first()
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
             self._thread.start()

@@ -39,14 +39,14 @@ def cluster(private_postgres):
 
 
 @pytest.fixture
-def service(cluster, request):
+def service(cluster, request, tmp_path):
     url = cluster.create_database(f"drx_{request.node.name[-20:].strip('[]_')}_{os.getpid()}")
     migrate(Settings(database_url=url))
     secret = new_secret()
     port = pgcluster.free_port()
-    server = ServeProcess(
-        {"DRX_DATABASE_URL": url, "DRX_WEBHOOK_SECRETS": secret, "DRX_API_KEYS": API_KEY}, port
-    )
+    env = {"DRX_DATABASE_URL": url, "DRX_WEBHOOK_SECRETS": secret, "DRX_API_KEYS": API_KEY}
+    # Killed outright below: its metrics directory stays, in the test's own directory.
+    server = ServeProcess({**env, "TMPDIR": str(tmp_path)}, port)
     server.start()
     try:
         yield url, port, secret

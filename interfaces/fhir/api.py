@@ -29,6 +29,7 @@ from interfaces.fhir.mapping import (
     Resource,
     medication_dispenses,
     medication_request,
+    medication_request_version,
     medication_request_versions,
     patient,
 )
@@ -101,6 +102,28 @@ class FhirController(Controller):
         versions = medication_request_versions(prescription_id, recorded)
         _carried(request, prescription_id, versions)
         return _answer(history(_base(request), versions))
+
+    @get("/MedicationRequest/{fhir_id:str}/_history/{version_id:str}", sync_to_thread=True, opt=PHI)
+    def vread_medication_request(
+        self,
+        request: AnyRequest,
+        fhir_id: FromPath[str],
+        version_id: FromPath[str],
+        parts: NamedDependency[Parts],
+    ) -> Response[bytes]:
+        """One version of the history (vread): version N is the state from the first N facts
+        recorded, as `_history` gives it; a version it never had is a 404."""
+        _no_parameters(request)
+        prescription_id = _named_prescription(parts, fhir_id)
+        recorded = _recorded(parts, prescription_id) if prescription_id is not None else []
+        if prescription_id is None or not recorded:
+            raise _unknown("MedicationRequest")
+        number = _version_number(version_id)
+        if not 1 <= number <= len(recorded):
+            raise ProblemError(404, "not_found", "this MedicationRequest has no such version")
+        resource = medication_request_version(prescription_id, recorded[:number])
+        _carried(request, prescription_id, [resource])
+        return _answer(resource, {"ETag": f'W/"{resource["meta"]["versionId"]}"'})
 
     @get("/MedicationRequest", sync_to_thread=True, opt=PHI)
     def search_medication_requests(
@@ -194,6 +217,12 @@ def _carried(request: AnyRequest, prescription_id: str, resources: Iterable[Reso
     answer.add(prescription_id)
     for resource in resources:
         answer.add(None, resource.get("subject", {}).get("identifier", {}).get("value"))
+
+
+def _version_number(version_id: str) -> int:
+    """A versionId as this service spells them (1, 2, ...); 0 for anything else."""
+    spelt = version_id.isascii() and version_id.isdigit() and len(version_id) <= 18
+    return int(version_id) if spelt and str(int(version_id)) == version_id else 0
 
 
 def _no_parameters(request: AnyRequest) -> None:

@@ -35,7 +35,7 @@ SEARCH_PARAMETER_DOCS: Mapping[str, str] = {
 }
 # Each resource type's interactions.
 INTERACTIONS: Mapping[str, tuple[str, ...]] = {
-    "MedicationRequest": ("read", "history-instance", "search-type"),
+    "MedicationRequest": ("read", "vread", "history-instance", "search-type"),
     "MedicationDispense": ("search-type",),
     "Patient": ("read",),
 }
@@ -151,7 +151,7 @@ def _resource_capabilities(kind: str) -> Resource:
     }
     if "history-instance" in INTERACTIONS[kind]:
         capabilities["versioning"] = "versioned"
-        capabilities["readHistory"] = False  # no vread: a version is read in the history
+        capabilities["readHistory"] = True  # vread: /MedicationRequest/{id}/_history/{vid}
     parameters = SEARCH_PARAMETERS.get(kind, {})
     if parameters:
         capabilities["searchParam"] = [

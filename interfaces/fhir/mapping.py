@@ -133,15 +133,20 @@ def medication_request_versions(
 ) -> list[Resource]:
     """One MedicationRequest per recorded fact, oldest first: version N is the state from the
     first N facts recorded (what `as_of` that fact's recorded time shows)."""
-    facts = [r.fact for r in recorded]
     return [
-        medication_request(
-            derive_state(prescription_id, facts[: number + 1]).as_dict(),
-            sortable_instant(r.recorded_at),
-            r.fact.event_id,
-        )
-        for number, r in enumerate(recorded)
+        medication_request_version(prescription_id, recorded[:number])
+        for number in range(1, len(recorded) + 1)
     ]
+
+
+def medication_request_version(prescription_id: str, recorded: Sequence[RecordedFact]) -> Resource:
+    """The version the recorded facts make: the last one's (its recorded time, its event)."""
+    last = recorded[-1]
+    return medication_request(
+        derive_state(prescription_id, [r.fact for r in recorded]).as_dict(),
+        sortable_instant(last.recorded_at),
+        last.fact.event_id,
+    )
 
 
 # DRx's `sex` (the contract does not say its codes) -> Patient.gender.

@@ -93,6 +93,12 @@ def test_a_lifecycle_in_any_order_with_duplicates_gives_valid_resources_and_stat
         assert versions["entry"][0]["resource"] == resource | {
             "meta": resource["meta"] | {"source": EVENT_SOURCE + recorded[-1]}
         }
+        for entry in versions["entry"]:  # each version read alone (vread) is the same
+            version_id = entry["resource"]["meta"]["versionId"]
+            alone = client.get(f"{FHIR}/MedicationRequest/{fhir_id}/_history/{version_id}")
+            assert alone.status_code == 200, alone.text
+            assert alone.json() == entry["resource"]
+            assert alone.headers["etag"] == f'W/"{version_id}"'
 
         dispenses = fhir(client, "/MedicationDispense", prescription=f"MedicationRequest/{fhir_id}")
         assert fills_of(dispenses) == LIFECYCLE_FILLS[path.stem]
@@ -227,7 +233,10 @@ def test_errors_are_operation_outcomes(client):
     refusal(client, "/MedicationRequest/drx.5Frx.5F7Q2M9K", 404)  # not our spelling of it
     refusal(client, "/Patient/drx-pt-unknown", 404)
     refusal(client, "/Observation/1", 404)
-    refusal(client, "/MedicationRequest/drx-rx-7Q2M9K/_history/1", 404)  # no vread
+    for version in ("0", "2", "01", "1.0", "x", "9" * 40):  # it has version 1 only
+        refusal(client, f"/MedicationRequest/drx-rx-7Q2M9K/_history/{version}", 404)
+    refusal(client, "/MedicationRequest/drx-rx-unknown/_history/1", 404)
+    refusal(client, "/MedicationRequest/drx-rx-7Q2M9K/_history/1", 400, params={"_format": "xml"})
     posted = client.post(FHIR + "/MedicationRequest", json={"resourceType": "MedicationRequest"})
     assert (posted.status_code, posted.headers["content-type"]) == (405, FHIR_JSON)
     assert set(posted.headers["allow"].split(", ")) == {"GET", "OPTIONS"}
@@ -257,6 +266,7 @@ def test_each_answer_with_patient_data_is_in_the_access_log_by_drx_ids(client):
     for path in (
         "/MedicationRequest/drx-rx-7Q2M9K",
         "/MedicationRequest/drx-rx-7Q2M9K/_history",
+        "/MedicationRequest/drx-rx-7Q2M9K/_history/1",
         "/MedicationRequest?patient=drx-pt-TEST01",
         "/MedicationDispense?prescription=drx-rx-7Q2M9K",
         "/Patient/drx-pt-TEST01",
@@ -272,6 +282,7 @@ def test_each_answer_with_patient_data_is_in_the_access_log_by_drx_ids(client):
     assert logged == [
         (f"{FHIR}/MedicationRequest/drx-rx-7Q2M9K", 200, rx, pt),
         (f"{FHIR}/MedicationRequest/drx-rx-7Q2M9K/_history", 200, rx, pt),
+        (f"{FHIR}/MedicationRequest/drx-rx-7Q2M9K/_history/1", 200, rx, pt),
         (f"{FHIR}/MedicationRequest?patient=drx-pt-TEST01", 200, rx, pt),
         (f"{FHIR}/MedicationDispense?prescription=drx-rx-7Q2M9K", 200, rx, []),
         (f"{FHIR}/Patient/drx-pt-TEST01", 200, [], pt),
@@ -290,6 +301,7 @@ def test_the_capability_statement_lists_exactly_the_fhir_paths(client):
     interaction_of = {
         "/{fhir_id:str}": "read",
         "/{fhir_id:str}/_history": "history-instance",
+        "/{fhir_id:str}/_history/{version_id:str}": "vread",
         "": "search-type",
     }
     served = set()

@@ -27,8 +27,10 @@ import errno
 import json
 import logging
 import os
+import shutil
 import socket
 import tempfile
+from pathlib import Path
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -184,12 +186,32 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> None:
     os.execv(replacement[0], replacement)  # noqa: S606
 
 
+METRICS_PREFIX = "drx-metrics-"
+
+
 def metrics_directory() -> str:
     """A private directory where every web worker keeps its Prometheus figures, so that a scrape
-    adds them all up (`interfaces/http/metrics.py`); set for the workers before any starts."""
-    figures = tempfile.mkdtemp(prefix="drx-metrics-")
+    adds them all up (`interfaces/http/metrics.py`); set for the workers before any starts.
+    Named after this process (the supervisor it becomes keeps the pid), which removes it when it
+    stops; one a `drx serve` killed outright left behind is removed here, at the next start, once
+    no process has its pid."""
+    _remove_abandoned_metrics()
+    figures = tempfile.mkdtemp(prefix=f"{METRICS_PREFIX}{os.getpid()}-")
     os.environ[supervisor.METRICS_DIR] = figures
     return figures
+
+
+def _remove_abandoned_metrics() -> None:
+    for path in Path(tempfile.gettempdir()).glob(f"{METRICS_PREFIX}*-*"):
+        pid = path.name.removeprefix(METRICS_PREFIX).split("-", 1)[0]
+        try:
+            if not pid.isdigit() or path.stat().st_uid != os.getuid():
+                continue
+            os.kill(int(pid), 0)  # its server still runs (or the pid is another's: keep it)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except OSError:  # gone meanwhile, or a pid of another user's: not ours to judge
+            continue
 
 
 def server_options(host: str, port: int) -> dict[str, Any]:

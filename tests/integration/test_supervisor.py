@@ -48,3 +48,30 @@ def test_a_child_that_ran_steadily_is_started_again_at_once(monkeypatch):
     assert child.pause_s == 0.0
     child.process.kill()  # type: ignore[union-attr]
     child.process.wait()  # type: ignore[union-attr]
+
+
+def test_a_killed_servers_metrics_directory_is_removed_at_the_next_start(tmp_path, monkeypatch):
+    """`drx serve` killed outright cannot remove its metrics directory; the next start removes
+    those whose server's pid no process has, and leaves a running server's alone."""
+    import os
+    import subprocess
+    import tempfile
+
+    from interfaces import server
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.delenv(supervisor.METRICS_DIR, raising=False)
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    abandoned = tmp_path / f"drx-metrics-{ended.pid}-abc123"
+    running = tmp_path / f"drx-metrics-{os.getppid()}-def456"  # this test's parent runs
+    unrelated = tmp_path / "drx-metrics-notapid-x"
+    for folder in (abandoned, running, unrelated):
+        folder.mkdir()
+        (folder / "counter_1.db").write_bytes(b"")
+    made = server.metrics_directory()
+    assert not abandoned.exists()
+    assert running.exists()
+    assert unrelated.exists()
+    assert made.startswith(str(tmp_path / f"drx-metrics-{os.getpid()}-"))
+    assert os.environ[supervisor.METRICS_DIR] == made

@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import fcntl
 import json
 import logging
 import os
 import shutil
 import socket
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -187,31 +189,46 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> None:
 
 
 METRICS_PREFIX = "drx-metrics-"
+METRICS_LOCK = ".lock"
 
 
 def metrics_directory() -> str:
     """A private directory where every web worker keeps its Prometheus figures, so that a scrape
     adds them all up (`interfaces/http/metrics.py`); set for the workers before any starts.
-    Named after this process (the supervisor it becomes keeps the pid), which removes it when it
-    stops; one a `drx serve` killed outright left behind is removed here, at the next start, once
-    no process has its pid."""
+
+    The supervisor this process becomes (`exec`: same process, same open files) removes it when
+    it stops, and holds an exclusive `flock` on a file in it for as long as it runs (the lock
+    dies with the process, even killed outright; its children do not inherit it). So the next
+    start removes the directories whose lock it can take: those of servers killed outright,
+    never a running one's, whatever its PID namespace or host. Named after the pid for people."""
     _remove_abandoned_metrics()
     figures = tempfile.mkdtemp(prefix=f"{METRICS_PREFIX}{os.getpid()}-")
+    held = os.open(os.path.join(figures, METRICS_LOCK), os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.set_inheritable(held, True)  # kept across the exec into the supervisor, never closed
     os.environ[supervisor.METRICS_DIR] = figures
     return figures
 
 
 def _remove_abandoned_metrics() -> None:
-    for path in Path(tempfile.gettempdir()).glob(f"{METRICS_PREFIX}*-*"):
-        pid = path.name.removeprefix(METRICS_PREFIX).split("-", 1)[0]
+    """Remove the metrics directories whose server is gone (see above); one without a lock
+    file (an older version's, or not ours) is left alone. Never stops a start."""
+    for path in Path(tempfile.gettempdir()).glob(f"{METRICS_PREFIX}*"):
         try:
-            if not pid.isdigit() or path.stat().st_uid != os.getuid():
+            found = path.lstat()
+            if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.getuid():
                 continue
-            os.kill(int(pid), 0)  # its server still runs (or the pid is another's: keep it)
-        except ProcessLookupError:
-            shutil.rmtree(path, ignore_errors=True)
-        except OSError:  # gone meanwhile, or a pid of another user's: not ours to judge
+            lock = os.open(path / METRICS_LOCK, os.O_RDWR | os.O_NOFOLLOW)
+        except OSError:  # no lock file, or gone meanwhile
             continue
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # its server runs
+            continue
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+        finally:
+            os.close(lock)
 
 
 def server_options(host: str, port: int) -> dict[str, Any]:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import logging
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 from interfaces import supervisor
 from interfaces.supervisor import Child, Supervisor
@@ -52,26 +54,37 @@ def test_a_child_that_ran_steadily_is_started_again_at_once(monkeypatch):
 
 def test_a_killed_servers_metrics_directory_is_removed_at_the_next_start(tmp_path, monkeypatch):
     """`drx serve` killed outright cannot remove its metrics directory; the next start removes
-    those whose server's pid no process has, and leaves a running server's alone."""
+    those whose lock no process holds, and leaves a running server's (its lock held, whatever
+    its pid says) and anything without a lock file alone."""
+    import fcntl
     import os
-    import subprocess
-    import tempfile
 
     from interfaces import server
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    monkeypatch.delenv(supervisor.METRICS_DIR, raising=False)
-    ended = subprocess.Popen([sys.executable, "-c", "pass"])
-    ended.wait()
-    abandoned = tmp_path / f"drx-metrics-{ended.pid}-abc123"
-    running = tmp_path / f"drx-metrics-{os.getppid()}-def456"  # this test's parent runs
-    unrelated = tmp_path / "drx-metrics-notapid-x"
-    for folder in (abandoned, running, unrelated):
+    monkeypatch.setenv(supervisor.METRICS_DIR, "")  # so that the test's change is undone
+    monkeypatch.delenv(supervisor.METRICS_DIR)
+    abandoned = tmp_path / "drx-metrics-4242-abc123"
+    running = tmp_path / "drx-metrics-4242-def456"  # the same pid: another namespace's, say
+    older = tmp_path / "drx-metrics-x1y2z3"  # no lock file: an older version's
+    for folder in (abandoned, running, older):
         folder.mkdir()
         (folder / "counter_1.db").write_bytes(b"")
-    made = server.metrics_directory()
+    for folder in (abandoned, running):
+        (folder / server.METRICS_LOCK).touch()
+    (tmp_path / "drx-metrics-file").write_bytes(b"")  # not a directory: left alone
+    held = os.open(running / server.METRICS_LOCK, os.O_RDWR)
+    fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:
+        made = server.metrics_directory()
+    finally:
+        os.close(held)
     assert not abandoned.exists()
     assert running.exists()
-    assert unrelated.exists()
+    assert older.exists()
+    assert (tmp_path / "drx-metrics-file").exists()
     assert made.startswith(str(tmp_path / f"drx-metrics-{os.getpid()}-"))
     assert os.environ[supervisor.METRICS_DIR] == made
+    # and the new one is locked as long as this process lives: the next start keeps it
+    server._remove_abandoned_metrics()
+    assert Path(made).exists()

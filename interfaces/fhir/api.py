@@ -23,7 +23,14 @@ from domain.errors import PrescriptionNotFoundError
 from domain.prescription import RecordedFact
 from infrastructure.queries import StoredPrescription
 from interfaces.bootstrap import Parts
-from interfaces.fhir.bundles import capability_statement, history, operation_outcome, searchset
+from interfaces.fhir.bundles import (
+    FHIR_JSON,
+    PATH,
+    capability_statement,
+    history,
+    operation_outcome,
+    searchset,
+)
 from interfaces.fhir.ids import medication_request_id, patient_key, prescription_key
 from interfaces.fhir.mapping import (
     Resource,
@@ -38,9 +45,6 @@ from interfaces.http.access import PHI, carried
 from interfaces.http.api_page import package_version
 from interfaces.http.auth import require_read
 from interfaces.http.errors import ProblemError
-
-PATH = "/fhir/r4"
-FHIR_JSON = "application/fhir+json"
 
 AnyRequest = Request[Any, Any, Any]
 ErrorHandler = Callable[[AnyRequest, Exception], Response[Any]]

@@ -8,6 +8,9 @@ from typing import Any
 
 from interfaces.fhir.mapping import Resource
 
+PATH = "/fhir/r4"  # where the FHIR paths are served
+FHIR_JSON = "application/fhir+json"
+
 FHIR_VERSION = "4.0.1"
 # When the CapabilityStatement last changed (its required `date`).
 CAPABILITIES_DATE = "2026-12-01"

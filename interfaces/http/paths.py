@@ -9,6 +9,9 @@ from urllib.parse import unquote
 
 from litestar import Litestar
 
+from interfaces.fhir.bundles import FHIR_JSON, operation_outcome
+from interfaces.fhir.bundles import PATH as FHIR_PATH
+
 
 def _segments_kept_whole(raw_path: bytes) -> str:
     """The request path decoded segment by segment, with `/` and `%` inside a segment kept
@@ -26,9 +29,10 @@ def path_id(value: str) -> str:
     return unquote(value) if "%" in value else value
 
 
-_NUL_REFUSED = json.dumps(
-    {"error": "invalid_parameter", "detail": "the path or query holds U+0000, which no id holds"}
-).encode()
+_NUL_DETAIL = "the path or query holds U+0000, which no id holds"
+_NUL_REFUSED = json.dumps({"error": "invalid_parameter", "detail": _NUL_DETAIL}).encode()
+# The FHIR paths answer every error in FHIR's own shape (interfaces/fhir/api.py).
+_FHIR_NUL_REFUSED = json.dumps(operation_outcome(400, _NUL_DETAIL)).encode()
 
 
 class RawRequestGuard(Litestar):
@@ -44,14 +48,17 @@ class RawRequestGuard(Litestar):
             # The test client's raw_path carries the query too; uvicorn's does not.
             raw_path: bytes = (scope.get("raw_path") or scope["path"].encode()).split(b"?", 1)[0]
             if b"%00" in raw_path or b"%00" in scope.get("query_string", b""):
+                fhir = raw_path.startswith(FHIR_PATH.encode() + b"/")
+                media = FHIR_JSON.encode() if fhir else b"application/json"
                 await send(
                     {
                         "type": "http.response.start",
                         "status": 400,
-                        "headers": [(b"content-type", b"application/json")],
+                        "headers": [(b"content-type", media)],
                     }
                 )
-                await send({"type": "http.response.body", "body": _NUL_REFUSED})
+                body = _FHIR_NUL_REFUSED if fhir else _NUL_REFUSED
+                await send({"type": "http.response.body", "body": body})
                 return
             if b"%" in raw_path:
                 scope["path"] = _segments_kept_whole(raw_path)

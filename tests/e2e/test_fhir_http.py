@@ -236,6 +236,8 @@ def test_errors_are_operation_outcomes(client):
     for version in ("0", "2", "01", "1.0", "x", "9" * 40):  # it has version 1 only
         refusal(client, f"/MedicationRequest/drx-rx-7Q2M9K/_history/{version}", 404)
     refusal(client, "/MedicationRequest/drx-rx-unknown/_history/1", 404)
+    refusal(client, "/MedicationRequest/drx-rx-%00", 400)  # refused before routing, as FHIR
+    refusal(client, "/MedicationRequest", 400, params={"identifier": "drx\x00"})
     refusal(client, "/MedicationRequest/drx-rx-7Q2M9K/_history/1", 400, params={"_format": "xml"})
     posted = client.post(FHIR + "/MedicationRequest", json={"resourceType": "MedicationRequest"})
     assert (posted.status_code, posted.headers["content-type"]) == (405, FHIR_JSON)

@@ -99,10 +99,7 @@ class FhirController(Controller):
         self, request: AnyRequest, fhir_id: FromPath[str], parts: NamedDependency[Parts]
     ) -> Response[bytes]:
         _no_parameters(request)
-        prescription_id = _named_prescription(parts, fhir_id)
-        recorded = _recorded(parts, prescription_id) if prescription_id is not None else []
-        if prescription_id is None or not recorded:
-            raise _unknown("MedicationRequest")
+        prescription_id, recorded = _history_of(parts, fhir_id)
         versions = medication_request_versions(prescription_id, recorded)
         _carried(request, prescription_id, versions)
         return _answer(history(_base(request), versions))
@@ -118,10 +115,7 @@ class FhirController(Controller):
         """One version of the history (vread): version N is the state from the first N facts
         recorded, as `_history` gives it; a version it never had is a 404."""
         _no_parameters(request)
-        prescription_id = _named_prescription(parts, fhir_id)
-        recorded = _recorded(parts, prescription_id) if prescription_id is not None else []
-        if prescription_id is None or not recorded:
-            raise _unknown("MedicationRequest")
+        prescription_id, recorded = _history_of(parts, fhir_id)
         number = _version_number(version_id)
         if not 1 <= number <= len(recorded):
             raise ProblemError(404, "not_found", "this MedicationRequest has no such version")
@@ -213,6 +207,16 @@ def _recorded(parts: Parts, prescription_id: str) -> list[RecordedFact]:
         return parts.prescriptions.history(prescription_id)
     except PrescriptionNotFoundError:
         return []
+
+
+def _history_of(parts: Parts, fhir_id: str) -> tuple[str, list[RecordedFact]]:
+    """The DRx id a MedicationRequest id names and its recorded facts, or a 404 when it names
+    none or the prescription has none (its history and each version of it)."""
+    prescription_id = _named_prescription(parts, fhir_id)
+    recorded = _recorded(parts, prescription_id) if prescription_id is not None else []
+    if prescription_id is None or not recorded:
+        raise _unknown("MedicationRequest")
+    return prescription_id, recorded
 
 
 def _carried(request: AnyRequest, prescription_id: str, resources: Iterable[Resource]) -> None:

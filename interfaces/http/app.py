@@ -21,6 +21,7 @@ from interfaces.http.changes import ChangeController
 from interfaces.http.deliveries import DeliveryController
 from interfaces.http.errors import handle_exception
 from interfaces.http.fast_reads import FastReads
+from interfaces.http.fast_webhook import FastWebhook
 from interfaces.http.health import HealthController, ProjectionController
 from interfaces.http.metrics import WebhookMetrics, webhook_timing
 from interfaces.http.paths import RawRequestGuard
@@ -89,6 +90,7 @@ def create_app(settings: Settings, *, run_projections: bool = True) -> Litestar:
     )
     app.state.parts = parts
     app.fast_path = FastReads(parts).answer
+    app.fast_webhook = FastWebhook(parts, metrics).answer
     allow_every_method(app)
     return app
 

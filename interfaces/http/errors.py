@@ -158,7 +158,8 @@ def _answer(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[st
         return problem(exc.status, exc.error, exc.detail)
     for cls, (status, error, template) in ERROR_TABLE.items():
         if isinstance(exc, cls):
-            detail = template.format(exc.args[0]) if template else str(exc)
+            # An argument only where the template has its place: asyncio's TimeoutError has none.
+            detail = template.format(*exc.args[:1]) if template else str(exc)
             if isinstance(exc, EnvelopeError):
                 return problem(status, error, detail, problems=exc.problems)
             return problem(status, error, detail)

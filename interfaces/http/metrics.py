@@ -25,6 +25,7 @@ from interfaces.supervisor import METRICS_DIR
 
 LATENCY_BUCKETS_S = BUCKETS_S  # the console's tally counts the answer times in the same ones
 OUTCOME_KEY = "drx_outcome"
+STARTED_KEY = "drx_started"  # when the fast path began a request it left to the framework
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -140,7 +141,7 @@ def webhook_timing(metrics: WebhookMetrics, path: str) -> Callable[[ASGIApp], AS
             if scope["type"] != "http" or scope["path"] != path:
                 await app(scope, receive, send)
                 return
-            started = time.perf_counter()
+            started = scope.get("state", {}).get(STARTED_KEY) or time.perf_counter()
             capture, status = status_recorder(send)
             try:
                 await app(scope, receive, capture)

@@ -11,6 +11,7 @@ from litestar import Litestar
 
 from interfaces.fhir.bundles import FHIR_JSON, operation_outcome
 from interfaces.fhir.bundles import PATH as FHIR_PATH
+from interfaces.http.webhooks import PATH as WEBHOOK_PATH
 
 
 def _segments_kept_whole(raw_path: bytes) -> str:
@@ -39,9 +40,12 @@ class RawRequestGuard(Litestar):
     """Litestar, with decisions taken on the raw request before routing: a path or query
     holding U+0000 is a 400 (no stored id holds one, and PostgreSQL cannot even compare one);
     an escaped `/` inside a path segment stays inside that segment; and a request that
-    `fast_path` answers (`interfaces/http/fast_reads.py`: True when it did) is not routed."""
+    `fast_path` answers (`interfaces/http/fast_reads.py`: True when it did) is not routed, nor
+    a delivery that `fast_webhook` answers (`interfaces/http/fast_webhook.py`: it gives back the
+    `receive` to route with when it did not)."""
 
     fast_path: Callable[[Any, Any], Awaitable[bool]] | None = None
+    fast_webhook: Callable[[Any, Any, Any], Awaitable[Any]] | None = None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http":
@@ -62,6 +66,10 @@ class RawRequestGuard(Litestar):
                 return
             if b"%" in raw_path:
                 scope["path"] = _segments_kept_whole(raw_path)
+            elif scope["path"] == WEBHOOK_PATH and self.fast_webhook is not None:
+                receive = await self.fast_webhook(scope, receive, send)
+                if receive is None:
+                    return
             elif self.fast_path is not None and await self.fast_path(scope, send):
                 return
         await super().__call__(scope, receive, send)

@@ -32,6 +32,8 @@ from interfaces.http.schemas import Problem, WebhookAnswer
 
 MAX_BODY_BYTES = 1024 * 1024
 PATH = "/webhooks/drx"
+# The store's error on the fast path (interfaces/http/fast_webhook.py), for the handler to raise.
+STORE_FAILED = "drx.store_failed"
 
 
 def _is_json(content_type: str | None) -> bool:
@@ -195,28 +197,29 @@ class WebhookController(Controller):
         # resolution and response rendering were a third of its cost on this, its busiest path.
         parts: Parts = request.app.state.parts
         command = read_command(body, request.headers, parts.verifier)
+        failed = request.scope.get("state", {}).pop(STORE_FAILED, None)
+        if failed is not None:  # the fast path's store failed: not tried twice
+            raise failed
         receipt = await store(parts, command)
         request.scope.setdefault("state", {})[OUTCOME_KEY] = receipt.outcome.value
-        if receipt.outcome in (Outcome.DUPLICATE, Outcome.CONFLICT):
-            answer = WebhookAnswer(
-                status="duplicate",
-                event_id=receipt.event_id,
-                conflict=True if receipt.outcome is Outcome.CONFLICT else None,
-            )
-            return _answer(answer, 200)
-        parked = receipt.outcome is Outcome.PARKED
+        status, answer = answer_of(receipt)
+        return ASGIResponse(body=answer, status_code=status, media_type="application/json")
+
+
+def answer_of(receipt: Receipt) -> tuple[int, bytes]:
+    """The status and body answering a stored delivery (also the fast path's)."""
+    if receipt.outcome in (Outcome.DUPLICATE, Outcome.CONFLICT):
         answer = WebhookAnswer(
-            status="accepted",
+            status="duplicate",
             event_id=receipt.event_id,
-            parked=True if parked else None,
-            reason=receipt.reason if parked else None,
+            conflict=True if receipt.outcome is Outcome.CONFLICT else None,
         )
-        return _answer(answer, 202)
-
-
-def _answer(answer: WebhookAnswer, status: int) -> ASGIResponse:
-    return ASGIResponse(
-        body=answer.model_dump_json(exclude_none=True).encode(),
-        status_code=status,
-        media_type="application/json",
+        return 200, answer.model_dump_json(exclude_none=True).encode()
+    parked = receipt.outcome is Outcome.PARKED
+    answer = WebhookAnswer(
+        status="accepted",
+        event_id=receipt.event_id,
+        parked=True if parked else None,
+        reason=receipt.reason if parked else None,
     )
+    return 202, answer.model_dump_json(exclude_none=True).encode()

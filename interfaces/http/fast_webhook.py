@@ -10,12 +10,14 @@ handler gives, counted in the same metrics.
 
 Only the answers the handler gives when a delivery is stored (202 accepted, 200 duplicate or
 conflict) are given here, and only to requests the framework would read the same way: a declared
-length of at most 1 MiB, each signature header and the Content-Type at most once. Anything else
+length of at most 1 MiB in plain digits, a body no longer than that, each signature header and
+the Content-Type at most once. Anything else
 goes to the framework, with the body it was sent (what was read here is given again): a refusal
 (401, 400, 413, 415, 422), a delivery our translator cannot read (parked, in a worker thread), a
 body sent without a length. A store that fails is not tried twice: its error is handed to the
-framework's handler, which raises it, so that the answer (503 with Retry-After) and its log line
-are the framework's own. tests/e2e/test_fast_webhook.py sends the same deliveries both ways.
+framework's handler, which raises it before checking the delivery again (a signature near the
+end of its 5 minutes, checked again after the committer's 20 s wait, would be a 401), so that the
+answer (503 with Retry-After) and its log line are the framework's own. tests/e2e/test_fast_webhook.py sends the same deliveries both ways.
 """
 
 from __future__ import annotations
@@ -47,8 +49,8 @@ def _replaying(messages: list[MutableMapping[str, Any]], receive: Receive) -> Re
 
 def _declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
     found = [value for name, value in headers if name == b"content-length"]
-    if len(found) != 1 or not found[0].isdigit():
-        return None
+    if len(found) != 1 or not found[0].isdigit() or len(found[0]) > 7:
+        return None  # 1 MiB has 7 digits; a longer one is the framework's to read
     return int(found[0])
 
 
@@ -83,13 +85,16 @@ class FastWebhook:
         headers = _read_headers(scope["headers"])
         if length is None or length > MAX_BODY_BYTES or headers is None:
             return receive
-        messages, chunks = [], []
+        messages, chunks, received = [], [], 0
         while True:
             message = await receive()
             messages.append(message)
             if message["type"] != "http.request":  # the client went away
                 return _replaying(messages, receive)
             chunks.append(message.get("body", b""))
+            received += len(chunks[-1])
+            if received > length:  # more than declared: the framework's reading (413)
+                return _replaying(messages, receive)
             if not message.get("more_body", False):
                 break
         replay = _replaying(messages, receive)

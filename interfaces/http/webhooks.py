@@ -196,10 +196,10 @@ class WebhookController(Controller):
         # The parts from the app's state and the answer as bytes: the framework's dependency
         # resolution and response rendering were a third of its cost on this, its busiest path.
         parts: Parts = request.app.state.parts
-        command = read_command(body, request.headers, parts.verifier)
         failed = request.scope.get("state", {}).pop(STORE_FAILED, None)
         if failed is not None:  # the fast path's store failed: not tried twice
             raise failed
+        command = read_command(body, request.headers, parts.verifier)
         receipt = await store(parts, command)
         request.scope.setdefault("state", {})[OUTCOME_KEY] = receipt.outcome.value
         status, answer = answer_of(receipt)

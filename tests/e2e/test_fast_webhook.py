@@ -6,15 +6,18 @@ same outcomes in the metrics; and only the stored deliveries' answers are the fa
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from infrastructure.migrations import migrate
 from infrastructure.settings import Settings
+from interfaces.drx import signature
 from interfaces.http.webhooks import MAX_BODY_BYTES
 from tests.conftest import migrated_postgres, sqlite_settings
 from tests.helpers import EXAMPLES, body_of, metric, new_secret, settle, signed_headers
@@ -53,6 +56,13 @@ def requests() -> list[tuple[str, dict[str, Any], bool]]:
         ("no content type", _request(body, **{"content-type": None}), False),
         ("over 1 MiB", _request(b" " * (MAX_BODY_BYTES + 1)), False),
         ("sent without a length", {**_request(body_of(shipped)), "chunked": True}, False),
+        # A length past what int() reads (4,300 digits), and a body longer than declared.
+        ("a 4,401-digit length", _request(body, **{"content-length": "0" * 4400 + "2"}), False),
+        (
+            "over its declared length",
+            _request(b" " * MAX_BODY_BYTES + body, **{"content-length": "100"}),
+            False,
+        ),
     ]
 
 
@@ -171,3 +181,24 @@ def test_a_store_that_fails_is_the_frameworks_503_and_is_not_tried_twice(servers
     monkeypatch.undo()
     assert send(fast, request).status_code == 202
     assert decided == [False, True]
+
+
+def test_a_store_that_fails_late_is_still_503_not_a_stale_signature(servers, monkeypatch):
+    """A delivery signed 4 min 50 s ago, whose store fails after the committer's 20 s wait: its
+    signature was good when checked, and the answer is 503 (retry), not 401 (not ours)."""
+    fast, framework = servers
+    clock = {"shift": 0.0}
+    monkeypatch.setattr(signature.time, "time", lambda real=time.time: real() + clock["shift"])
+    for client in (fast, framework):
+
+        async def failing(command, timeout_s=20.0):
+            clock["shift"] += timeout_s
+            raise TimeoutError
+
+        monkeypatch.setattr(client.app.state.parts.committer, "submit_async", failing)
+    body = EXAMPLES[0].read_bytes()
+    headers = signed_headers(body, SECRET, skew=timedelta(seconds=-290))
+    for client in (fast, framework):
+        clock["shift"] = 0.0
+        answer = send(client, {"content": body, "headers": headers})
+        assert (answer.status_code, answer.json()["error"]) == (503, "busy")

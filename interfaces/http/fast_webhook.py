@@ -17,7 +17,8 @@ goes to the framework, with the body it was sent (what was read here is given ag
 body sent without a length. A store that fails is not tried twice: its error is handed to the
 framework's handler, which raises it before checking the delivery again (a signature near the
 end of its 5 minutes, checked again after the committer's 20 s wait, would be a 401), so that the
-answer (503 with Retry-After) and its log line are the framework's own. tests/e2e/test_fast_webhook.py sends the same deliveries both ways.
+answer (503 with Retry-After) and its log line are the framework's own.
+tests/e2e/test_fast_webhook.py sends the same deliveries both ways.
 """
 
 from __future__ import annotations

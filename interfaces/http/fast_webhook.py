@@ -1,24 +1,23 @@
 """POST /webhooks/drx answered from the raw ASGI request, before the framework: the service's
 busiest path, whose answer is a 202 in nearly every case.
 
-Through Litestar, a delivery's answer cost a web worker about 0.2 ms of CPU beyond the delivery's
-own steps (routing, the body's reading into the handler's parameter, the response's rendering,
-two middlewares each wrapping `send`), a sixth of all it cost the worker (py-spy;
-bench/RESULTS.md, the webhook with one web worker). Here the same steps run as the handler runs
-them, `read_command` then `store` (`interfaces/http/webhooks.py`), and the answer is the one the
-handler gives, counted in the same metrics.
+Through Litestar, a delivery's answer also cost the web worker its routing, the body's reading
+into the handler's parameter, the response's rendering and two middlewares each wrapping `send`.
+Here the same steps run as the handler runs them, `read_command` then `store`
+(`interfaces/http/webhooks.py`), the answer is the one the handler gives, and it is counted in
+the same metrics. Measured, alternately with the code before it: a web worker's CPU per delivery
+20% less, and the webhook's flat-out rate 20% more (bench/RESULTS.md, 2026-12-02 morning).
 
 Only the answers the handler gives when a delivery is stored (202 accepted, 200 duplicate or
 conflict) are given here, and only to requests the framework would read the same way: a declared
 length of at most 1 MiB in plain digits, a body no longer than that, each signature header and
-the Content-Type at most once. Anything else
-goes to the framework, with the body it was sent (what was read here is given again): a refusal
-(401, 400, 413, 415, 422), a delivery our translator cannot read (parked, in a worker thread), a
-body sent without a length. A store that fails is not tried twice: its error is handed to the
-framework's handler, which raises it before checking the delivery again (a signature near the
-end of its 5 minutes, checked again after the committer's 20 s wait, would be a 401), so that the
-answer (503 with Retry-After) and its log line are the framework's own.
-tests/e2e/test_fast_webhook.py sends the same deliveries both ways.
+the Content-Type at most once. Anything else goes to the framework, with the body it was sent
+(what was read here is given again): a refusal (401, 400, 413, 415, 422), a delivery our
+translator cannot read (parked, in a worker thread), a body sent without a length. A store that
+fails is not tried twice: its error is handed to the framework's handler, which raises it before
+checking the delivery again (a signature near the end of its 5 minutes, checked again after the
+committer's 20 s wait, would be a 401), so that the answer (503 with Retry-After) and its log
+line are the framework's own. tests/e2e/test_fast_webhook.py sends the same deliveries both ways.
 """
 
 from __future__ import annotations

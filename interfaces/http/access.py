@@ -24,7 +24,9 @@ from litestar.types import ASGIApp
 from domain.instants import sortable_instant
 from infrastructure.access_log import Access, AccessLog
 from interfaces.http.auth import KEY_NAME
+from interfaces.http.errors import RETRY_AFTER_S
 from interfaces.http.metrics import status_recorder
+from interfaces.http.raw import send_json
 
 PHI: dict[str, Any] = {"phi": True}
 STREAM_ENTRY_S = 60.0
@@ -175,11 +177,4 @@ def access_logging(access_log: AccessLog) -> Callable[[ASGIApp], ASGIApp]:
 
 
 async def _refuse(send: Any) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 503,
-            "headers": [(b"content-type", b"application/json"), (b"retry-after", b"5")],
-        }
-    )
-    await send({"type": "http.response.body", "body": _UNAVAILABLE})
+    await send_json(send, 503, _UNAVAILABLE, headers=((b"retry-after", b"%d" % RETRY_AFTER_S),))

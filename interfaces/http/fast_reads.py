@@ -37,6 +37,7 @@ from interfaces.http.access import carried_in, record
 from interfaces.http.auth import KEY_NAME
 from interfaces.http.errors import STORE_UNAVAILABLE, ProblemError
 from interfaces.http.prescriptions import list_body, list_filter
+from interfaces.http.raw import send_json
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,6 @@ _LIMIT = re.compile(r"[1-9][0-9]{0,2}")
 _MAX_LIMIT = 500
 _ID_MAX = 200  # the list's id parameters and cursor (interfaces/http/pagination.py)
 _BOOLEANS = {"true": True, "false": False}
-_JSON = b"application/json"
 
 
 class _Declined(Exception):
@@ -176,14 +176,7 @@ class FastReads:
         for prescription_id, patient_id in subjects:
             carried.add(prescription_id, patient_id)
         try:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [(b"content-type", _JSON), (b"content-length", b"%d" % len(body))],
-                }
-            )
-            await send({"type": "http.response.body", "body": body, "more_body": False})
+            await send_json(send, 200, body)
         finally:
             record(self.parts.access_log, scope, 200)
         return True

@@ -30,11 +30,11 @@ from domain.commands import RecordDelivery
 from interfaces.bootstrap import Parts
 from interfaces.drx.signature import HEADERS
 from interfaces.http.metrics import STARTED_KEY, WebhookMetrics
+from interfaces.http.raw import send_json
 from interfaces.http.webhooks import MAX_BODY_BYTES, STORE_FAILED, answer_of, read_command, store
 
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 _READ = frozenset(name.encode() for name in (*HEADERS, "content-type"))
-_JSON = b"application/json"
 
 
 def _replaying(messages: list[MutableMapping[str, Any]], receive: Receive) -> Receive:
@@ -113,14 +113,7 @@ class FastWebhook:
             return replay
         status, body = answer_of(receipt)
         try:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": status,
-                    "headers": [(b"content-type", _JSON), (b"content-length", b"%d" % len(body))],
-                }
-            )
-            await send({"type": "http.response.body", "body": body, "more_body": False})
+            await send_json(send, status, body)
         finally:
             self.metrics.observe(receipt.outcome.value, time.perf_counter() - started)
         return None

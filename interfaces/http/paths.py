@@ -11,6 +11,7 @@ from litestar import Litestar
 
 from interfaces.fhir.bundles import FHIR_JSON, operation_outcome
 from interfaces.fhir.bundles import PATH as FHIR_PATH
+from interfaces.http.raw import send_json
 from interfaces.http.webhooks import PATH as WEBHOOK_PATH
 
 
@@ -52,17 +53,10 @@ class RawRequestGuard(Litestar):
             # The test client's raw_path carries the query too; uvicorn's does not.
             raw_path: bytes = (scope.get("raw_path") or scope["path"].encode()).split(b"?", 1)[0]
             if b"%00" in raw_path or b"%00" in scope.get("query_string", b""):
-                fhir = raw_path.startswith(FHIR_PATH.encode() + b"/")
-                media = FHIR_JSON.encode() if fhir else b"application/json"
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 400,
-                        "headers": [(b"content-type", media)],
-                    }
-                )
-                body = _FHIR_NUL_REFUSED if fhir else _NUL_REFUSED
-                await send({"type": "http.response.body", "body": body})
+                if raw_path.startswith(FHIR_PATH.encode() + b"/"):
+                    await send_json(send, 400, _FHIR_NUL_REFUSED, FHIR_JSON.encode())
+                else:
+                    await send_json(send, 400, _NUL_REFUSED)
                 return
             if b"%" in raw_path:
                 scope["path"] = _segments_kept_whole(raw_path)

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import replace
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -136,10 +137,9 @@ def stored(client: Any) -> tuple[Any, ...]:
     settle(client)
     prescriptions = client.get("/prescriptions?limit=500", headers=AUTH).json()
     deliveries = client.get("/deliveries?limit=500", headers=AUTH).json()
+    figures = client.get("/metrics").text
     outcomes = {
-        outcome: metric(
-            client.get("/metrics").text, "drx_webhook_deliveries_total", outcome=outcome
-        )
+        outcome: metric(figures, "drx_webhook_deliveries_total", outcome=outcome)
         for outcome in ("accepted", "duplicate", "conflict", "parked", "invalid_signature")
     }
     return (
@@ -193,7 +193,9 @@ def test_a_store_that_fails_late_is_still_503_not_a_stale_signature(servers, mon
     signature was good when checked, and the answer is 503 (retry), not 401 (not ours)."""
     fast, framework = servers
     clock = {"shift": 0.0}
-    monkeypatch.setattr(signature.time, "time", lambda real=time.time: real() + clock["shift"])
+    # The signature check's clock alone (the module's `time`), not the process's.
+    shifted = SimpleNamespace(time=lambda: time.time() + clock["shift"])
+    monkeypatch.setattr(signature, "time", shifted)
     for client in (fast, framework):
 
         async def failing(command, timeout_s=20.0):

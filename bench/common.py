@@ -237,6 +237,20 @@ class ServeProcess:
             self.process.wait(timeout=10)
 
 
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds (user and system) one process has used so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_cpu_s() -> tuple[float, float]:
+    """Busy (not idle, not stolen) and stolen CPU seconds of the whole machine so far."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    idle, steal = values[3] + values[4], values[7]
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (sum(values) - idle - steal) / ticks, steal / ticks
+
+
 def postgres_cpu_s() -> float:
     """CPU seconds used so far by every PostgreSQL process of this machine (from /proc)."""
     ticks = os.sysconf("SC_CLK_TCK")

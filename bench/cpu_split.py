@@ -15,7 +15,6 @@ machine in the same hour: this VM's speed drifts by a third from one hour to the
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import textwrap
 import time
@@ -28,8 +27,10 @@ from bench.common import (
     descendants,
     describe_activity,
     machine,
+    machine_cpu_s,
     niceness,
     postgres_cpu_s,
+    process_cpu_s,
     scratch_database,
 )
 from bench.webhook import (
@@ -42,20 +43,6 @@ from bench.webhook import (
     server,
     wait_for_projections,
 )
-
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def process_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def machine_cpu_s() -> tuple[float, float]:
-    """Busy (not idle, not stolen) and stolen CPU seconds of the whole machine so far."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    idle, steal = values[3] + values[4], values[7]
-    return (sum(values) - idle - steal) / TICKS, steal / TICKS
 
 
 def measure(root: Path, workers: int, count: int, rate: float | None) -> str:

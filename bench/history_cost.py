@@ -43,12 +43,13 @@ from bench.common import (
     ServeProcess,
     descendants,
     machine,
+    machine_cpu_s,
     migrated_store,
     percentiles,
+    process_cpu_s,
     project,
     scratch_database,
 )
-from bench.cpu_split import machine_cpu_s, process_cpu_s
 from bench.loadgen import run_load, signed_requests
 from domain.state import derive_state
 from infrastructure.settings import Settings

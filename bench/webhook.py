@@ -56,8 +56,12 @@ from bench.common import (
     descendants,
     describe_activity,
     machine,
+    machine_cpu_s,
     memory_of,
     migrated_store,
+    niceness,
+    postgres_cpu_s,
+    process_cpu_s,
     project,
     scratch_database,
     seed_store,
@@ -174,8 +178,29 @@ def measure_service(
     with server([*command, "--workers", str(workers)], env) as process:
         load(deliveries(2000, seed), connections, None)  # warm-up
         wait_for_projections()
-        closed = load(deliveries(requests, seed + 1), connections, None)
+        bodies = deliveries(requests, seed + 1)
+        pids = descendants(process.pid)
+        cpu, pg, busy = {p: process_cpu_s(p) for p in pids}, postgres_cpu_s(), machine_cpu_s()[0]
+        before, started = activity(env["DRX_DATABASE_URL"]), time.monotonic()
+        closed = load(bodies, connections, None)
+        per = {p: (process_cpu_s(p) - cpu[p]) * 1000 / closed.ok for p in pids}
+        pg_ms = (postgres_cpu_s() - pg) * 1000 / closed.ok
+        busy_ms = (machine_cpu_s()[0] - busy) * 1000 / closed.ok
+        meanwhile = describe_activity(
+            before, activity(env["DRX_DATABASE_URL"]), time.monotonic() - started
+        )
         print(f"    closed loop, {connections} connections: {closed.describe()}")
+        # Where the CPU went, to tell the service's own cost from PostgreSQL's as the store grows
+        # (the projector and the dispatcher run at a lower priority: "nice").
+        roles = ", ".join(
+            f"{'nice' if niceness(p) > 0 else 'web'} {ms:.3f}"
+            for p, ms in sorted(per.items(), key=lambda item: -item[1])
+            if ms > 0.01
+        )
+        print(
+            f"      ms CPU per delivery: {roles}, PostgreSQL {pg_ms:.3f}, machine busy {busy_ms:.3f}"
+        )
+        print(textwrap.indent(meanwhile, "      meanwhile: "))
         started = time.monotonic()
         wait_for_projections()
         # The projector yields the CPU to the web workers (interfaces/projector.py): what it

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -49,11 +50,12 @@ def minute_of(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%MZ")
 
 
+_LABELS = (*(f"le:{bound}" for bound in BUCKETS_S), _OVER)
+
+
 def _bucket(seconds: float) -> str:
-    for bound in BUCKETS_S:
-        if seconds <= bound:
-            return f"le:{bound}"
-    return _OVER
+    """The label of the first bucket whose upper bound is at or above `seconds`."""
+    return _LABELS[bisect_left(BUCKETS_S, seconds)]
 
 
 @dataclass(frozen=True)
@@ -111,10 +113,15 @@ class IntakeTally:
         self._flusher = Periodic("drx-intake-tally", flush_s, self.flush)
         self._pruned_at = 0.0
         self._failing = False
+        self._minute_of: tuple[datetime, str] | None = None  # the last minute counted, named
 
     def count(self, outcome: str, seconds: float) -> None:
-        minute = minute_of(self._now())
+        """Called on every webhook answer: the minute's name is formatted once a minute."""
+        start = self._now().replace(second=0, microsecond=0)
         with self._guard:
+            if self._minute_of is None or self._minute_of[0] != start:
+                self._minute_of = start, minute_of(start)
+            minute = self._minute_of[1]
             self._counts[minute, "outcome:" + category(outcome)] += 1
             self._counts[minute, _bucket(seconds)] += 1
 

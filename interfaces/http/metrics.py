@@ -97,9 +97,13 @@ class WebhookMetrics:
             buckets=LATENCY_BUCKETS_S,
             registry=self._registry,
         )
+        self._by_outcome: dict[str, Any] = {}
 
     def observe(self, outcome: str, seconds: float) -> None:
-        self.deliveries.labels(outcome).inc()
+        counter = self._by_outcome.get(outcome)
+        if counter is None:  # the library's lookup by label, once per outcome
+            counter = self._by_outcome[outcome] = self.deliveries.labels(outcome)
+        counter.inc()
         self.latency.observe(seconds)
         if self.tally is not None:
             self.tally.count(outcome, seconds)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from infrastructure.intake_tally import category, minute_of, quantile
+from infrastructure.intake_tally import BUCKETS_S, _bucket, category, minute_of, quantile
 
 
 @pytest.mark.parametrize(
@@ -29,6 +29,21 @@ def test_a_minute_is_keyed_in_utc():
     moment = datetime.fromisoformat("2025-03-04T10:22:59.9-05:00")
     assert minute_of(moment) == "2025-03-04T15:22Z"
     assert minute_of(datetime(2025, 3, 4, 15, 23, tzinfo=UTC)) == "2025-03-04T15:23Z"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "label"),
+    [
+        (0.0, "le:0.0025"),
+        (0.0025, "le:0.0025"),  # an upper bound belongs to its bucket, as in Prometheus's
+        (0.00251, "le:0.005"),
+        (0.3, "le:0.5"),
+        (BUCKETS_S[-1], f"le:{BUCKETS_S[-1]}"),
+        (BUCKETS_S[-1] + 0.001, "le:+Inf"),
+    ],
+)
+def test_an_answer_time_falls_in_the_first_bucket_that_holds_it(seconds, label):
+    assert _bucket(seconds) == label
 
 
 def test_the_quantile_interpolates_within_its_bucket():

@@ -251,6 +251,33 @@ def machine_cpu_s() -> tuple[float, float]:
     return (sum(values) - idle - steal) / ticks, steal / ticks
 
 
+class CpuMeter:
+    """CPU milliseconds per delivery since it was made: of each of `pids` (a web worker, or a
+    process at a lower priority: drx serve's projector and dispatcher), of every PostgreSQL
+    process together, and of the whole machine (busy, and stolen by the hypervisor)."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self._each = {p: process_cpu_s(p) for p in pids}
+        self._postgres = postgres_cpu_s()
+        self._busy, self._stolen = machine_cpu_s()
+
+    def describe(self, deliveries: int) -> str:
+        ms = 1000 / max(deliveries, 1)
+        busy, stolen = machine_cpu_s()
+        each = {p: (process_cpu_s(p) - self._each[p]) * ms for p in self.pids}
+        roles = [
+            f"{'niced' if niceness(p) > 0 else 'web worker'} {cost:.3f}"
+            for p, cost in sorted(each.items(), key=lambda item: -item[1])
+            if cost > 0.01  # multiprocessing's resource tracker does nothing
+        ]
+        return (
+            f"ms CPU per delivery: {', '.join(roles)}, "
+            f"PostgreSQL {(postgres_cpu_s() - self._postgres) * ms:.3f}, "
+            f"machine busy {(busy - self._busy) * ms:.3f} (stolen {(stolen - self._stolen) * ms:.3f})"
+        )
+
+
 def postgres_cpu_s() -> float:
     """CPU seconds used so far by every PostgreSQL process of this machine (from /proc)."""
     ticks = os.sysconf("SC_CLK_TCK")

@@ -23,14 +23,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import (
+    CpuMeter,
     activity,
     descendants,
     describe_activity,
     machine,
-    machine_cpu_s,
-    niceness,
-    postgres_cpu_s,
-    process_cpu_s,
     scratch_database,
 )
 from bench.webhook import (
@@ -54,28 +51,14 @@ def measure(root: Path, workers: int, count: int, rate: float | None) -> str:
             load(deliveries(2000, 7), 64, None)
             wait_for_projections()
             bodies = deliveries(count, 8)
-            pids = descendants(process.pid)
-            # drx serve lowers the priority of the projector alone (interfaces/projector.py;
-            # in an older checkout that did not, the projector is listed as a web worker)
-            projector = {p for p in pids if niceness(p) > 0}
-            before = {p: process_cpu_s(p) for p in pids}
-            pg, (busy, stolen) = postgres_cpu_s(), machine_cpu_s()
+            cpu = CpuMeter(descendants(process.pid))
             counters, started = activity(url), time.monotonic()
             result = load(bodies, 64, rate)
-            after_busy, after_stolen = machine_cpu_s()
+            split = cpu.describe(result.ok)
             meanwhile = describe_activity(counters, activity(url), time.monotonic() - started)
-            per = {p: (process_cpu_s(p) - before[p]) * 1000 / result.ok for p in pids}
-            pg_ms = (postgres_cpu_s() - pg) * 1000 / result.ok
             wait_for_projections()
-    roles = [
-        f"{'projector' if p in projector else 'web worker'} {ms:.3f}"
-        for p, ms in sorted(per.items(), key=lambda item: -item[1])
-        if ms > 0.01  # multiprocessing's resource tracker does nothing
-    ]
     return (
-        f"{result.describe()}\n    ms CPU per delivery: {', '.join(roles)}, "
-        f"PostgreSQL {pg_ms:.3f}, machine busy {(after_busy - busy) * 1000 / result.ok:.3f} "
-        f"(stolen {(after_stolen - stolen) * 1000 / result.ok:.3f})\n"
+        f"{result.describe()}\n    {split}\n"
         + (f"    slow answers: {result.stalls()}; {result.stalls(10)}\n" if rate else "")
         + textwrap.indent(meanwhile, "    meanwhile: ")
     )

@@ -50,18 +50,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import (
     READ_KEY,
     READ_SECRET,
+    CpuMeter,
     Memory,
     activity,
     commit_probe,
     descendants,
     describe_activity,
     machine,
-    machine_cpu_s,
     memory_of,
     migrated_store,
-    niceness,
-    postgres_cpu_s,
-    process_cpu_s,
     project,
     scratch_database,
     seed_store,
@@ -179,27 +176,15 @@ def measure_service(
         load(deliveries(2000, seed), connections, None)  # warm-up
         wait_for_projections()
         bodies = deliveries(requests, seed + 1)
-        pids = descendants(process.pid)
-        cpu, pg, busy = {p: process_cpu_s(p) for p in pids}, postgres_cpu_s(), machine_cpu_s()[0]
+        cpu = CpuMeter(descendants(process.pid))
         before, started = activity(env["DRX_DATABASE_URL"]), time.monotonic()
         closed = load(bodies, connections, None)
-        per = {p: (process_cpu_s(p) - cpu[p]) * 1000 / closed.ok for p in pids}
-        pg_ms = (postgres_cpu_s() - pg) * 1000 / closed.ok
-        busy_ms = (machine_cpu_s()[0] - busy) * 1000 / closed.ok
-        meanwhile = describe_activity(
-            before, activity(env["DRX_DATABASE_URL"]), time.monotonic() - started
-        )
+        # Where the CPU went: the service's own cost apart from PostgreSQL's as the store grows.
+        split = cpu.describe(closed.ok)
+        after = activity(env["DRX_DATABASE_URL"])
+        meanwhile = describe_activity(before, after, time.monotonic() - started)
         print(f"    closed loop, {connections} connections: {closed.describe()}")
-        # Where the CPU went, to tell the service's own cost from PostgreSQL's as the store grows
-        # (the projector and the dispatcher run at a lower priority: "nice").
-        roles = ", ".join(
-            f"{'nice' if niceness(p) > 0 else 'web'} {ms:.3f}"
-            for p, ms in sorted(per.items(), key=lambda item: -item[1])
-            if ms > 0.01
-        )
-        print(
-            f"      ms CPU per delivery: {roles}, PostgreSQL {pg_ms:.3f}, machine busy {busy_ms:.3f}"
-        )
+        print(f"      {split}")
         print(textwrap.indent(meanwhile, "      meanwhile: "))
         started = time.monotonic()
         wait_for_projections()

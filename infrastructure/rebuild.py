@@ -180,9 +180,10 @@ class Rebuilder:
         with self.db.transaction() as cursor:
             cursor.execute(f"DROP TABLE IF EXISTS {fresh}")
             if self.db.dialect == "postgresql":
-                # Indexes come along (built as it fills); their names follow the table's.
+                # Indexes come along (built as it fills), named after the fresh table: they
+                # take the live ones' names once those are dropped with the live table.
                 cursor.execute(f"CREATE TABLE {fresh} (LIKE {live} INCLUDING ALL)")
-                return []
+                return _index_renames(cursor, live, fresh)
             cursor.execute(
                 "SELECT type, sql FROM sqlite_master WHERE tbl_name = %s AND sql IS NOT NULL",
                 (live,),
@@ -317,6 +318,45 @@ class Rebuilder:
             else:
                 yield from _row_differences(table, old, new)
                 old, new = next(live, None), next(rebuilt, None)
+
+
+def _index_renames(cursor: Cursor, live: str, fresh: str) -> list[str]:
+    """The statements that give each index of the fresh table (and the constraint it backs)
+    the name of the live table's index of the same definition, to run after the swap.
+
+    `LIKE ... INCLUDING ALL` names the copies after the fresh table
+    (`rx_prescriptions_rebuild_status_prescription_id_idx`); kept so, every index's name would
+    differ from the migrations' after a rebuild, and a later migration that alters or drops
+    one by its name would fail on a rebuilt database only."""
+    by_definition: dict[tuple[bool, str], list[str]] = {}
+    for name, definition in _indexes(cursor, live):
+        by_definition.setdefault(_index_shape(definition), []).append(name)
+    renames = []
+    for name, definition in _indexes(cursor, fresh):
+        names = by_definition.get(_index_shape(definition))
+        if names:
+            renames.append(f"ALTER INDEX {_quoted(name)} RENAME TO {_quoted(names.pop(0))}")
+    return renames
+
+
+def _indexes(cursor: Cursor, table: str) -> list[tuple[str, str]]:
+    cursor.execute(
+        "SELECT c.relname, pg_get_indexdef(i.indexrelid) FROM pg_index i"
+        " JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = %s::regclass"
+        " ORDER BY c.relname",
+        (table,),
+    )
+    return [(str(name), str(definition)) for name, definition in cursor.fetchall()]
+
+
+def _index_shape(definition: str) -> tuple[bool, str]:
+    """An index's definition without its name and its table's: `CREATE UNIQUE INDEX n ON
+    public.t USING btree (a) INCLUDE (b)` is (True, "btree (a) INCLUDE (b)")."""
+    return definition.startswith("CREATE UNIQUE "), definition.split(" USING ", 1)[1]
+
+
+def _quoted(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
 
 
 def _poisoned(exc: BaseException, events: str) -> RebuildError:

@@ -14,7 +14,7 @@ from infrastructure.migrations import (
     migrate,
     pending,
 )
-from tests.conftest import drop_schema
+from tests.conftest import drop_schema, migrated_postgres
 
 
 def test_migrations_are_applied_once_and_recorded(settings):
@@ -109,9 +109,48 @@ def test_the_snapshot_pruning_migration_keeps_each_prescriptions_last_one(settin
                     f"INSERT INTO {table} VALUES (%s, %s, 'topic', %s)",
                     (originator, version, b"state"),
                 )
-        assert [m.version for m in migrate(fresh)] == [prune.version]
+        assert [m.version for m in migrate(fresh)] == [
+            m.version for m in every if m.version >= prune.version
+        ]
         rows = fetch(fresh, f"SELECT originator_id, originator_version FROM {table} ORDER BY 1")
         assert [(str(i).replace("-", ""), v) for i, v in rows] == [(ids[0], 24), (ids[1], 8)]
     finally:
         if fresh.dialect == "postgresql":
             drop_schema(fresh)
+
+
+READ_TABLES = ("rx_prescriptions", "rx_deliveries", "rx_changes", "rx_change_heads")
+INDEXES = (
+    "SELECT tablename, indexname, replace(indexdef, schemaname || '.', '') FROM pg_indexes"
+    " WHERE schemaname = current_schema() AND tablename LIKE 'rx%%' ORDER BY 1, 2"
+)
+
+
+@pytest.mark.postgres
+def test_the_index_names_migration_renames_what_an_earlier_rebuild_left(postgres_url):
+    """Before rebuilds renamed their copies' indexes, a swap left each under the name
+    PostgreSQL gave the fresh table's copy; migration 0017 gives each its migration's name.
+    (SQLite's rebuilds recreate the live indexes by their own statements.)"""
+    from tests.integration.test_audit import edit, fetch
+
+    with migrated_postgres(postgres_url) as settings:
+        expected = fetch(settings, INDEXES)
+    fresh = dataclasses.replace(settings, postgres_schema="t_old_" + settings.postgres_schema[2:])
+    try:
+        every = available(fresh.dialect)
+        names = next(m for m in every if m.name == "read_index_names")
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(migrations, "available", lambda dialect: every[: every.index(names)])
+            migrate(fresh)
+        for table in READ_TABLES:  # what a swap did before
+            edit(
+                fresh,
+                f"CREATE TABLE {table}_rebuild (LIKE {table} INCLUDING ALL);"
+                f" DROP TABLE {table}; ALTER TABLE {table}_rebuild RENAME TO {table}",
+            )
+        drifted = fetch(fresh, INDEXES)
+        assert all("_rebuild" in name for _, name, _ in drifted)
+        assert [m.version for m in migrate(fresh)] == [names.version]
+        assert fetch(fresh, INDEXES) == expected
+    finally:
+        drop_schema(fresh)

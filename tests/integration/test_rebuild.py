@@ -58,6 +58,7 @@ def table_rows(parts: Parts, name: str) -> dict[str, list[tuple]]:
 def assert_rebuilt_equal(parts: Parts, rebuilder: Rebuilder, name: str) -> None:
     live = table_rows(parts, name)
     assert all(live.values()), f"{name}: the live tables are empty"
+    indexes = indexes_of(parts, name)
     verified = rebuilder.rebuild(name, verify=True)
     assert verified.differences == []
     assert not verified.swapped
@@ -65,8 +66,23 @@ def assert_rebuilt_equal(parts: Parts, rebuilder: Rebuilder, name: str) -> None:
     assert swapped.swapped
     assert swapped.rows == len(next(iter(live.values())))
     assert table_rows(parts, name) == live
+    assert indexes_of(parts, name) == indexes  # the migrations' names: a later one finds them
     assert {t.name for t in TABLES[name]} <= tables_of(parts)
     assert not {f"{t.name}_rebuild" for t in TABLES[name]} & tables_of(parts)
+
+
+def indexes_of(parts: Parts, name: str) -> dict[str, set[tuple[str, str]]]:
+    """Each of the projection's tables' indexes: its name and its definition."""
+    if parts.read_db.dialect == "postgresql":
+        sql = (
+            "SELECT indexname, indexdef FROM pg_indexes"
+            " WHERE schemaname = current_schema() AND tablename = %s"
+        )
+    else:
+        sql = "SELECT name, coalesce(sql, '') FROM sqlite_master WHERE type = 'index' AND tbl_name = %s"
+    found = {t.name: set(parts.read_db.query(sql, (t.name,))) for t in TABLES[name]}
+    assert all(found.values()), f"{name}: no index found"
+    return found
 
 
 def tables_of(parts: Parts) -> set[str]:

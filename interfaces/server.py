@@ -111,6 +111,17 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if not self.transport.is_closing():
             super().data_received(data[budget:])
 
+    def on_message_begin(self) -> None:
+        # A request that begins in the packet that ended the one before (pipelining) is given
+        # its deadline here: `data_received` arms it only at the next packet, which a client
+        # that stops halfway never sends. Its head is counted from the next packet on, so a
+        # pipelined head may reach 64 KiB past the packet it began in (one read, at most
+        # 256 KiB), never more.
+        self._reading_head, self._head_bytes = True, 0
+        if self._read_deadline is None:
+            self._arm_deadline()
+        super().on_message_begin()
+
     def on_headers_complete(self) -> None:
         self._reading_head = False
         super().on_headers_complete()

@@ -151,3 +151,35 @@ def test_a_keep_alive_connection_serves_requests_one_after_another(port):
         assert (response.status, response.read()) == (200, b'{"status":"ok"}')
         time.sleep(DEADLINE_S * 1.5)  # idle between requests: the keep-alive timeout's to judge
     conn.close()
+
+
+def test_a_pipelined_request_that_stops_halfway_loses_its_connection_after_the_deadline(port):
+    """A whole request and the next one's head in one packet: the second gets a deadline too
+    (armed when it begins, not at the next packet, which a silent client never sends)."""
+    with connect(port) as sock:
+        sock.sendall(
+            b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n"
+            b"POST /webhooks/drx HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+            b"content-length: 1000\r\n\r\n{"
+        )
+        assert read_answer(sock).startswith(b"HTTP/1.1 200 ")
+        assert closed_within(sock, DEADLINE_S * 4)
+
+
+def test_a_pipelined_head_over_64_kib_is_refused_with_431(port):
+    """A head that begins in the packet that ended a request is limited from the next packet
+    on (interfaces/server.py: one read more at most)."""
+    first = b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n"
+    second = b"GET /health HTTP/1.1\r\nhost: x\r\nx-big: " + b"a" * (60 * 1024)
+    answers = b""
+    with connect(port) as sock:
+        sock.sendall(first + second)
+        time.sleep(0.1)  # the first packet read alone
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(b"a" * (70 * 1024))
+        sock.settimeout(DEADLINE_S * 4)
+        with contextlib.suppress(TimeoutError, ConnectionResetError):
+            while chunk := sock.recv(65536):
+                answers += chunk
+    assert answers.startswith(b"HTTP/1.1 200 ")
+    assert b"HTTP/1.1 431 " in answers

@@ -6,7 +6,7 @@ an offset, breaks the contract. Unknown extra fields are tolerated everywhere.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
@@ -31,7 +31,16 @@ Key = Annotated[str, Field(min_length=1, max_length=200)]
 Count = Annotated[int, Field(ge=0)]
 Positive = Annotated[int, Field(ge=1)]
 Number = int | float  # as sent: 30 stays 30
-Date = Annotated[str, Field(pattern=r"^\d{4}-\d{2}-\d{2}$")]
+
+
+def _a_real_date(value: str) -> str:
+    """2025-02-30 has the form, not the meaning."""
+    date.fromisoformat(value)
+    return value
+
+
+# [0-9], not \d: pydantic's patterns take \d for any Unicode digit (٢٠٢٥-٠٣-٠٤).
+Date = Annotated[str, Field(pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"), AfterValidator(_a_real_date)]
 Party = Literal["prescriber", "pharmacy", "system"]
 
 
@@ -55,7 +64,7 @@ class Envelope(Model):
 
     id: Key
     type: Text
-    schema_version: Annotated[str, Field(pattern=r"^\d+(\.\d+)*$")]
+    schema_version: Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)*$", max_length=32)]
     source: Text
     occurred_at: Instant
     sent_at: Instant | None = None

@@ -72,6 +72,8 @@ def test_a_body_that_is_not_a_json_object_is_refused(body):
         ({"occurred_at": "2025-03-04T15:22:10"}, "occurred_at"),
         ({"occurred_at": "yesterday"}, "occurred_at"),
         ({"schema_version": 1}, "schema_version"),
+        ({"schema_version": "\u0661.0"}, "schema_version"),  # an Arabic-Indic digit one
+        ({"schema_version": "9" * 5000 + ".0"}, "schema_version"),
         ({"sequence": 0}, "sequence"),
         ({"attempt": "1"}, "attempt"),
         ({"data": []}, "data"),
@@ -128,6 +130,13 @@ def test_a_newer_minor_version_is_read():
         ("on_hold", {"reason": {"text": "x", "category": "weather"}}, "data.reason.category"),
         ("change_requested", {"requested_medications": []}, "data.requested_medications"),
         ("received", {"patient": {"first_name": "Testy"}}, "data.patient.drx_patient_id"),
+        ("received", {"written_on": "2025-13-45"}, "data.written_on"),
+        ("received", {"written_on": "2025-02-29"}, "data.written_on"),  # not a leap year
+        (
+            "received",
+            {"written_on": "\u0662\u0660\u0662\u0665-\u0660\u0663-\u0660\u0664"},
+            "data.written_on",
+        ),
         ("updated", {"patient": None, "notes": None}, "data"),
     ],
 )

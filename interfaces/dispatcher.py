@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -80,12 +80,15 @@ def retry_after_s(value: str | None, now: datetime) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # isdigit alone takes "²" (a latin-1 header byte)
         return float(value)
     try:
-        return max((parsedate_to_datetime(value) - now).total_seconds(), 0.0)
+        when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
         return None
+    if when.tzinfo is None:  # the asctime form and "-0000": UTC, as HTTP dates always are
+        when = when.replace(tzinfo=UTC)
+    return max((when - now).total_seconds(), 0.0)
 
 
 def envelope(row: FeedRow) -> bytes:
@@ -110,6 +113,10 @@ class _Progress:
 
     subscription: Subscription
     position: int
+    # The failures in a row and since when: ended by a 2xx at once, written or not yet (a
+    # failure read from the last row written would carry on a streak a success had ended).
+    failures: int = 0
+    failing_since: str | None = None
     attempts: list[AttemptRecord] = field(default_factory=list)
     written_at: float = field(default_factory=time.monotonic)
     writing: asyncio.Task[bool] | None = None  # the write in flight, if any
@@ -243,7 +250,9 @@ class Dispatcher:
     # One subscription
 
     async def _deliver(self, subscription: Subscription) -> None:
-        progress = _Progress(subscription, subscription.position)
+        progress = _Progress(
+            subscription, subscription.position, subscription.failures, subscription.failing_since
+        )
         try:
             key = secret_key(self.store.secret(subscription))
         except Exception as exc:  # a secret that cannot be read will never sign: say so, once
@@ -315,6 +324,7 @@ class Dispatcher:
                 AttemptRecord(row.position, webhook_id, status, None, took, at)
             )
             progress.position = row.position
+            progress.failures, progress.failing_since = 0, None
             return True
         error = error or f"HTTP {status}"
         progress.attempts.append(AttemptRecord(row.position, webhook_id, status, error, took, at))
@@ -326,8 +336,9 @@ class Dispatcher:
     ) -> None:
         subscription = progress.subscription
         now = self.clock.now()
-        failing_since = subscription.failing_since or sortable_instant(now)
-        failures = subscription.failures + 1
+        failing_since = progress.failing_since or sortable_instant(now)
+        failures = progress.failures + 1
+        progress.failures, progress.failing_since = failures, failing_since
         state, reason, retry_at = None, None, None
         if status == 410:
             state, reason = DISABLED, "the endpoint answered 410 Gone"
@@ -392,6 +403,12 @@ class Dispatcher:
         position, progress.written_at = progress.position, time.monotonic()
         if not attempts and not state and position == progress.subscription.position:
             return False
+        if "failures" not in state and progress.failures:  # a streak goes on as it was written
+            state.update(
+                failures=progress.failures,
+                failing_since=progress.failing_since,
+                retry_at=progress.subscription.retry_at,
+            )
         updated = await self._in_db_thread(
             self.store.record, progress.subscription, position, attempts, **state
         )

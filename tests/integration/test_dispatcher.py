@@ -14,6 +14,7 @@ import pytest
 
 from domain import names
 from domain.clock import DrivenClock, SystemClock
+from domain.instants import sortable_instant
 from infrastructure.subscriptions import DISABLED, PAUSED, SecretBox, SubscriptionStore
 from interfaces.bootstrap import bootstrap
 from interfaces.dispatcher import Dispatcher, backoff_s, envelope, retry_after_s
@@ -304,3 +305,32 @@ def test_a_stopped_dispatcher_gives_up_its_lead_at_once(settings):
         assert not second.dispatcher.leading()
         first.dispatcher.stop()
         assert second.dispatcher.leading()
+
+
+def test_a_2xx_ends_the_failure_streak_before_it_is_written(parts, receivers, dispatching):
+    """Every change fails once, then is taken: however long that goes on, no streak lasts
+    3 days (each success ends it, whether or not its row was written before the next failure)."""
+    clock = DrivenClock(datetime(2030, 1, 1, tzinfo=UTC))
+    receiver = receivers(answer=lambda n: Answer(500 if n % 2 == 0 else 200))
+    subscription = subscribe(parts, receiver)
+    deliver_some(parts, lifecycles=3)
+    expected = feed_positions(parts)
+    assert len(expected) > 15  # 5 hours a failure: more than 3 days of them
+    dispatching(clock=clock)
+    deadline = time.monotonic() + 30
+    while len(receiver.received) < len(expected):
+        assert time.monotonic() < deadline
+        stored = parts.subscriptions.get(subscription.id)
+        assert stored.state != DISABLED, stored.disabled_reason
+        assert stored.failures <= 1
+        if stored.retry_at and stored.retry_at > sortable_instant(clock.now()):
+            clock.advance(timedelta(hours=5))  # a failure written: its retry 5 hours later
+        time.sleep(0.01)
+    assert receiver.positions() == expected
+
+
+def test_retry_after_takes_ascii_seconds_and_every_http_date_form():
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    assert retry_after_s("\u00b2", now) is None  # "²": a digit to str.isdigit
+    assert retry_after_s("Tue Jan  1 00:02:00 2030", now) == 120  # asctime
+    assert retry_after_s("Tue, 01 Jan 2030 00:03:00 -0000", now) == 180

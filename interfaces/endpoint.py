@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 MAX_HEAD = 64 * 1024
 MAX_BODY = 1024 * 1024  # an answer's body is read and dropped, up to this much
+MAX_TRAILERS = 100  # trailer fields after a chunked body, read and dropped
 
 
 class EndpointError(Exception):
@@ -71,9 +72,12 @@ class Endpoint:
         lines += [f"content-length: {len(body)}", "", ""]
         self._writer.write("\r\n".join(lines).encode() + body)
         await self._writer.drain()
-        head = await self._reader.readuntil(b"\r\n\r\n")
-        status_line, *header_lines = head.decode("latin-1").split("\r\n")
-        status = int(status_line.split(" ", 2)[1])
+        while True:  # an informational answer (100 Continue, 103 Early Hints) comes first
+            head = await self._reader.readuntil(b"\r\n\r\n")
+            status_line, *header_lines = head.decode("latin-1").split("\r\n")
+            status = _status(status_line)
+            if not 100 <= status < 200 or status == 101:  # 101: no upgrade was asked for
+                break
         found: dict[str, str] = {}
         for line in header_lines:
             name, _, value = line.partition(":")
@@ -93,12 +97,15 @@ class Endpoint:
             read = 0
             while True:
                 size = int((await self._reader.readline()).split(b";")[0].strip() or b"0", 16)
+                if size == 0:  # then trailer fields, if any, and an empty line
+                    for _ in range(MAX_TRAILERS + 1):
+                        if (await self._reader.readline()).strip() == b"":
+                            return
+                    raise ValueError("answer's trailer too long")
                 read += size
                 if read > MAX_BODY:  # before reading it: a chunk's size is the endpoint's word
                     raise ValueError("answer too long")
                 await self._reader.readexactly(size + 2)
-                if size == 0:
-                    return
         if "content-length" not in headers:  # the body runs to the connection's end
             self.close()
             return
@@ -112,3 +119,11 @@ class Endpoint:
             with contextlib.suppress(Exception):
                 self._writer.close()
         self._reader = self._writer = None
+
+
+def _status(line: str) -> int:
+    """The status code of `HTTP/1.1 200 OK`: three ASCII digits (int() would take "+200")."""
+    code = line.split(" ", 2)[1]
+    if len(code) != 3 or not (code.isascii() and code.isdigit()):
+        raise ValueError("not a status code")
+    return int(code)

@@ -93,3 +93,20 @@ def test_nothing_listening_is_an_error_naming_it():
 
     with pytest.raises(EndpointError, match="could not deliver"):
         asyncio.run(run())
+
+
+def test_informational_answers_are_skipped_for_the_final_one():
+    early = b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>; rel=preload\r\n\r\n"
+    final = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
+    assert exchange(b"HTTP/1.1 100 Continue\r\n\r\n" + early + final, posts=2) == [(200, None)] * 2
+
+
+def test_a_chunked_answers_trailer_is_read_and_the_connection_kept():
+    answer = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\nx-t: 1\r\n\r\n"
+    assert exchange(answer, posts=2) == [(200, None)] * 2
+
+
+@pytest.mark.parametrize("status", [b"+200", b"2_0", b"20", b"\xb2\xb2\xb2"])
+def test_a_status_that_is_not_three_digits_is_an_error(status):
+    with pytest.raises(EndpointError, match="ValueError"):
+        exchange(b"HTTP/1.1 " + status + b" OK\r\ncontent-length: 0\r\n\r\n")

@@ -88,10 +88,27 @@ URL_PATTERN = (
 URL_MAX = 2000
 
 
+DESCRIPTION_MAX = 500
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def check_description(description: str | None) -> str | None:
+    """A line of text for people: at most 500 characters, no control characters (U+0000 is
+    more than PostgreSQL's text holds; a line break would split `drx subscriptions list`)."""
+    if description is not None and (
+        len(description) > DESCRIPTION_MAX or _CONTROL.search(description)
+    ):
+        raise SubscriptionError(
+            f"description must be at most {DESCRIPTION_MAX} characters, without control "
+            "characters"
+        )
+    return description
+
+
 def check_url(url: str) -> str:
     """An http(s) URL with a host (`URL_PATTERN`), at most 2,000 characters. Private addresses
     are allowed: subscribers are internal apps, usually on the organisation's own network."""
-    if len(url) > URL_MAX or not re.match(URL_PATTERN, url):
+    if len(url) > URL_MAX or not re.fullmatch(URL_PATTERN, url):  # $ alone lets a final \n by
         raise SubscriptionError(
             "url must be an http:// or https:// URL with a host, an optional port (1-65535), no "
             "user:password@, and printable ASCII only (percent-encode the rest)"
@@ -230,6 +247,7 @@ class SubscriptionStore:
         """A new active subscription from the feed's head now (it gets the changes from now
         on; rewind it for older ones), and its secret, shown this once."""
         check_url(url)
+        check_description(description)
         check_filters(types, statuses)
         subscription_id = "sub_" + secrets.token_hex(8)
         secret = new_secret()

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from domain.names import ChangeType, Status
-from infrastructure.subscriptions import URL_MAX, URL_PATTERN
+from infrastructure.subscriptions import DESCRIPTION_MAX, URL_MAX, URL_PATTERN
 
 
 class Out(BaseModel):
@@ -191,7 +191,7 @@ class NewSubscription(In):
     )
     types: list[ChangeType] = Field(default_factory=list, max_length=5)
     statuses: list[Status] = Field(default_factory=list, max_length=13)
-    description: str | None = Field(default=None, max_length=500)
+    description: str | None = Field(default=None, max_length=DESCRIPTION_MAX)  # check_description
 
 
 class SubscriptionPatch(In):

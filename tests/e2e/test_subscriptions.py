@@ -80,6 +80,9 @@ def test_options_names_every_method_of_a_path(client, path, allowed):
         {"url": "http://example.internal/x", "statuses": ["lost"]},
         {"url": "http://example.internal/x", "types": "prescription.changed"},
         {"url": "http://example.internal/x", "description": "x" * 501},
+        {"url": "http://example.internal/x", "description": "a\u0000b"},  # 500 on PostgreSQL
+        {"url": "http://example.internal/x", "description": "two\nlines"},
+        {"url": "http://example.internal/x\n"},
         {},
     ],
 )
@@ -132,9 +135,16 @@ def test_the_subscriptions_commands(drx):
         2,
         f"drx: no subscription with id {sid}",
     )
-    bad = drx("subscriptions", "add", "nota url")
-    assert bad.returncode == 2
-    assert "Traceback" not in bad.stderr
+    for refused in (
+        ["nota url"],
+        ["http://127.0.0.1:9/h\n"],
+        ["http://a.b/", "--description", "a\nb"],
+    ):
+        bad = drx("subscriptions", "add", *refused)
+        assert bad.returncode == 2, refused
+        assert "Traceback" not in bad.stderr
+    assert sid not in drx("subscriptions", "list").stdout
+    assert "127.0.0.1" not in drx("subscriptions", "list").stdout  # nothing stored
 
 
 @BOTH_STORES

@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import Executor
 from typing import Any
 
 import psycopg
@@ -155,14 +156,19 @@ class ChangeHub:
             return self._rows[bisect.bisect_right(self._positions, position) :], self._head
 
     async def follow(
-        self, after: int | None, where: ChangeFilter, heartbeat_s: float
+        self,
+        after: int | None,
+        where: ChangeFilter,
+        heartbeat_s: float,
+        threads: Executor | None = None,
     ) -> AsyncIterator[list[FeedRow]]:
         """The changes that match `where`, from after `after` (None: from now) and then as
         they come, in batches (all that were there at a look); an empty batch when nothing was
-        sent for `heartbeat_s`. Ends only when the client goes (the task is cancelled)."""
-        if self._thread is None:  # the first stream of this process: one query, off the loop
-            await asyncio.to_thread(self.start)
+        sent for `heartbeat_s`. Ends only when the client goes (the task is cancelled). Its
+        database reads run in `threads` (None: asyncio's default ones)."""
         loop = asyncio.get_running_loop()
+        if self._thread is None:  # the first stream of this process: one query, off the loop
+            await loop.run_in_executor(threads, self.start)
         self._loops.setdefault(loop, asyncio.Event())
         position = self._head if after is None else after
         quiet_since = loop.time()  # when the stream last sent anything
@@ -170,7 +176,7 @@ class ChangeHub:
             found = self._buffered_after(position)
             if found is None:  # far behind: read from the database
                 head = self._head
-                rows = await asyncio.to_thread(self.feed.after, position, PAGE, where)
+                rows = await loop.run_in_executor(threads, self.feed.after, position, PAGE, where)
                 # A short page holds every match up to the database's head at the query, which
                 # may be past `head` (rows the hub has not read yet): go on from the later one.
                 last = rows[-1].position if rows else position

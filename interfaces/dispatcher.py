@@ -63,6 +63,7 @@ TIMEOUT_S = 10.0
 REFRESH_S = 1.0
 FLUSH_S = 0.1
 FLUSH_AT = 200  # attempts
+LOOKUP_THREADS = 32
 
 
 def backoff_s(
@@ -179,18 +180,26 @@ class Dispatcher:
         try:
             with ThreadPoolExecutor(4, thread_name_prefix="drx-dispatch-db") as pool:
                 self._db_threads = pool
-                asyncio.run(self._supervise())
+                asyncio.run(self._supervised())
         finally:
             self._release()  # nothing of it runs any more: the next dispatcher may lead
+
+    async def _supervised(self) -> None:
+        # asyncio's default threads resolve the endpoints' host names (open_connection); a
+        # lookup that hangs holds its thread past the POST's timeout, so there are enough for
+        # a few such endpoints not to keep the others' lookups waiting.
+        threads = ThreadPoolExecutor(LOOKUP_THREADS, thread_name_prefix="drx-dispatch-dns")
+        asyncio.get_running_loop().set_default_executor(threads)
+        await self._supervise()
 
     def _release(self) -> None:
         if self.release is not None:
             self.release()
 
     async def _in_db_thread(self, call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """A blocking database call, in threads of the dispatcher's own: asyncio's default
-        threads also resolve the endpoints' host names, and a lookup that hangs must not hold
-        up every subscription's bookkeeping."""
+        """A blocking database call (and the feed's reads), in threads of the dispatcher's
+        own: asyncio's default threads resolve the endpoints' host names, and lookups that hang
+        must not hold up every subscription's bookkeeping or its changes."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
             self._db_threads, functools.partial(call, *args, **kwargs)
@@ -267,7 +276,10 @@ class Dispatcher:
         endpoint = Endpoint(subscription.url, self.timeout_s)
         try:
             await self._wait_for_retry(progress)
-            async for rows in self.hub.follow(progress.position, subscription.filter, FLUSH_S):
+            changes = self.hub.follow(
+                progress.position, subscription.filter, FLUSH_S, self._db_threads
+            )
+            async for rows in changes:
                 for row in rows:
                     while not await self._attempt(endpoint, key, progress, row):
                         await self._wait_for_retry(progress)

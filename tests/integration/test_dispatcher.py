@@ -334,3 +334,35 @@ def test_retry_after_takes_ascii_seconds_and_every_http_date_form():
     assert retry_after_s("\u00b2", now) is None  # "²": a digit to str.isdigit
     assert retry_after_s("Tue Jan  1 00:02:00 2030", now) == 120  # asctime
     assert retry_after_s("Tue, 01 Jan 2030 00:03:00 -0000", now) == 180
+
+
+def test_endpoints_whose_names_never_resolve_hold_up_no_other_subscription(
+    parts, receivers, dispatching, monkeypatch
+):
+    """Eight endpoints whose host names hang in the resolver (each lookup holds a thread past
+    the POST's timeout, and each retry starts another): a healthy subscription rewound to 0
+    reads its changes from the database at once, in the dispatcher's own threads."""
+    import socket
+
+    real = socket.getaddrinfo
+
+    def hanging(host, *args, **kwargs):
+        if str(host).endswith(".hang.example"):
+            time.sleep(4)
+            raise socket.gaierror("timed out")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", hanging)
+    receiver = receivers()
+    healthy = subscribe(parts, receiver)
+    for n in range(8):
+        parts.subscriptions.create(f"http://h{n}.hang.example/hook")
+    deliver_some(parts, lifecycles=1)
+    expected = feed_positions(parts, healthy.position, healthy.filter)
+    dispatching(timeout_s=0.5)
+    receiver.wait_for(len(expected))
+    time.sleep(1)  # the hanging lookups pile up
+    parts.subscriptions.rewind(healthy.id, 0)
+    started = time.monotonic()
+    receiver.wait_for(2 * len(expected))
+    assert time.monotonic() - started < 2

@@ -30,6 +30,22 @@ class Leadership(Protocol):
     def release(self) -> None: ...
 
 
+# The lead's connection, on a network that drops it silently (a half-open connection): the
+# leader's check fails within about 10 s (unacknowledged data: tcp_user_timeout; idle: client
+# keepalives), while the server frees the lock only after its own keepalives find the session
+# dead (30 s idle, then 3 probes 10 s apart): the old leader has stopped before a standby can
+# take the lock. Without these, the check could hang for as long as the system's TCP retries
+# (15 minutes and more) while the leader's tasks go on, and a standby led beside it.
+LEAD_CONNECTION: dict[str, str | int] = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,
+    "options": "-c tcp_keepalives_idle=30 -c tcp_keepalives_interval=10 -c tcp_keepalives_count=3",
+}
+
+
 class PostgresLeadership:
     def __init__(self, settings: Settings, role: str = "projections") -> None:
         self._settings, self._role = settings, role
@@ -43,9 +59,12 @@ class PostgresLeadership:
                 self._conn.execute("SELECT 1")
                 return True
             except psycopg.Error:
-                log.warning("projection leadership lost with its connection")
+                log.warning("the lead of the %s lost with its connection", self._role)
                 self.release()
-        conn = psycopg.connect(postgres_conninfo(self._settings), autocommit=True)
+        conninfo = psycopg.conninfo.make_conninfo(
+            postgres_conninfo(self._settings), **LEAD_CONNECTION
+        )
+        conn = psycopg.connect(conninfo, autocommit=True)
         row = conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key,)).fetchone()
         if row and row[0]:
             self._conn = conn

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import psycopg
+import pytest
+
 from infrastructure.leadership import leadership_for
+from tests.conftest import postgres_settings
 
 
 def test_a_released_lead_is_free_at_once_even_before_the_connection_is_gone(settings):
@@ -21,3 +25,29 @@ def test_a_released_lead_is_free_at_once_even_before_the_connection_is_gone(sett
     finally:
         standby.release()
         kept_open()
+
+
+@pytest.mark.postgres
+def test_a_lead_on_a_silently_dropped_connection_is_given_up_before_the_server_frees_it(
+    postgres_url,
+):
+    """What bounds a half-open lead connection (infrastructure/leadership.py): the client's
+    TCP timeouts (about 10 s) under the server's keepalives on its session (60 s). (SQLite's
+    lead is a flock, which dies with its process: no connection to lose.)"""
+    lead = leadership_for(postgres_settings(postgres_url), "dispatcher")
+    assert lead.acquire()
+    try:
+        conn = lead._conn
+        assert conn is not None
+        found = conn.execute(
+            "SELECT current_setting('tcp_keepalives_idle'),"
+            " current_setting('tcp_keepalives_interval'), current_setting('tcp_keepalives_count')"
+        ).fetchone()
+        server_s = int(found[0]) + int(found[1]) * int(found[2])
+        params = dict(psycopg.conninfo.conninfo_to_dict(conn.info.dsn))
+        client_s = int(params["tcp_user_timeout"]) / 1000
+        idle_s = int(params["keepalives_idle"])
+        idle_s += int(params["keepalives_interval"]) * int(params["keepalives_count"])
+        assert max(client_s, idle_s) < server_s
+    finally:
+        lead.release()

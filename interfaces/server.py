@@ -114,10 +114,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         # A request that begins in the packet that ended the one before (pipelining) is given
         # its deadline here: `data_received` arms it only at the next packet, which a client
-        # that stops halfway never sends. Its head is counted from the next packet on, so a
-        # pipelined head may reach 64 KiB past the packet it began in (one read, at most
-        # 256 KiB), never more.
-        self._reading_head, self._head_bytes = True, 0
+        # that stops halfway never sends. (The head's bytes are counted by `data_received`, from
+        # the packet after the one where the last request ended: a pipelined head may reach
+        # 64 KiB past the packet it began in, one read of at most 256 KiB, never more.)
         if self._read_deadline is None:
             self._arm_deadline()
         super().on_message_begin()

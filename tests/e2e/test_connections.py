@@ -86,6 +86,16 @@ def test_a_head_over_64_kib_is_refused_with_431_before_the_rest_is_read(port):
     assert health(port).startswith(b"HTTP/1.1 200 ")
 
 
+def test_a_head_over_64_kib_in_two_packets_is_refused_with_431(port):
+    """The first packet counts: the head is limited from the request's first byte."""
+    with connect(port) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nhost: x\r\nx-a: " + b"a" * (40 * 1024))
+        time.sleep(0.1)  # read as a packet of its own
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(b"\r\nx-b: " + b"b" * (40 * 1024) + b"\r\n\r\n")
+        assert read_answer(sock).startswith(b"HTTP/1.1 431 ")
+
+
 def test_a_large_signature_header_is_refused_as_a_431(port):
     with connect(port) as sock:
         signature = b"v1," + b"A" * (8 * 1024 * 1024)

@@ -31,19 +31,23 @@ class Leadership(Protocol):
 
 
 # The lead's connection, on a network that drops it silently (a half-open connection): the
-# leader's check fails within about 10 s (unacknowledged data: tcp_user_timeout; idle: client
-# keepalives), while the server frees the lock only after its own keepalives find the session
-# dead (30 s idle, then 3 probes 10 s apart): the old leader has stopped before a standby can
-# take the lock. Without these, the check could hang for as long as the system's TCP retries
-# (15 minutes and more) while the leader's tasks go on, and a standby led beside it.
+# leader's check fails within 10-15 s (unacknowledged data: tcp_user_timeout; idle: client
+# keepalives; Linux), while the server frees the lock only after its own keepalives find the
+# session dead (30 s idle, then 3 probes 10 s apart): the old dispatcher has stopped before a
+# standby can take the lock. Without these, the check could hang for as long as the system's
+# TCP retries (15 minutes and more) while the leader's tasks go on. (The projector is fenced
+# by its tracking position besides: a batch from a lead it lost rolls back.) The server's side
+# is SET on the session, not sent as startup `options`, which PgBouncer refuses by default.
 LEAD_CONNECTION: dict[str, str | int] = {
     "keepalives": 1,
     "keepalives_idle": 5,
     "keepalives_interval": 2,
     "keepalives_count": 3,
     "tcp_user_timeout": 10_000,
-    "options": "-c tcp_keepalives_idle=30 -c tcp_keepalives_interval=10 -c tcp_keepalives_count=3",
 }
+LEAD_SESSION = (
+    "SET tcp_keepalives_idle = 30; SET tcp_keepalives_interval = 10; SET tcp_keepalives_count = 3"
+)
 
 
 class PostgresLeadership:
@@ -65,6 +69,11 @@ class PostgresLeadership:
             postgres_conninfo(self._settings), **LEAD_CONNECTION
         )
         conn = psycopg.connect(conninfo, autocommit=True)
+        try:
+            conn.execute(LEAD_SESSION)
+        except psycopg.Error:
+            conn.close()
+            raise
         row = conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key,)).fetchone()
         if row and row[0]:
             self._conn = conn

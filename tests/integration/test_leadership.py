@@ -32,13 +32,15 @@ def test_a_lead_on_a_silently_dropped_connection_is_given_up_before_the_server_f
     postgres_url,
 ):
     """What bounds a half-open lead connection (infrastructure/leadership.py): the client's
-    TCP timeouts (about 10 s) under the server's keepalives on its session (60 s). (SQLite's
+    TCP timeouts (10-15 s) under the server's keepalives on its session (60 s). (SQLite's
     lead is a flock, which dies with its process: no connection to lose.)"""
     lead = leadership_for(postgres_settings(postgres_url), "dispatcher")
     assert lead.acquire()
     try:
         conn = lead._conn
         assert conn is not None
+        if conn.info.host.startswith("/"):
+            pytest.skip("a Unix socket has no TCP to lose (the server reports 0 keepalives)")
         found = conn.execute(
             "SELECT current_setting('tcp_keepalives_idle'),"
             " current_setting('tcp_keepalives_interval'), current_setting('tcp_keepalives_count')"
@@ -48,6 +50,7 @@ def test_a_lead_on_a_silently_dropped_connection_is_given_up_before_the_server_f
         client_s = int(params["tcp_user_timeout"]) / 1000
         idle_s = int(params["keepalives_idle"])
         idle_s += int(params["keepalives_interval"]) * int(params["keepalives_count"])
-        assert max(client_s, idle_s) < server_s
+        assert max(client_s, idle_s) < server_s  # the old leader stops first
+        assert server_s <= 120  # and a standby leads soon (the system's default: 2 hours)
     finally:
         lead.release()

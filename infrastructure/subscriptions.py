@@ -99,8 +99,7 @@ def check_description(description: str | None) -> str | None:
         len(description) > DESCRIPTION_MAX or _CONTROL.search(description)
     ):
         raise SubscriptionError(
-            f"description must be at most {DESCRIPTION_MAX} characters, without control "
-            "characters"
+            f"description must be at most {DESCRIPTION_MAX} characters, without control characters"
         )
     return description
 

@@ -55,9 +55,19 @@ def secret_key(secret: str) -> bytes:
     return key
 
 
-def _mac(key: bytes, webhook_id: str, webhook_timestamp: str, body: bytes) -> bytes:
-    signed = f"{webhook_id}.{webhook_timestamp}.".encode() + body
+def _mac(key: bytes, webhook_id: bytes, webhook_timestamp: str, body: bytes) -> bytes:
+    signed = webhook_id + b"." + webhook_timestamp.encode() + b"." + body
     return base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest())
+
+
+def _as_sent(header_value: str) -> bytes:
+    """A header's bytes as they came: the server gives header values decoded as latin-1, and a
+    sender signs its `webhook-id`'s own (UTF-8) bytes, so `msg_é` arrives as `msg_Ã©`. A value
+    latin-1 cannot hold was never a header's: its UTF-8."""
+    try:
+        return header_value.encode("latin-1")
+    except UnicodeEncodeError:
+        return header_value.encode()
 
 
 def sign(secret: str, webhook_id: str, webhook_timestamp: int, body: bytes) -> str:
@@ -67,7 +77,7 @@ def sign(secret: str, webhook_id: str, webhook_timestamp: int, body: bytes) -> s
 
 def sign_with_key(key: bytes, webhook_id: str, webhook_timestamp: int, body: bytes) -> str:
     """`sign` with the secret's key already decoded (`secret_key`): for many bodies."""
-    return "v1," + _mac(key, webhook_id, str(webhook_timestamp), body).decode()
+    return "v1," + _mac(key, webhook_id.encode(), str(webhook_timestamp), body).decode()
 
 
 def signed_headers(secret: str, webhook_id: str, body: bytes) -> dict[str, str]:
@@ -84,15 +94,16 @@ def signed_headers(secret: str, webhook_id: str, body: bytes) -> dict[str, str]:
 def signature_matches(
     keys: Sequence[bytes], webhook_id: str, webhook_timestamp: str, signature: str, body: bytes
 ) -> bool:
-    """Whether any `v1,` entry of the header is the HMAC of the body under any key (compared in
-    constant time). No time check: the audit asks this of deliveries stored long ago."""
+    """Whether any `v1,` entry of the header (the first 8, empty ones not counted) is the HMAC
+    of the body under any key (compared in constant time); `webhook_id` as the server gave it
+    (`_as_sent`). No time check: the audit asks this of deliveries stored long ago."""
     given = [
         entry[3:].encode()
-        for entry in signature.split(" ")[:MAX_SIGNATURES]
+        for entry in [e for e in signature.split(" ") if e][:MAX_SIGNATURES]
         if entry.startswith("v1,") and entry.isascii()
     ]
     for key in keys:
-        expected = _mac(key, webhook_id, webhook_timestamp, body)
+        expected = _mac(key, _as_sent(webhook_id), webhook_timestamp, body)
         if any(hmac.compare_digest(expected, candidate) for candidate in given):
             return True
     return False

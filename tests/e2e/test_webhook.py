@@ -287,3 +287,19 @@ def test_a_parked_deliverys_corrected_resend_is_applied_and_replay_no_longer_nee
     detail = client.get(f"/deliveries/{payload['id']}").json()
     assert (detail["status"], detail["payload"]) == ("processed", payload)
     assert client.post(f"/deliveries/{payload['id']}/replay").status_code == 409
+
+
+def test_a_webhook_id_that_is_not_ascii_verifies_as_its_sender_signed_it(client):
+    """The library signs the id's UTF-8 bytes, and they arrive as such; the server hands header
+    values over decoded as latin-1, so the check must sign the bytes as they came."""
+    body = body_of(load_example("received"))
+    headers = signed_headers(
+        body, *client.app.state.parts.settings.webhook_secrets, message_id="msg_é"
+    )
+    raw = {name: value.encode() for name, value in headers.items()}  # UTF-8 on the wire
+    answer = client.post(URL, content=body, headers=raw)
+    assert answer.status_code == 202, answer.text
+    # Another secret's entry, then empty ones (doubled spaces), then ours: the 8 entries looked
+    # at are the first 8 that are there.
+    empties = {**raw, "webhook-signature": b"v1,AAAA" + b" " * 12 + raw["webhook-signature"]}
+    assert client.post(URL, content=body, headers=empties).status_code == 200

@@ -155,19 +155,46 @@ class Auditor:
     ) -> None:
         self.app, self.signature_ok, self.read_delivery = app, signature_ok, read_delivery
 
-    def _notifications(self) -> Iterator[Any]:
+    def _notifications(self, found: Callable[[str, str], None]) -> Iterator[Any]:
+        """Every stored event from position 1 (rows at 0 or below are the seals' to name), in
+        order. A row the recorder cannot read at all (its id or state edited into something
+        that is no UUID or no bytes) is named, and the walk goes on after it."""
         start = 1
         while True:
-            batch = self.app.recorder.select_notifications(start=start, limit=BATCH)
+            try:
+                batch = self.app.recorder.select_notifications(start=start, limit=BATCH)
+            except Exception as exc:
+                bad = self._first_unreadable(start)
+                yield from self.app.recorder.select_notifications(
+                    start=start, limit=BATCH, stop=bad - 1
+                )
+                found(f"stored event at position {bad}", f"cannot be read ({type(exc).__name__})")
+                start = bad + 1
+                continue
             if not batch:
                 return
             yield from batch
             start = batch[-1].id + 1
 
+    def _first_unreadable(self, start: int) -> int:
+        """The position of the first row from `start` on that cannot be read (one is known to
+        be among the next BATCH rows): by bisection on whether the rows up to a position read."""
+        head = self.app.recorder.max_notification_id() or 0
+        low, high = start, max(start, head)  # the first bad one is in [low, high]
+        while low < high:
+            middle = (low + high) // 2
+            try:
+                self.app.recorder.select_notifications(start=start, limit=BATCH, stop=middle)
+            except Exception:  # a bad one at or before middle
+                high = middle
+            else:
+                low = middle + 1
+        return low
+
     def verify(self, progress: Callable[[int, int], None] | None = None) -> AuditReport:
         walk = _Walk(self.signature_ok, self.read_delivery)
         head = self.app.recorder.max_notification_id() or 0
-        for notification in self._notifications():
+        for notification in self._notifications(walk.found):
             walk.report.events += 1
             if progress and walk.report.events % BATCH == 0:
                 progress(notification.id, head)

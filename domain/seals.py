@@ -84,7 +84,8 @@ def _originator_text(originator: object) -> str:
 def encode(position: int, content: Sequence[Value]) -> bytes:
     """The canonical encoding of an item: its position (8 bytes, big-endian, signed), then each
     value tagged with its type and, unless fixed-size, prefixed with its length (8 bytes): `B`
-    bytes, `S` UTF-8 text, `I` a 64-bit integer, `N` null. No two items encode alike."""
+    bytes, `S` UTF-8 text, `I` a 64-bit integer, `N` null (`X` any other value, which only an
+    edited row holds, by its type and repr). No two items encode alike."""
     parts = [_int64(position)]
     append = parts.append
     for value in content:
@@ -97,8 +98,12 @@ def encode(position: int, content: Sequence[Value]) -> bytes:
             append(text)
         elif value is None:
             append(b"N")
-        else:
+        elif isinstance(value, int):
             append(_tagged(b"I", value))
+        else:  # no row of ours holds one (an edited SQLite row's REAL, say): `X` and its repr
+            text = f"{type(value).__name__}:{value!r}".encode()
+            append(_tagged(b"X", len(text)))
+            append(text)
     return b"".join(parts)
 
 
@@ -114,7 +119,15 @@ def link(previous: bytes, item_digest: bytes) -> bytes:
 def canonical_record(record: Mapping[str, Any]) -> bytes:
     """A row's decoded values as one value of content: canonical JSON (sorted keys, no spaces),
     the same however the row was read back (PostgreSQL's jsonb or SQLite's JSON text)."""
-    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return json.dumps(
+        record, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=_other
+    ).encode()
+
+
+def _other(value: Any) -> dict[str, str]:
+    """A value JSON has no form for, which only an edited row holds (SQLite's bytes): by its
+    type and repr, so that it differs from every value a row of ours holds."""
+    return {f"${type(value).__name__}": repr(value)}
 
 
 def seal(kind: SequenceKind, previous: bytes, items: Iterable[Item]) -> list[tuple[Any, ...]]:
@@ -333,7 +346,7 @@ def read_checkpoint(text: str) -> Checkpoint:
     """A checkpoint from its JSON text (as `drx audit checkpoint` prints it)."""
     try:
         document = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python recurses
         raise CheckpointFormatError("it is not JSON") from None
     return Checkpoint.from_document(document)
 
@@ -348,9 +361,10 @@ def _head(document: dict[str, Any], count_key: str, prefix: str) -> Head:
 
 
 def _whole(document: dict[str, Any], key: str, prefix: str) -> int:
+    """A whole number a 64-bit column holds (positions and counts are both such)."""
     value = document.get(key)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise CheckpointFormatError(f"`{prefix}{key}` is missing or not a whole number")
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < _PAST_ALL:
+        raise CheckpointFormatError(f"`{prefix}{key}` is missing or not a whole number below 2**63")
     return value
 
 

@@ -171,7 +171,12 @@ class AccessQueries:
                 clauses.append(f"{column} @> %s::jsonb")  # the GIN index answers it
                 params.append(json.dumps([value]))
             else:
-                clauses.append(f"EXISTS (SELECT 1 FROM json_each({column}) WHERE value = %s)")
+                # CASE, whose order SQLite keeps: json_each fails the whole query on a row
+                # edited into text that is no JSON (which `drx audit verify` names).
+                clauses.append(
+                    f"CASE WHEN json_valid({column}) THEN"
+                    f" EXISTS (SELECT 1 FROM json_each({column}) WHERE value = %s) END"
+                )
                 params.append(value)
         if where.key is not None:
             clauses.append("key_name = %s")
@@ -196,5 +201,13 @@ def _item(row: tuple[Any, ...]) -> dict[str, Any]:
 
 
 def _ids(value: Any) -> list[str]:
-    """A JSON array as stored: decoded by psycopg on PostgreSQL, text on SQLite."""
-    return list(json.loads(value) if isinstance(value, str) else value)
+    """A JSON array as stored: decoded by psycopg on PostgreSQL, text on SQLite. A value that
+    is no array of strings (an edited row: `drx audit verify` names it) is shown as it is, as
+    the one element, rather than making the whole log unreadable."""
+    try:
+        ids = json.loads(value) if isinstance(value, str | bytes) else value
+    except (ValueError, RecursionError):
+        ids = None
+    if isinstance(ids, list) and all(isinstance(one, str) for one in ids):
+        return ids
+    return [f"(not a list of ids: {value!r})"]

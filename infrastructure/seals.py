@@ -75,7 +75,10 @@ READ_BATCH = 20_000  # rows per page when verifying
 
 SEALS_TABLE = "drx_audit_seals"
 CHECKPOINTS_TABLE = "drx_audit_checkpoints"
-_BEFORE_ALL = -(2**63)  # below every position (but the least 64-bit integer itself)
+# Pages are read from a position on, inclusive: from the least 64-bit integer, then from one
+# past the last row read (a row at -2**63 itself, written behind the service's back, is read too).
+_FIRST = -(2**63)
+_LAST = 2**63 - 1
 
 Query = Callable[[str, Sequence[Any]], list[Row]]
 
@@ -85,8 +88,8 @@ class _Source:
     """Where one sequence's items and seal rows are read from, on one dialect."""
 
     kind: SequenceKind
-    items_sql: str  # params: after, limit
-    seals_sql: str  # params: after, limit
+    items_sql: str  # params: from (inclusive), limit
+    seals_sql: str  # params: from (inclusive), limit
     head_sql: str  # the last position stored
     read_item: Callable[[Row], Item] | None  # None: the row is the item as it is
     # An item's identity as the seal table's originator columns take it.
@@ -106,18 +109,18 @@ def _sources(dialect: str) -> tuple[_Source, _Source]:
         _Source(
             EVENTS,
             f"SELECT {position}, {originator}, originator_version, topic, state FROM {table}"
-            f" WHERE {position} > %s ORDER BY {position} LIMIT %s",
+            f" WHERE {position} >= %s ORDER BY {position} LIMIT %s",
             f"SELECT position, {originator}, originator_version, digest, chain FROM {SEALS_TABLE}"
-            f" WHERE sequence = '{EVENTS.name}' AND position > %s ORDER BY position LIMIT %s",
+            f" WHERE sequence = '{EVENTS.name}' AND position >= %s ORDER BY position LIMIT %s",
             f"SELECT max({position}) FROM {table}",
             None,
             _uuid_columns if postgres else _as_stored,
         ),
         _Source(
             ACCESS,
-            f"SELECT id, {access_columns} FROM drx_access_log WHERE id > %s ORDER BY id LIMIT %s",
+            f"SELECT id, {access_columns} FROM drx_access_log WHERE id >= %s ORDER BY id LIMIT %s",
             f"SELECT position, digest, chain FROM {SEALS_TABLE}"
-            f" WHERE sequence = '{ACCESS.name}' AND position > %s ORDER BY position LIMIT %s",
+            f" WHERE sequence = '{ACCESS.name}' AND position >= %s ORDER BY position LIMIT %s",
             "SELECT max(id) FROM drx_access_log",
             _access_item,
             lambda _: (None, None),
@@ -139,11 +142,11 @@ def _access_item(row: Row) -> Item:
     return (row[0], canonical_record(dict(zip(ACCESS_COLUMNS, values, strict=True))))
 
 
-def _decoded(text: str) -> Any:
-    """A JSON text's value; text that is no JSON (an edited SQLite row) stays the text."""
+def _decoded(text: Any) -> Any:
+    """A JSON text's value; a value that is no JSON text (an edited SQLite row) stays as it is."""
     try:
         return json.loads(text)
-    except ValueError:
+    except (ValueError, TypeError, RecursionError):
         return text
 
 
@@ -168,9 +171,12 @@ def signer_for(settings: Settings) -> CheckpointSigner | None:
 
 
 def signature_problem(checkpoint: Checkpoint, expected_key: str | None) -> str | None:
-    """What is wrong with a signed checkpoint's signature (None for an unsigned one): it does
-    not verify with its own public key, or (`expected_key`) that key is not ours."""
+    """What is wrong with a checkpoint's signature: it does not verify with its own public key,
+    or (`expected_key`: it must be signed with ours) it is unsigned or that key is not ours.
+    None for an unsigned one when no key is expected."""
     if checkpoint.signature is None:
+        if expected_key is not None:
+            return "it is unsigned, though DRX_AUDIT_SIGNING_KEY is set: it must be signed with it"
         return None
     from cryptography.exceptions import InvalidSignature  # noqa: PLC0415 - see CheckpointSigner
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey  # noqa: PLC0415
@@ -297,8 +303,10 @@ class Sealer:
     def _seal_batch(self, cursor: Cursor, source: _Source) -> int:
         self._lock(cursor)
         last = self._last_seal(cursor, source.kind)
-        after, previous, sealed = last or (_BEFORE_ALL, GENESIS, 0)
-        cursor.execute(source.items_sql, (after, self.batch))
+        if last is not None and last[0] == _LAST:
+            return 0  # nothing can stand after it
+        first, previous, sealed = (last[0] + 1, *last[1:]) if last else (_FIRST, GENESIS, 0)
+        cursor.execute(source.items_sql, (first, self.batch))
         rows = cursor.fetchall()
         items = rows if source.read_item is None else [source.read_item(row) for row in rows]
         insert_rows(
@@ -416,17 +424,18 @@ def _pages(
 ) -> Iterator[Any]:
     """Every row `sql` selects, by keyset pagination on its first column; `reached(position)`
     after each page."""
-    after = _BEFORE_ALL
+    first = _FIRST
     while True:
-        rows = query(sql, (after, READ_BATCH))
+        rows = query(sql, (first, READ_BATCH))
         yield from rows if read_item is None else map(read_item, rows)
         if not rows:
             return
-        after = rows[-1][0]
+        last = rows[-1][0]
         if reached is not None:
-            reached(after)
-        if len(rows) < READ_BATCH:
+            reached(last)
+        if len(rows) < READ_BATCH or last == _LAST:
             return
+        first = last + 1
 
 
 @contextmanager

@@ -15,6 +15,7 @@ from interfaces.bootstrap import Parts, bootstrap
 from interfaces.http.access import Carried
 from interfaces.http.errors import ProblemError
 from interfaces.http.pagination import parse_instant
+from interfaces.logs import escape_controls
 
 PAGE = 500
 HELP = "who read which patient's or prescription's data (the PHI access log)"
@@ -72,10 +73,14 @@ def cmd_access(parts: Parts, args: argparse.Namespace) -> int:
         page.add_entries(items)
         record_carried(parts, _command_line(args), 200, page)
         for item in items:
+            # Escaped: a path is the caller's text (a CR or an escape sequence in it would
+            # rewrite the auditor's screen); the log keeps it as it came.
             print(
-                f"{item['at']}  {item['key']}  {item['method']} {item['path']}  {item['status']}"
-                f"  prescriptions {','.join(item['prescription_ids']) or '-'}"
-                f"  patients {','.join(item['patient_ids']) or '-'}"
+                escape_controls(
+                    f"{item['at']}  {item['key']}  {item['method']} {item['path']}"
+                    f"  {item['status']}  prescriptions {','.join(item['prescription_ids']) or '-'}"
+                    f"  patients {','.join(item['patient_ids']) or '-'}"
+                )
             )
         shown += len(items)
         if after is None:

@@ -46,7 +46,7 @@ from interfaces import (
 from interfaces.bootstrap import bootstrap
 from interfaces.documents import export_prescription
 from interfaces.drx.signature import SecretError, secret_key, signed_headers
-from interfaces.logs import configure_logging
+from interfaces.logs import configure_logging, escape_controls
 from interfaces.progress import Progress
 from interfaces.simulator import SimulationError, simulate
 
@@ -95,9 +95,11 @@ def cmd_projections_dead_letters(settings: Settings, args: argparse.Namespace) -
         letters = dead_letters.dead_letters(parts.read_db, args.name)
     for letter in letters:
         print(
-            f"{letter.projection} event {letter.position} ({letter.topic.rsplit('.', 1)[-1]} of "
-            f"{letter.originator_id} v{letter.originator_version}), {letter.attempts} attempt(s), "
-            f"since {letter.failed_at}: {letter.reason}"
+            escape_controls(
+                f"{letter.projection} event {letter.position} ({letter.topic.rsplit('.', 1)[-1]} "
+                f"of {letter.originator_id} v{letter.originator_version}), {letter.attempts} "
+                f"attempt(s), since {letter.failed_at}: {letter.reason}"
+            )
         )
     print(f"{len(letters)} dead letter(s)")
     return DONE
@@ -167,8 +169,8 @@ def cmd_audit_verify(settings: Settings, args: argparse.Namespace) -> int:
     findings = [*report.findings, *seals.findings]
     if findings:
         print(f"NOT INTACT: {len(findings)} finding(s) in {summary}")
-        for finding in findings:
-            print(f"  {finding.where}: {finding.what}")
+        for finding in findings:  # escaped: an edited row's text is anyone's
+            print(escape_controls(f"  {finding.where}: {finding.what}"))
     else:
         print(
             f"intact: {summary}; every chain holds and every signature verifies, every seal "

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from infrastructure.access_log import Access
 from infrastructure.database import open_read_database
+from interfaces.bootstrap import bootstrap
 from interfaces.cli import main
 from tests.helpers import LIFECYCLES, load_lifecycle, post_signed, serving, settle
 
@@ -122,3 +124,21 @@ def test_audit_export_is_an_access_and_audit_access_lists_it(served, capsys, mon
     with pytest.raises(SystemExit) as refused:
         main(["audit", "access", "--since", "2025-13-01"])
     assert refused.value.code == 2
+
+
+def test_audit_access_prints_control_characters_of_a_path_escaped(served, capsys):
+    """A path is the caller's text (a 404 on a PHI path is on the record too): a CR or an
+    escape sequence in it must not rewrite the auditor's screen."""
+    forged = "/prescriptions/x\r2026-12-01T09:00:00Z  nurse-jane  GET /prescriptions/y\x1b[1A"
+    with bootstrap(served) as parts:
+        parts.access_log.append(
+            Access("2026-12-01T09:00:00.000000Z", "app", "GET", forged, 404, (), ())
+        )
+        assert parts.access_log.flush() == 1
+    assert main(["audit", "access", "--key", "app"]) == 0
+    out = capsys.readouterr().out
+    assert "\r" not in out
+    assert "\x1b" not in out
+    assert (
+        "/prescriptions/x\\r2026-12-01T09:00:00Z  nurse-jane  GET /prescriptions/y\\x1b[1A" in out
+    )

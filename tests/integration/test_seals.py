@@ -15,11 +15,12 @@ import pytest
 
 from domain.ids import delivery_id, prescription_id
 from domain.seals import EVENTS, GENESIS, canonical_record, digest, seal
-from infrastructure.access_log import Access
+from infrastructure.access_log import Access, AccessFilter
 from infrastructure.seals import CheckpointSigner, Sealer, SealVerifier
 from tests.helpers import LIFECYCLES, load_lifecycle
 from tests.integration.test_audit import audit, deliver_signed, edit, fetch
 
+LEAST = -(2**63)  # the least position a 64-bit column holds
 TRUNCATED = "drx_rx_LC0002"  # the last lifecycle delivered: its events are the store's tail
 ACCESS_ROWS = [
     Access("2026-12-01T08:00:00.000000Z", "app-one", "GET", "/prescriptions/x", 200, ("x",), ()),
@@ -168,7 +169,8 @@ def test_two_events_whose_contents_were_swapped_are_both_named(stored, settings)
     ]
 
 
-def test_an_event_inserted_at_a_past_position_is_named(stored, settings):
+@pytest.mark.parametrize("position", [0, LEAST])
+def test_an_event_inserted_at_a_past_position_is_named(stored, settings, position):
     _, verifier = sealed(stored, settings)
     column = position_column(settings)
     ((topic, state),) = fetch(settings, f"SELECT topic, state FROM {{events}} WHERE {column} = 5")
@@ -176,12 +178,70 @@ def test_an_event_inserted_at_a_past_position_is_named(stored, settings):
     edit(
         settings,
         f"INSERT INTO {{events}} (originator_id, originator_version, topic, state, {column})"
-        " VALUES (%s, 1, %s, %s, 0)",
-        (stored_key(settings, str(forged)), topic, bytes(state)),
+        " VALUES (%s, 1, %s, %s, %s)",
+        (stored_key(settings, str(forged)), topic, bytes(state), position),
     )
     report = verifier.verify()
-    assert findings(report) == [(named(0, forged, 1), "inserted")]
+    assert findings(report) == [(named(position, forged, 1), "inserted")]
     assert report.sequences["events"].unsealed == 0
+
+
+def test_an_access_row_inserted_at_the_least_position_is_named(stored, settings):
+    _, verifier = sealed(stored, settings)
+    edit(
+        settings,
+        "INSERT INTO drx_access_log (id, at, key_name, method, path, status, prescription_ids,"
+        " patient_ids) SELECT %s, at, 'nurse-jane', method, path, status, prescription_ids,"
+        " patient_ids FROM drx_access_log WHERE id = 1",
+        (LEAST,),
+    )
+    assert findings(verifier.verify()) == [(f"access-log row {LEAST}", "inserted")]
+
+
+def test_event_rows_edited_past_reading_are_named_by_both_passes(stored, settings):
+    """A row the recorder cannot turn into a notification at all (an id that is no UUID, a
+    state that is no bytes) is a finding of the fact-chain pass, which goes on after it, and of
+    the seals' pass: never a traceback that names nothing."""
+    _, verifier = sealed(stored, settings)
+    column = position_column(settings)
+    if settings.dialect == "postgresql":
+        edits = {5: "state = NULL"}
+    else:
+        edits = {5: "originator_id = 'garbage'", 9: "state = 1.5", 12: "originator_id = NULL"}
+    for position, change in edits.items():
+        assert edit(settings, f"UPDATE {{events}} SET {change} WHERE {column} = {position}") == 1
+    report = stored.auditor.verify()
+    unreadable = [f.where for f in report.findings if "cannot be read" in f.what]
+    assert unreadable[0] == "stored event at position 5"
+    assert len(unreadable) == len(edits)
+    total = fetch(settings, "SELECT count(*) FROM {events}")[0][0]
+    assert report.events == total - len(edits) + (9 in edits)  # a REAL state still reads as a row
+    damaged = {f.where.split(" (")[0] for f in verifier.verify().findings}
+    assert damaged == {f"event {position}" for position in edits}
+
+
+def test_access_rows_edited_past_reading_are_named_and_the_log_still_lists(stored, settings):
+    _, verifier = sealed(stored, settings)
+    if settings.dialect == "postgresql":
+        edit(settings, """UPDATE drx_access_log SET prescription_ids = '{"a": 1}' WHERE id = 1""")
+        edited = {"a": 1}
+    else:
+        edit(settings, "UPDATE drx_access_log SET status = x'00ff' WHERE id = 2")
+        edit(settings, "UPDATE drx_access_log SET prescription_ids = 'not json' WHERE id = 1")
+        edited = "not json"
+    assert {f.where for f in verifier.verify().findings} == (
+        {"access-log row 1"}
+        if settings.dialect == "postgresql"
+        else {"access-log row 1", "access-log row 2"}
+    )
+    items, _ = stored.access.find(AccessFilter(None, None, None, None), 10, None)
+    assert [item["prescription_ids"][:1] for item in items] == [
+        [f"(not a list of ids: {edited!r})"],
+        ["x"],
+        [],
+    ]
+    items, _ = stored.access.find(AccessFilter(prescription_id="x"), 10, None)
+    assert [item["path"] for item in items] == ["/changes"]  # row 1 no longer names x
 
 
 def test_a_deliverys_last_event_cut_off_is_named(stored, settings):
@@ -372,10 +432,19 @@ def test_a_kept_checkpoint_signed_with_another_key_is_named_when_ours_is_set(sto
             "it is signed with a key other than DRX_AUDIT_SIGNING_KEY's",
         )
     ]
+    # Unsigned, with ours set: what a forger without the key would file (a store cut short and
+    # sealed again, its signed checkpoints deleted) is a finding too, not a count.
     unsigned = Sealer(stored.read_db, settings, stored.clock).checkpoint()
     report = ours.verify([("unsigned.json", unsigned)])
-    assert report.findings == []
+    assert [(f.where, f.what) for f in report.findings] == [
+        (
+            "checkpoint file unsigned.json",
+            "it is unsigned, though DRX_AUDIT_SIGNING_KEY is set: it must be signed with it",
+        )
+    ]
     assert "checkpoint file unsigned.json" in report.unsigned
+    # Without a key set, an unsigned file is counted as such and checked for the rest.
+    assert SealVerifier(settings).verify([("unsigned.json", unsigned)]).findings == []
 
 
 def test_a_stored_checkpoint_that_was_edited_is_named(stored, settings):

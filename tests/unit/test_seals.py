@@ -23,6 +23,7 @@ from domain.seals import (
     digest,
     encode,
     link,
+    read_checkpoint,
     seal,
     walk,
 )
@@ -48,7 +49,13 @@ def name(position: int, originator: int, version: int) -> str:
     return f"event {position} ({uuid.UUID(bytes=ORIGINATORS[originator])} v{version})"
 
 
-values = st.one_of(st.none(), st.binary(max_size=8), st.text(max_size=8), st.integers(-9, 9))
+values = st.one_of(
+    st.none(),
+    st.binary(max_size=8),
+    st.text(max_size=8),
+    st.integers(-9, 9),
+    st.floats(allow_nan=False),  # no row of ours holds one; an edited SQLite row may
+)
 contents = st.tuples(st.integers(-3, 3), st.lists(values, max_size=4).map(tuple))
 
 
@@ -266,6 +273,8 @@ def test_the_message_covers_everything_but_the_signature():
     [
         (lambda d: d.pop("digest"), "`digest` is missing or not 64 hex digits"),
         (lambda d: d.update(position=-1), "`position` is missing or not a whole number"),
+        (lambda d: d.update(position=2**63), "`position` is missing or not a whole number"),
+        (lambda d: d["access"].update(position=2**64), "`access.position` is missing"),
         (lambda d: d.update(events=True), "`events` is missing or not a whole number"),
         (lambda d: d.update(at=3), "`at` is missing or not a string"),
         (lambda d: d.update(signature=1), "`signature` is neither a string nor null"),
@@ -281,3 +290,17 @@ def test_a_document_that_is_not_a_checkpoint_is_refused_saying_why(edit, problem
         Checkpoint.from_document(document)
     with pytest.raises(CheckpointFormatError, match="not a JSON object"):
         Checkpoint.from_document([document])
+
+
+def test_a_text_nested_too_deep_for_the_parser_is_no_checkpoint():
+    with pytest.raises(CheckpointFormatError, match="it is not JSON"):
+        read_checkpoint("[" * 100_000 + "]" * 100_000)
+
+
+def test_a_value_no_row_of_ours_holds_is_sealed_apart_from_every_other():
+    """SQLite keeps what an edit writes: a REAL where the state's bytes stood, bytes in an access
+    row's text column. They encode (the walk names the item) instead of failing the pass."""
+    assert encode(1, (1.5,)) != encode(1, (1,))
+    assert encode(1, (1.5,)) != encode(1, ("1.5",))
+    record = canonical_record({"status": b"\x00\xff"})
+    assert record != canonical_record({"status": "b'\\x00\\xff'"})

@@ -43,6 +43,7 @@ from interfaces.documents import history_document
 from interfaces.fhir.mapping import medication_request
 from interfaces.http.access import PHI, carried
 from interfaces.http.auth import KEY_NAME
+from interfaces.http.changes import follow_checked
 from interfaces.http.errors import ProblemError, handle_exception
 from interfaces.http.pagination import parse_instant
 
@@ -228,10 +229,16 @@ class ConsoleController(Controller):
     async def live(self, request: AnyRequest, parts: NamedDependency[Parts]) -> Stream:
         """A change's position each time the feed moves (no data of any change: the page then
         reads its summary again); the stream ends when the session does."""
-        batches = parts.hub.follow(None, ChangeFilter(), LIVE_HEARTBEAT_S)
         cookie = request.cookies.get(COOKIE, "")
+        batches = follow_checked(
+            parts,
+            None,
+            ChangeFilter(),
+            LIVE_HEARTBEAT_S,
+            lambda: current_session(parts, cookie) is not None,
+        )
         return Stream(
-            _live(batches, parts, cookie),
+            _live(batches),
             media_type="text/event-stream",
             headers={**HEADERS, "x-accel-buffering": "no"},
         )
@@ -454,12 +461,10 @@ def _query(**values: str) -> str:
     return urlencode(values)
 
 
-async def _live(
-    batches: AsyncIterator[list[Any]], parts: Parts, cookie: str
-) -> AsyncIterator[bytes]:
+async def _live(batches: AsyncIterator[list[Any] | None]) -> AsyncIterator[bytes]:
     yield b"retry: 5000\r\n\r\n"
     async for rows in batches:
-        if current_session(parts, cookie) is None:
+        if rows is None:  # the session ended (signed out, expired, its key revoked)
             yield b"event: signed-out\r\ndata: {}\r\n\r\n"
             return
         yield (

@@ -65,7 +65,9 @@ class SessionSigner:
             return None
         signed, _, mac = cookie.rpartition(".")
         for hashed, key in keys_named(session.key_name).items():
-            if SCOPE in key.scopes and hmac.compare_digest(mac, self._mac(signed, hashed)):
+            # As bytes: compare_digest refuses a str that is not ASCII (a forged cookie's).
+            expected = self._mac(signed, hashed).encode()
+            if SCOPE in key.scopes and hmac.compare_digest(mac.encode(), expected):
                 return session
         return None
 

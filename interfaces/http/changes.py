@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any
 
@@ -23,6 +24,9 @@ from interfaces.http.schemas import ChangePage, Problem
 
 # A stream says it is alive at least this often (the contract: at least every 15 s).
 HEARTBEAT_S = 10.0
+# An idle stream checks its key (the console's, its session) this often: with the key ring's
+# reload every second, a revoked key's open streams end within 5 s, as new requests do.
+CHECK_S = 3.0
 # What an EventSource waits before it reconnects after the connection drops, in ms.
 RETRY_MS = 2000
 
@@ -69,15 +73,47 @@ def change_filter(
 HEARTBEAT = b": heartbeat\r\n\r\n"  # a comment alone: an EventSource dispatches nothing
 
 
-async def _messages(
-    batches: AsyncIterator[list[FeedRow]], entries: StreamEntries, allowed: Callable[[], bool]
-) -> AsyncIterator[bytes]:
-    """Server-Sent Events, a batch of changes per write: at DRx's flat-out rate and a hundred
-    streams, one write per change cost the web workers most of their CPU. The stream ends at
-    the first batch or heartbeat after its key stops being accepted (revoked)."""
-    yield b"retry: %d\r\n\r\n" % RETRY_MS
+def follow_checked(
+    parts: Parts,
+    after: int | None,
+    where: ChangeFilter,
+    heartbeat_s: float,
+    allowed: Callable[[], bool],
+) -> AsyncIterator[list[FeedRow] | None]:
+    """A stream's batches (`ChangeHub.follow`), its credentials checked at each batch and at
+    least every CHECK_S while idle: None, and the end, once `allowed()` is false; an empty batch
+    when a heartbeat is due (`heartbeat_s` after the last thing sent)."""
+    tick = min(heartbeat_s, CHECK_S)
+    return _checked(parts.hub.follow(after, where, tick), heartbeat_s, tick, allowed)
+
+
+async def _checked(
+    batches: AsyncIterator[list[FeedRow]],
+    heartbeat_s: float,
+    tick: float,
+    allowed: Callable[[], bool],
+) -> AsyncIterator[list[FeedRow] | None]:
+    loop = asyncio.get_running_loop()
+    sent = loop.time()
     async for rows in batches:
         if not allowed():
+            yield None
+            return
+        now = loop.time()
+        if rows or now - sent >= heartbeat_s - tick / 2:  # ticks come late, never early
+            sent = now
+            yield rows
+
+
+async def _messages(
+    batches: AsyncIterator[list[FeedRow] | None], entries: StreamEntries
+) -> AsyncIterator[bytes]:
+    """Server-Sent Events, a batch of changes per write: at DRx's flat-out rate and a hundred
+    streams, one write per change cost the web workers most of their CPU. The stream ends
+    within CHECK_S of its key no longer being accepted (revoked), before anything else is sent."""
+    yield b"retry: %d\r\n\r\n" % RETRY_MS
+    async for rows in batches:
+        if rows is None:
             return
         entries.carrying(rows)
         yield b"".join(row.sse for row in rows) if rows else HEARTBEAT
@@ -157,14 +193,12 @@ class ChangeController(Controller):
         start = resumed if resumed is not None else _position("after", after)
         where = change_filter(prescription_id, patient_id, types)
         heartbeat_s = getattr(request.app.state, "heartbeat_s", HEARTBEAT_S)
-        batches = parts.hub.follow(start, where, heartbeat_s)
         key = request.headers.get("authorization", "").partition(" ")[2].strip()
+        batches = follow_checked(
+            parts, start, where, heartbeat_s, lambda: parts.keys.find(key) is not None
+        )
         return Stream(
-            _messages(
-                batches,
-                StreamEntries(parts.access_log, request.scope),
-                lambda: parts.keys.find(key) is not None,
-            ),
+            _messages(batches, StreamEntries(parts.access_log, request.scope)),
             media_type="text/event-stream",
             headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
         )

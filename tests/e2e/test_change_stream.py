@@ -755,8 +755,12 @@ def test_a_stream_is_one_access_holding_every_id_it_carried(in_process, streams,
     assert last["prescription_ids"] == []  # nothing carried since the interim entry
 
 
-def test_a_stream_ends_once_its_key_is_revoked(in_process, streams):
-    in_process.app.state.heartbeat_s = 0.2
+@pytest.mark.parametrize("heartbeat_s", [0.2, None])  # None: the default, 10 s
+def test_a_stream_ends_once_its_key_is_revoked(in_process, streams, heartbeat_s):
+    """Within 5 s, as new requests are refused: an idle stream checks its key more often than
+    it sends heartbeats (it waited for the next one, up to 10 s)."""
+    if heartbeat_s is not None:
+        in_process.app.state.heartbeat_s = heartbeat_s
     store = in_process.app.state.parts.key_store
     key = store.create("follower", ("read",))
     deadline = time.monotonic() + WAIT_S

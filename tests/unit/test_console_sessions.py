@@ -61,6 +61,9 @@ def test_a_forged_or_broken_cookie_opens_nothing():
     for broken in ("", "v1", cookie + ".x", "v2" + cookie[2:], f"v1.%%%.{expires}.{csrf}.{mac}"):
         assert signer.open(broken, keys) is None
     assert signer.open(".".join([version, name, "١٢", csrf, mac]), keys) is None  # not ASCII
+    # A MAC that is not ASCII, on a cookie otherwise well formed and naming a real key's name
+    # (names are no secret): refused, not a TypeError (a 500 on every page, sign-in's too).
+    assert signer.open(".".join([version, name, expires, csrf, "\xe9" + mac[1:]]), keys) is None
 
 
 def test_each_session_has_its_own_csrf_token():

@@ -15,12 +15,13 @@ import hashlib
 import logging
 import secrets
 import sqlite3
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import psycopg
 
-from domain.instants import format_instant
+from domain.instants import format_instant, sortable_instant
 from infrastructure.database import ReadDatabase
 from infrastructure.periodic import Periodic
 from infrastructure.settings import SCOPES, ConfiguredKey, scopes_in
@@ -128,14 +129,17 @@ class KeyStore:
             for hashed, name, scopes in rows
         }
 
-    def touch(self, names: set[str]) -> None:
-        at = _now()
+    def touch(self, used: dict[str, float]) -> None:
+        """Each key's last use (`used`: by hash, the epoch seconds of its use): the key that
+        was used, revoked since or not (by name, a use just before a revocation was lost, or
+        credited to a new key of that name), never earlier than one another process wrote."""
         with self.db.transaction(durable=False) as cursor:
-            for name in sorted(names):
+            for hashed, at in sorted(used.items()):
+                instant = sortable_instant(datetime.fromtimestamp(at, UTC))
                 cursor.execute(
-                    "UPDATE drx_api_keys SET last_used_at = %s"
-                    " WHERE name = %s AND revoked_at IS NULL",
-                    (at, name),
+                    "UPDATE drx_api_keys SET last_used_at = %s WHERE key_hash = %s"
+                    " AND (last_used_at IS NULL OR last_used_at < %s)",
+                    (instant, hashed, instant),
                 )
 
 
@@ -148,7 +152,7 @@ class KeyRing:
         self._configured = {key_hash(k.key): ApiKey(k.name, k.scopes) for k in configured}
         self._store, self._refresh_s = store, refresh_s
         self._stored: dict[str, ApiKey] = {}
-        self._used: set[str] = set()
+        self._used: dict[str, float] = {}  # stored keys' hashes: when each was last used
         self._reloader = Periodic("drx-keys", refresh_s, self._tick)
         self._readable, self._since_touch = True, 0.0
 
@@ -157,7 +161,7 @@ class KeyRing:
         hashed = key_hash(key)
         found = self._configured.get(hashed) or self._stored.get(hashed)
         if found is not None and hashed in self._stored:
-            self._used.add(found.name)
+            self._used[hashed] = time.time()
         return found
 
     def named(self, name: str) -> dict[str, ApiKey]:
@@ -175,6 +179,7 @@ class KeyRing:
 
     def stop(self) -> None:
         self._reloader.stop()
+        self.write_uses()
 
     def _reload(self) -> bool:
         try:
@@ -194,9 +199,19 @@ class KeyRing:
                 if self._readable
                 else "cannot be read now: the last copy stands",
             )
-        if self._readable and self._used and self._since_touch >= TOUCH_S:
-            used, self._used, self._since_touch = self._used, set(), 0.0
-            try:
-                self._store.touch(used)
-            except Exception as exc:
-                log.warning("the keys' last use was not written (%s)", type(exc).__name__)
+        if self._readable and self._since_touch >= TOUCH_S:
+            self._since_touch = 0.0
+            self.write_uses()
+
+    def write_uses(self) -> None:
+        """Write the stored keys' last use since the last write (kept for the next one when the
+        database cannot take it)."""
+        used, self._used = self._used, {}
+        if not used:
+            return
+        try:
+            self._store.touch(used)
+        except Exception as exc:
+            for hashed, at in used.items():  # a use since then is the later one
+                self._used.setdefault(hashed, at)
+            log.warning("the keys' last use was not written (%s)", type(exc).__name__)

@@ -97,6 +97,10 @@ def test_keys_are_created_listed_and_revoked_and_only_their_hashes_kept(served, 
     assert main(["keys", "revoke", "billing-app"]) == 0
     capsys.readouterr()
     assert main(["keys", "revoke", "billing-app"]) == 2
+    capsys.readouterr()
+    # One of DRX_API_KEYS (the tests' key, unnamed): not "no key named", which keys list shows
+    assert main(["keys", "revoke", "DRX_API_KEYS[1]"]) == 2
+    assert "comes from DRX_API_KEYS, not the store" in capsys.readouterr().err
     assert main(["keys", "list"]) == 0
     assert "billing-app  read,audit  created" in capsys.readouterr().out
 

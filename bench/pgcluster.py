@@ -67,7 +67,8 @@ def free_port() -> int:
 class PrivateCluster:
     """One cluster: `start()`, `stop(mode)`, `kill()`, `url(dbname)`; `remove()` at the end."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, settings: dict[str, str] | None = None) -> None:
+        """`settings` are added to (and override) the test cluster's postgresql.conf below."""
         self.port = port or free_port()
         self.root = Path(tempfile.mkdtemp(prefix="drx-pg-"))
         self.data = self.root / "data"
@@ -90,7 +91,7 @@ class PrivateCluster:
             "-E",
             "UTF8",
         )
-        settings = {
+        conf_settings = {
             "listen_addresses": "'127.0.0.1'",
             "port": str(self.port),
             "unix_socket_directories": f"'{self.root}'",
@@ -98,9 +99,10 @@ class PrivateCluster:
             "max_connections": "100",
             "shared_buffers": "32MB",
             "autovacuum": "on",
+            **(settings or {}),
         }
         with (self.data / "postgresql.conf").open("a", encoding="utf-8") as conf:
-            conf.writelines(f"{name} = {value}\n" for name, value in settings.items())
+            conf.writelines(f"{name} = {value}\n" for name, value in conf_settings.items())
 
     def _run(self, *command: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         full = ["runuser", "-u", "postgres", "--", *command] if self._as_postgres else list(command)
@@ -162,8 +164,8 @@ class PrivateCluster:
 
 
 @contextlib.contextmanager
-def private_cluster() -> Iterator[PrivateCluster]:
-    cluster = PrivateCluster()
+def private_cluster(settings: dict[str, str] | None = None) -> Iterator[PrivateCluster]:
+    cluster = PrivateCluster(settings=settings)
     try:
         cluster.start()
         yield cluster

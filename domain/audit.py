@@ -14,7 +14,7 @@ The two ports are DRx's protocol, so they come from `interfaces/drx/`; the walk 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from uuid import UUID
@@ -28,6 +28,7 @@ from domain.prescription import Prescription
 from domain.seals import Finding
 
 BATCH = 5000
+UNREADABLE_MAX = 1000  # unreadable rows the fact-chain pass names before it stops
 
 
 class SignatureCheck(Protocol):
@@ -158,38 +159,70 @@ class Auditor:
     def _notifications(self, found: Callable[[str, str], None]) -> Iterator[Any]:
         """Every stored event from position 1 (rows at 0 or below are the seals' to name), in
         order. A row the recorder cannot read at all (its id or state edited into something
-        that is no UUID or no bytes) is named, and the walk goes on after it."""
-        start = 1
+        that is no UUID or no bytes) is named, and the walk goes on after it; past
+        UNREADABLE_MAX such rows it stops (the seals' pass names every one)."""
+        start, unreadable, limit = 1, 0, BATCH
         while True:
             try:
-                batch = self.app.recorder.select_notifications(start=start, limit=BATCH)
-            except Exception as exc:
-                bad = self._first_unreadable(start)
-                yield from self.app.recorder.select_notifications(
-                    start=start, limit=BATCH, stop=bad - 1
-                )
-                found(f"stored event at position {bad}", f"cannot be read ({type(exc).__name__})")
-                start = bad + 1
+                batch = self.app.recorder.select_notifications(start=start, limit=limit)
+            except Exception as error:
+                readable, bad = self._around_unreadable(start, error)
+                yield from readable
+                found(f"stored event at position {bad}", f"cannot be read ({type(error).__name__})")
+                unreadable += 1
+                if unreadable == UNREADABLE_MAX:
+                    found(
+                        f"stored events after position {bad}",
+                        f"not walked: {UNREADABLE_MAX} rows could not be read before them",
+                    )
+                    return
+                # Pages grow again from one row: bad rows often come in runs (a script's edit).
+                start, limit = bad + 1, 1
                 continue
             if not batch:
                 return
             yield from batch
-            start = batch[-1].id + 1
+            start, limit = batch[-1].id + 1, min(2 * limit, BATCH)
 
-    def _first_unreadable(self, start: int) -> int:
-        """The position of the first row from `start` on that cannot be read (one is known to
-        be among the next BATCH rows): by bisection on whether the rows up to a position read."""
-        head = self.app.recorder.max_notification_id() or 0
-        low, high = start, max(start, head)  # the first bad one is in [low, high]
+    def _around_unreadable(self, start: int, error: Exception) -> tuple[Sequence[Any], int]:
+        """After a page from `start` failed: the rows from `start` that read, and the position
+        of the first one that does not; `error` again when no row fails alone (a passing fault
+        of the database, not a row: a wrong verdict would be worse than none)."""
+        recorder = self.app.recorder
+        readable: Sequence[Any] = []
+        read, failing, limit = 0, 0, 1
+        while not failing:  # gallop on how many rows read: a cost that grows with the distance
+            try:
+                rows = recorder.select_notifications(start=start, limit=limit)
+            except Exception:
+                failing = limit
+                continue
+            if len(rows) < limit or limit == BATCH:
+                raise error  # every row from start reads now
+            readable, read, limit = rows, limit, min(2 * limit, BATCH)
+        while failing - read > 1:  # then bisect
+            middle = (read + failing) // 2
+            try:
+                readable, read = recorder.select_notifications(start=start, limit=middle), middle
+            except Exception:
+                failing = middle
+        # The first row after those cannot be read: its position, by bisection on where a page
+        # of at most one row stops.
+        after = readable[-1].id + 1 if readable else start
+        low, high = after, max(after, recorder.max_notification_id() or 0)
         while low < high:
             middle = (low + high) // 2
             try:
-                self.app.recorder.select_notifications(start=start, limit=BATCH, stop=middle)
-            except Exception:  # a bad one at or before middle
+                recorder.select_notifications(start=after, limit=1, stop=middle)
+            except Exception:
                 high = middle
             else:
                 low = middle + 1
-        return low
+        try:
+            recorder.select_notifications(start=low, limit=1, stop=low)
+        except Exception:
+            return readable, low
+        raise error
 
     def verify(self, progress: Callable[[int, int], None] | None = None) -> AuditReport:
         walk = _Walk(self.signature_ok, self.read_delivery)

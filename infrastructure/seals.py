@@ -438,6 +438,13 @@ def _pages(
         first = last + 1
 
 
+def _text_or_bytes(value: bytes) -> str | bytes:
+    try:
+        return value.decode()
+    except UnicodeDecodeError:
+        return value
+
+
 @contextmanager
 def _snapshot(settings: Settings) -> Iterator[Query]:
     """Queries that all see one snapshot of the store."""
@@ -451,6 +458,9 @@ def _snapshot(settings: Settings) -> Iterator[Query]:
                 ).fetchall()
         return
     with connect_sqlite(settings) as sqlite:
+        # Text that is no UTF-8 (an edited row's: SQLite keeps any bytes) comes back as bytes,
+        # which seal apart from any text: the row is named, instead of the pass failing.
+        sqlite.text_factory = _text_or_bytes
         sqlite.execute("BEGIN")
         try:
             yield lambda sql, params: sqlite.execute(sql.replace("%s", "?"), params).fetchall()

@@ -54,12 +54,17 @@ def cmd_list(parts: Parts, _: argparse.Namespace) -> None:
 
 
 def cmd_revoke(parts: Parts, args: argparse.Namespace) -> None:
-    if any(key.name == args.name for key in configured_keys(parts.settings.api_keys)):
-        raise ApiKeyError(
-            f"{args.name} comes from DRX_API_KEYS, not the store: remove it there and restart "
-            "every drx serve that has it"
-        )
-    parts.key_store.revoke(args.name)
+    try:
+        parts.key_store.revoke(args.name)
+    except ApiKeyError:
+        # No stored key of that name (a stored one is revoked even when DRX_API_KEYS also has
+        # the name): say where a configured one comes from.
+        if any(key.name == args.name for key in configured_keys(parts.settings.api_keys)):
+            raise ApiKeyError(
+                f"{args.name} comes from DRX_API_KEYS, not the store: remove it there and "
+                "restart every drx serve that has it"
+            ) from None
+        raise
     print(f"{args.name} revoked: refused from now on (by running workers within 5 s)")
 
 

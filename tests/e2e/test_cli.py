@@ -72,7 +72,9 @@ def test_audit_export_prints_one_json_document(served, capsys):
     assert main(["audit", "export", "drx_rx_nobody"]) == 2
 
 
-def test_keys_are_created_listed_and_revoked_and_only_their_hashes_kept(served, capsys):
+def test_keys_are_created_listed_and_revoked_and_only_their_hashes_kept(
+    served, capsys, monkeypatch
+):
     assert main(["keys", "create", "billing-app", "--scopes", "read,audit"]) == 0
     out = capsys.readouterr().out
     key = next(line.split()[1] for line in out.splitlines() if line.startswith("key "))
@@ -101,6 +103,16 @@ def test_keys_are_created_listed_and_revoked_and_only_their_hashes_kept(served, 
     # One of DRX_API_KEYS (the tests' key, unnamed): not "no key named", which keys list shows
     assert main(["keys", "revoke", "DRX_API_KEYS[1]"]) == 2
     assert "comes from DRX_API_KEYS, not the store" in capsys.readouterr().err
+    # A stored key whose name DRX_API_KEYS also has (given it later) is revoked all the same.
+    assert main(["keys", "create", "twin"]) == 0
+    capsys.readouterr()
+    monkeypatch.setenv("DRX_API_KEYS", f"{served.api_keys[0]},twin:some_other_key_0123456789")
+    assert main(["keys", "revoke", "twin"]) == 0
+    assert main(["keys", "list"]) == 0
+    assert any(
+        line.startswith("twin  read  created") and "revoked" in line
+        for line in capsys.readouterr().out.splitlines()
+    )
     assert main(["keys", "list"]) == 0
     assert "billing-app  read,audit  created" in capsys.readouterr().out
 

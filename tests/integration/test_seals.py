@@ -11,6 +11,7 @@ import threading
 import uuid
 from dataclasses import replace
 
+import psycopg
 import pytest
 
 from domain.ids import delivery_id, prescription_id
@@ -218,6 +219,39 @@ def test_event_rows_edited_past_reading_are_named_by_both_passes(stored, setting
     assert report.events == total - len(edits) + (9 in edits)  # a REAL state still reads as a row
     damaged = {f.where.split(" (")[0] for f in verifier.verify().findings}
     assert damaged == {f"event {position}" for position in edits}
+
+
+def test_text_edited_into_bytes_that_are_no_utf8_is_named_on_sqlite(stored, settings):
+    _, verifier = sealed(stored, settings)
+    if settings.dialect == "postgresql":  # it keeps no text that is not valid in its encoding
+        with pytest.raises(psycopg.errors.CharacterNotInRepertoire):
+            edit(settings, "UPDATE drx_access_log SET path = convert_from('\\xff', 'UTF8')")
+        return
+    edit(settings, "UPDATE drx_access_log SET path = CAST(x'ff' AS TEXT) WHERE id = 3")
+    edit(settings, "UPDATE {events} SET topic = CAST(x'fe' AS TEXT) WHERE rowid = 4")
+    assert {f.where.split(" (")[0] for f in verifier.verify().findings} == {
+        "access-log row 3",
+        "event 4",
+    }
+
+
+def test_a_passing_fault_of_the_database_is_no_finding(stored, settings, monkeypatch):
+    """A page that fails once (a connection reset) and reads when asked again is not a row that
+    cannot be read: verify fails as before, rather than naming a healthy event and skipping
+    the rest."""
+    recorder = stored.prescriptions.recorder
+    select = recorder.select_notifications
+    calls = []
+
+    def once_failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError("the connection was reset")
+        return select(*args, **kwargs)
+
+    monkeypatch.setattr(recorder, "select_notifications", once_failing)
+    with pytest.raises(ConnectionError):
+        stored.auditor.verify()
 
 
 def test_access_rows_edited_past_reading_are_named_and_the_log_still_lists(stored, settings):

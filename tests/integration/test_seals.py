@@ -254,6 +254,27 @@ def test_a_passing_fault_of_the_database_is_no_finding(stored, settings, monkeyp
         stored.auditor.verify()
 
 
+def test_the_fact_chain_pass_stops_after_so_many_unreadable_rows(stored, settings, monkeypatch):
+    """A store edited past reading row after row is named up to a bound, then the rest of the
+    fact-chain pass is said not to be walked (the seals' pass names every row)."""
+    monkeypatch.setattr("domain.audit.UNREADABLE_MAX", 2)
+    column = position_column(settings)
+    change = (
+        "state = NULL" if settings.dialect == "postgresql" else "originator_id = 'bad' || rowid"
+    )
+    edit(settings, f"UPDATE {{events}} SET {change} WHERE {column} IN (5, 6, 8)")
+    wheres = [
+        f.where
+        for f in stored.auditor.verify().findings
+        if "not walked" in f.what or "cannot be read" in f.what
+    ]
+    assert wheres == [
+        "stored event at position 5",
+        "stored event at position 6",
+        "stored events after position 6",
+    ]
+
+
 def test_access_rows_edited_past_reading_are_named_and_the_log_still_lists(stored, settings):
     _, verifier = sealed(stored, settings)
     if settings.dialect == "postgresql":

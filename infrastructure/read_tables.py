@@ -25,6 +25,9 @@ class ReadTable:
     identity: str  # the column that names a row to a person (and orders a comparison)
     key: str = "aggregate_id"  # one row per aggregate
     json_column: str | None = None  # compared field by field
+    # The column holding the prescription id a row is about (what showing it carries, for
+    # the PHI access log), among the compared ones.
+    prescription_column: str = "prescription_id"
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -39,6 +42,16 @@ class ReadTable:
         """The identity first, then what a rebuild must reproduce."""
         rest = [c.name for c in self.columns if c.compared and c.name != self.identity]
         return (self.identity, *rest)
+
+    def about(self, row: Sequence[object]) -> tuple[str | None, str | None]:
+        """The prescription id and patient id of a row read in the compared columns' order
+        (None where the table has no such column)."""
+        names = self.compared
+
+        def value(column: str) -> str | None:
+            return str(row[names.index(column)]) if column in names else None
+
+        return value(self.prescription_column), value("patient_id")
 
     def insert(self, table: str | None = None) -> str:
         return f"INSERT INTO {table or self.name} ({', '.join(self.names)})"
@@ -79,6 +92,7 @@ DELIVERIES = ReadTable(
         Column("conflicts", "integer"),
     ),
     identity="event_id",
+    prescription_column="subject",
 )
 
 CHANGES = ReadTable(

@@ -85,6 +85,9 @@ class Difference:
     field: str
     live: Any
     rebuilt: Any
+    # Whom the row is about (for the PHI access log's entry of whoever is shown the values).
+    prescription_id: str | None = None
+    patient_id: str | None = None
 
 
 @dataclass
@@ -310,10 +313,11 @@ class Rebuilder:
         old, new = next(live, None), next(rebuilt, None)
         while old is not None or new is not None:
             if new is None or (old is not None and old[0] < new[0]):
-                yield Difference(old[0], "(row)", "present", "missing")  # type: ignore[index]
+                assert old is not None
+                yield Difference(old[0], "(row)", "present", "missing", *table.about(old))
                 old = next(live, None)
             elif old is None or new[0] < old[0]:
-                yield Difference(new[0], "(row)", "missing", "present")
+                yield Difference(new[0], "(row)", "missing", "present", *table.about(new))
                 new = next(rebuilt, None)
             else:
                 yield from _row_differences(table, old, new)
@@ -639,13 +643,17 @@ def _rows(
 def _row_differences(
     table: ReadTable, old: tuple[Any, ...], new: tuple[Any, ...]
 ) -> Iterator[Difference]:
+    about = table.about(old)
     for index, name in enumerate(table.compared[1:], start=1):
         if name == table.json_column:
-            yield from _json_differences(
+            for difference in _json_differences(
                 old[0], name, json.loads(old[index]), json.loads(new[index])
-            )
+            ):
+                yield dataclasses.replace(difference, prescription_id=about[0], patient_id=about[1])
         elif _normal(name, old[index]) != _normal(name, new[index]):
-            yield Difference(old[0], name, _normal(name, old[index]), _normal(name, new[index]))
+            yield Difference(
+                old[0], name, _normal(name, old[index]), _normal(name, new[index]), *about
+            )
 
 
 def _normal(column: str, value: Any) -> Any:

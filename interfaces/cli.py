@@ -33,7 +33,7 @@ from infrastructure import dead_letters
 from infrastructure.dev_credentials import read_dev_credentials
 from infrastructure.eventstore import StoreKeyError, check_store_readable
 from infrastructure.migrations import MigrationError, StoreNotReadyError, migrate
-from infrastructure.rebuild import PROJECTION_NAMES, RebuildError
+from infrastructure.rebuild import PROJECTION_NAMES, Difference, RebuildError
 from infrastructure.seals import SealReport
 from infrastructure.settings import Settings, SettingsError, configured_keys
 from interfaces import (
@@ -43,9 +43,10 @@ from interfaces import (
     server,
     subscription_commands,
 )
-from interfaces.bootstrap import bootstrap
+from interfaces.bootstrap import Parts, bootstrap
 from interfaces.documents import export_prescription
 from interfaces.drx.signature import SecretError, secret_key, signed_headers
+from interfaces.http.access import Carried
 from interfaces.logs import configure_logging, escape_controls
 from interfaces.progress import Progress
 from interfaces.simulator import SimulationError, simulate
@@ -134,11 +135,30 @@ def cmd_projections_rebuild(settings: Settings, args: argparse.Namespace) -> int
             elif result.differences:
                 worst = NOT_HOLDING
                 print(f"{name}: {len(result.differences)} difference(s) from the live model:")
-                for d in result.differences:
-                    print(f"  {d.key}  {d.field}: live={d.live!r} rebuilt={d.rebuilt!r}")
+                _print_differences(parts, result.differences)
             else:
                 print(f"{name}: the live model equals the rebuilt one, row for row")
     return worst
+
+
+def _print_differences(parts: Parts, differences: list[Difference]) -> None:
+    """Each difference with its two values, which are patient data: the access log's entry
+    naming whom they are about is written first, and without it only the rows and fields
+    that differ are shown."""
+    shown = Carried()
+    for d in differences:
+        shown.add(d.prescription_id, d.patient_id)
+        shown.add_patients_in(d.live)
+        shown.add_patients_in(d.rebuilt)
+    try:
+        access_commands.record_carried(parts, "drx projections rebuild --verify", 200, shown)
+    except access_commands.AccessNotRecordedError as error:
+        print(f"  (the values are not shown: {error})")
+        for d in differences:
+            print(escape_controls(f"  {d.key}  {d.field}"))
+        return
+    for d in differences:
+        print(escape_controls(f"  {d.key}  {d.field}: live={d.live!r} rebuilt={d.rebuilt!r}"))
 
 
 def _with_audit_secrets(settings: Settings) -> Settings:

@@ -58,6 +58,56 @@ def test_rebuild_verify_exits_1_naming_each_difference_and_rebuild_repairs(serve
     assert main(["projections", "rebuild", "--verify"]) == 0
 
 
+def _tamper_with_lc0004(settings) -> None:
+    db = open_read_database(settings)
+    with db.transaction() as cursor:
+        cursor.execute(
+            "UPDATE rx_prescriptions SET needs_review = TRUE WHERE prescription_id = %s",
+            ("drx_rx_LC0004",),
+        )
+        cursor.execute(
+            "UPDATE rx_deliveries SET status = 'parked' WHERE event_id = %s",
+            ("evt_drx_rx_LC0004_001",),
+        )
+    db.close()
+
+
+def test_rebuild_verify_records_whom_the_values_it_prints_are_about(served, capsys, monkeypatch):
+    """The differences' values are patient data: the access log names the prescription and
+    the patient of each row shown, the deliveries' rows included, before they are printed."""
+    monkeypatch.setattr("getpass.getuser", lambda: "auditor-jo")
+    _tamper_with_lc0004(served)
+    assert main(["projections", "rebuild", "--verify"]) == 1
+    out = capsys.readouterr().out
+    assert "drx_rx_LC0004  needs_review: live=True rebuilt=False" in out
+    assert "evt_drx_rx_LC0004_001  status: live='parked'" in out
+    assert main(["audit", "access", "--key", "cli:auditor-jo"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    verified = [line for line in listed if "drx projections rebuild --verify" in line]
+    # one entry for each projection that differs, each naming whom its rows are about
+    assert len(verified) == 2, listed
+    assert all("prescriptions drx_rx_LC0004" in line for line in verified), verified
+    # the prescriptions' row holds its patient's id; a delivery's status names no patient
+    assert sorted(line.rsplit("patients ", 1)[1] for line in verified) == ["-", "drx_pt_TEST01"]
+
+
+def test_rebuild_verify_shows_no_values_when_the_access_log_cannot_be_written(
+    served, capsys, monkeypatch
+):
+    from interfaces import access_commands
+
+    def refuse(*_args, **_kwargs):
+        raise access_commands.AccessNotRecordedError("the PHI access log cannot be written now")
+
+    monkeypatch.setattr(access_commands, "record_carried", refuse)
+    _tamper_with_lc0004(served)
+    assert main(["projections", "rebuild", "prescriptions", "--verify"]) == 1
+    out = capsys.readouterr().out
+    assert "the values are not shown" in out
+    assert "drx_rx_LC0004  needs_review\n" in out
+    assert "live=" not in out
+
+
 def test_audit_export_prints_one_json_document(served, capsys):
     import json
 

@@ -13,12 +13,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import re
 import ssl
 from urllib.parse import urlsplit
 
 MAX_HEAD = 64 * 1024
-MAX_BODY = 1024 * 1024  # an answer's body is read and dropped, up to this much
+# An answer's body is read and dropped, up to this much as sent (a chunked body's size lines
+# and their ends included, so that a flood of tiny chunks is bounded too).
+MAX_BODY = 1024 * 1024
 MAX_TRAILERS = 100  # trailer fields after a chunked body, read and dropped
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,8}")  # int(x, 16) alone takes "-1", "0x10", "1_0"
+
+
+@functools.cache
+def _tls() -> ssl.SSLContext:
+    """One TLS context for every endpoint: building one loads the system's CA bundle (about
+    19 ms of the dispatcher's loop), which an endpoint that closes each connection would
+    otherwise cost every other subscription on each POST."""
+    return ssl.create_default_context()
+
+
+def _buffered(reader: asyncio.StreamReader) -> bool:
+    """Bytes already waiting, or the end of the stream, on a connection between two POSTs."""
+    return reader.at_eof() or bool(getattr(reader, "_buffer", b""))
 
 
 class EndpointError(Exception):
@@ -61,10 +79,14 @@ class Endpoint:
             raise EndpointError(f"could not deliver ({type(exc).__name__})") from None
 
     async def _exchange(self, body: bytes, headers: dict[str, str]) -> tuple[int, str | None]:
+        if self._reader is not None and _buffered(self._reader):
+            # Bytes before our request is even sent are no answer to it (an endpoint that
+            # answered the last POST twice): taken as this one's, a refusal would be read as
+            # the 200 before it, and its change never sent again. Start on a fresh connection.
+            self.close()
         if self._writer is None:
-            context = ssl.create_default_context() if self.tls else None
             self._reader, self._writer = await asyncio.open_connection(
-                self.host, self.port, ssl=context, limit=MAX_HEAD
+                self.host, self.port, ssl=_tls() if self.tls else None, limit=MAX_HEAD
             )
         assert self._reader is not None
         lines = [f"POST {self.target} HTTP/1.1", f"host: {self.authority}"]
@@ -87,8 +109,10 @@ class Endpoint:
             await self._drop_body(found)
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
             self.close()  # the answer's status came: a body we cannot read changes nothing
-        if found.get("connection", "").lower() == "close":
-            self.close()
+        if found.get("connection", "").lower() == "close" or (
+            self._reader is not None and _buffered(self._reader)
+        ):
+            self.close()  # more than one answer came: the connection is not to be trusted
         return status, found.get("retry-after")
 
     async def _drop_body(self, headers: dict[str, str]) -> None:
@@ -96,13 +120,17 @@ class Endpoint:
         if "chunked" in headers.get("transfer-encoding", "").lower():
             read = 0
             while True:
-                size = int((await self._reader.readline()).split(b";")[0].strip() or b"0", 16)
+                line = await self._reader.readline()
+                digits = line.split(b";")[0].strip()
+                if not line.endswith(b"\n") or not _CHUNK_SIZE.fullmatch(digits):
+                    raise ValueError("not a chunk's size")  # the end of the stream too
+                size = int(digits, 16)
                 if size == 0:  # then trailer fields, if any, and an empty line
                     for _ in range(MAX_TRAILERS + 1):
                         if (await self._reader.readline()).strip() == b"":
                             return
                     raise ValueError("answer's trailer too long")
-                read += size
+                read += len(line) + size + 2
                 if read > MAX_BODY:  # before reading it: a chunk's size is the endpoint's word
                     raise ValueError("answer too long")
                 await self._reader.readexactly(size + 2)

@@ -110,3 +110,87 @@ def test_a_chunked_answers_trailer_is_read_and_the_connection_kept():
 def test_a_status_that_is_not_three_digits_is_an_error(status):
     with pytest.raises(EndpointError, match="ValueError"):
         exchange(b"HTTP/1.1 " + status + b" OK\r\ncontent-length: 0\r\n\r\n")
+
+
+def _posts_to(respond, posts: int):
+    """POST `posts` times to a local server whose `respond(n)` gives the bytes written for its
+    n-th request (over every connection); (answers, connections opened)."""
+
+    async def run():
+        seen, connections = [0], [0]
+
+        async def handle(reader, writer):
+            connections[0] += 1
+            try:
+                while True:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                    await reader.readexactly(length)
+                    writer.write(respond(seen[0]))
+                    seen[0] += 1
+                    await writer.drain()
+            except (asyncio.IncompleteReadError, ConnectionError):
+                writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        endpoint = Endpoint(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/", 2)
+        try:
+            got = []
+            for _ in range(posts):
+                got.append(await endpoint.post(b"{}", {}))
+                await asyncio.sleep(0.05)  # as between two changes: a late extra answer lands
+            return got, connections[0]
+        finally:
+            endpoint.close()
+            server.close()
+
+    return asyncio.run(run())
+
+
+OK = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
+REFUSED = b"HTTP/1.1 500 Oops\r\ncontent-length: 0\r\n\r\n"
+
+
+def test_an_answer_given_twice_is_not_taken_for_the_next_posts():
+    """An endpoint that answers one POST twice leaves a spare 200 in the connection: taken as
+    the next POST's answer, a refusal would pass for a 2xx and its change never be sent again."""
+    got, connections = _posts_to(lambda n: OK + OK if n == 0 else REFUSED if n == 1 else OK, 3)
+    assert got == [(200, None), (500, None), (200, None)]
+    assert connections == 2  # the connection holding the spare answer was given up
+
+
+@pytest.mark.parametrize("size", [b"-1", b"+1", b"0x1", b"1_0", b" ", b"123456789"])
+def test_a_chunk_size_that_is_not_hex_digits_ends_the_body_and_the_connection(size):
+    """int(x, 16) takes "-1": a -1 chunk then read one byte at a time, past any bound."""
+    flood = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + (size + b"\r\nX") * 1000
+    got, connections = _posts_to(lambda n: flood if n == 0 else OK, 2)
+    assert got == [(200, None), (200, None)]
+    assert connections == 2
+
+
+def test_a_flood_of_tiny_chunks_is_bounded_by_its_size_as_sent():
+    """400,000 one-byte chunks are 400 KB of body but 2.4 MB sent: over MAX_BODY, dropped."""
+    flood = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + b"1\r\nX\r\n" * 400_000
+    got, connections = _posts_to(lambda n: flood + b"0\r\n\r\n" if n == 0 else OK, 2)
+    assert got == [(200, None), (200, None)]
+    assert connections == 2  # the rest was not read: the connection was given up
+
+
+def test_every_https_endpoint_shares_one_tls_context(monkeypatch):
+    import ssl
+
+    from interfaces import endpoint as module
+
+    built = []
+    real = ssl.create_default_context
+    monkeypatch.setattr(ssl, "create_default_context", lambda: built.append(1) or real())
+    module._tls.cache_clear()
+
+    async def run():
+        for _ in range(3):
+            with pytest.raises(EndpointError):
+                await Endpoint("https://127.0.0.1:9/", timeout_s=2).post(b"{}", {})
+
+    asyncio.run(run())
+    module._tls.cache_clear()
+    assert built == [1]

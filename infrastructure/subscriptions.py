@@ -323,7 +323,7 @@ class SubscriptionStore:
     ) -> Subscription | None:
         """Where the subscription stands after `attempts` (delivered up to `position`; with no
         failure given, its failures are over), in one transaction; None, and nothing written,
-        when it was changed meanwhile (paused, rewound, removed)."""
+        when it was changed meanwhile (paused, rewound, resumed, removed)."""
         after = replace(
             subscription,
             position=position,
@@ -340,7 +340,9 @@ class SubscriptionStore:
                 "UPDATE drx_subscriptions SET position = %s, state = COALESCE(%s, state),"
                 " failures = %s, failing_since = %s, retry_at = %s,"
                 " disabled_reason = COALESCE(%s, disabled_reason)"
-                " WHERE id = %s AND generation = %s AND position = %s",
+                " WHERE id = %s AND generation = %s AND position = %s"
+                # A resume meanwhile forgot the failures: the streak read is over.
+                " AND failing_since IS NOT DISTINCT FROM %s",
                 (
                     after.position,
                     state,
@@ -351,6 +353,7 @@ class SubscriptionStore:
                     subscription.id,
                     subscription.generation,
                     subscription.position,
+                    subscription.failing_since,
                 ),
             )
             if cursor.rowcount == 0:

@@ -47,6 +47,7 @@ from infrastructure.subscriptions import (
     DISABLED,
     AttemptRecord,
     Subscription,
+    SubscriptionNotFoundError,
     SubscriptionStore,
 )
 from interfaces.drx.signature import secret_key, sign_with_key
@@ -61,6 +62,10 @@ RETRY_AFTER_MAX_S = 3600.0
 GIVE_UP_AFTER = timedelta(days=3)
 TIMEOUT_S = 10.0
 REFRESH_S = 1.0
+# How long the check that this process still leads may take: past it, the lead is taken as
+# lost and every subscription stops sending until a check answers (a standby may be taking it).
+# The supervisor's read of the subscriptions has the same bound.
+LEAD_CHECK_S = 5.0
 FLUSH_S = 0.1
 FLUSH_AT = 200  # attempts
 LOOKUP_THREADS = 32
@@ -85,7 +90,7 @@ def retry_after_s(value: str | None, now: datetime) -> float | None:
         return float(value)
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # a year or an offset past any date's
         return None
     if when.tzinfo is None:  # the asctime form and "-0000": UTC, as HTTP dates always are
         when = when.replace(tzinfo=UTC)
@@ -152,6 +157,9 @@ class Dispatcher:
         self._stopped: asyncio.Event | None = None  # the stop, on the dispatcher's loop
         self._tasks: dict[str, tuple[Subscription, asyncio.Task[None]]] = {}
         self._db_threads: ThreadPoolExecutor | None = None
+        # The lead's check has a thread of its own: database calls that hang in the others
+        # (a half-open network) must not keep it from finding the lead lost.
+        self._lead_thread: ThreadPoolExecutor | None = None
 
     # Running: in a thread of its own (`start`), or in the calling one (`run`)
 
@@ -177,11 +185,13 @@ class Dispatcher:
         self._release()
 
     def run(self) -> None:
+        self._lead_thread = ThreadPoolExecutor(1, thread_name_prefix="drx-dispatch-lead")
         try:
             with ThreadPoolExecutor(4, thread_name_prefix="drx-dispatch-db") as pool:
                 self._db_threads = pool
                 asyncio.run(self._supervised())
         finally:
+            self._lead_thread.shutdown(wait=False)  # a check that hangs is left to end alone
             self._release()  # nothing of it runs any more: the next dispatcher may lead
 
     async def _supervised(self) -> None:
@@ -213,9 +223,13 @@ class Dispatcher:
         try:
             while not self._stop.is_set():
                 try:
-                    leading = await self._in_db_thread(self.leading)
-                    if leading:
-                        await self._keep_tasks(await self._in_db_thread(self.store.all))
+                    if await self._still_leading():
+                        # Bounded too: a read queued behind database calls that hang would
+                        # keep the supervisor from its next check of the lead.
+                        subscriptions = await asyncio.wait_for(
+                            self._in_db_thread(self.store.all), LEAD_CHECK_S
+                        )
+                        await self._keep_tasks(subscriptions)
                     else:
                         self._cancel_all()
                     failures = 0
@@ -230,6 +244,25 @@ class Dispatcher:
             await asyncio.gather(
                 *(task for _, task in self._tasks.values()), return_exceptions=True
             )
+
+    async def _still_leading(self) -> bool:
+        """Whether this process still leads; a check that fails or takes over LEAD_CHECK_S is
+        a no (a lead that cannot be confirmed may be a standby's by now)."""
+        loop = asyncio.get_running_loop()
+        try:
+            return bool(
+                await asyncio.wait_for(
+                    loop.run_in_executor(self._lead_thread, self.leading), LEAD_CHECK_S
+                )
+            )
+        except Exception as exc:
+            if any(not task.done() for _, task in self._tasks.values()):  # once, as it stops
+                log.warning(
+                    "the subscriptions' lead cannot be confirmed (%s): they stop sending "
+                    "until it is",
+                    type(exc).__name__,
+                )
+            return False
 
     async def _keep_tasks(self, subscriptions: list[Subscription]) -> None:
         """One task per active subscription, as it now is. A task that has ended (disabled,
@@ -383,10 +416,20 @@ class Dispatcher:
 
     async def _wait_for_retry(self, progress: _Progress) -> None:
         """Until the subscription's retry time, by the clock (short sleeps: a clock that tests
-        drive, and a stop, are seen soon)."""
+        drive, and a stop, are seen soon); _Changed when a resume forgot its failures
+        meanwhile (the row is read again every `refresh_s`: a wait can last an hour)."""
+        read_at = time.monotonic()
         while progress.subscription.retry_at:
             if sortable_instant(self.clock.now()) >= progress.subscription.retry_at:
                 return
+            if time.monotonic() - read_at >= self.refresh_s:
+                read_at = time.monotonic()
+                try:
+                    now = await self._in_db_thread(self.store.get, progress.subscription.id)
+                except SubscriptionNotFoundError:
+                    raise _Changed from None
+                if now.failing_since != progress.subscription.failing_since:
+                    raise _Changed
             await asyncio.sleep(min(0.2, self.refresh_s))
 
     async def _write(self, progress: _Progress, **state: Any) -> bool:

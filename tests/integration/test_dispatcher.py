@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -15,7 +16,7 @@ import pytest
 from domain import names
 from domain.clock import DrivenClock, SystemClock
 from domain.instants import sortable_instant
-from infrastructure.subscriptions import DISABLED, PAUSED, SecretBox, SubscriptionStore
+from infrastructure.subscriptions import ACTIVE, DISABLED, PAUSED, SecretBox, SubscriptionStore
 from interfaces.bootstrap import bootstrap
 from interfaces.dispatcher import Dispatcher, backoff_s, envelope, retry_after_s
 from tests.helpers import LIFECYCLES, deliver, load_lifecycle, relabelled
@@ -40,11 +41,11 @@ def receivers():
 def dispatching(parts):
     started = []
 
-    def start(clock=None, timeout_s=2.0):
+    def start(clock=None, timeout_s=2.0, leading=lambda: True):
         dispatcher = Dispatcher(
             parts.subscriptions,
             parts.hub,
-            lambda: True,
+            leading,
             clock or SystemClock(),
             timeout_s=timeout_s,
             refresh_s=0.05,
@@ -334,6 +335,15 @@ def test_retry_after_takes_ascii_seconds_and_every_http_date_form():
     assert retry_after_s("\u00b2", now) is None  # "²": a digit to str.isdigit
     assert retry_after_s("Tue Jan  1 00:02:00 2030", now) == 120  # asctime
     assert retry_after_s("Tue, 01 Jan 2030 00:03:00 -0000", now) == 180
+    # an endpoint's date past any datetime's range is no wait (it was a task that never
+    # backed off, restarted every second as if the database were away)
+    for absurd in (
+        "Tue, 01 Jan 99999999999999999999 00:00:00 GMT",
+        "Tue, 99999999999999999999 Jan 2030 00:00:00 GMT",
+        "Tue, 01 Jan 2030 99999999999999999999:00:00 GMT",
+        "Tue, 01 Jan 2030 00:00:00 +99999999999999999999",
+    ):
+        assert retry_after_s(absurd, now) is None, absurd
 
 
 def test_endpoints_whose_names_never_resolve_hold_up_no_other_subscription(
@@ -366,3 +376,127 @@ def test_endpoints_whose_names_never_resolve_hold_up_no_other_subscription(
     started = time.monotonic()
     receiver.wait_for(2 * len(expected))
     assert time.monotonic() - started < 2
+
+
+def _requests_settle(receivers_, quiet_s: float = 0.5, timeout_s: float = 10.0) -> int:
+    """The receivers' request count once none came for `quiet_s`."""
+    deadline = time.monotonic() + timeout_s
+    count = sum(r.requests for r in receivers_)
+    while time.monotonic() < deadline:
+        time.sleep(quiet_s)
+        now = sum(r.requests for r in receivers_)
+        if now == count:
+            return count
+        count = now
+    raise AssertionError("the receivers never went quiet")
+
+
+@pytest.mark.parametrize("lost", ["raises", "hangs"])
+def test_a_lead_that_cannot_be_confirmed_stops_every_subscription_until_it_is(
+    parts, receivers, dispatching, monkeypatch, lost
+):
+    """The lead's check raising (its connection gone, and no new one) or hanging is no lead:
+    a standby may be taking it, and two dispatchers sending interleave the changes."""
+    monkeypatch.setattr("interfaces.dispatcher.LEAD_CHECK_S", 0.3)
+    confirmed = threading.Event()
+    confirmed.set()
+
+    def leading():
+        if confirmed.is_set():
+            return True
+        if lost == "raises":
+            raise OSError("connection to server failed")
+        time.sleep(1)
+        return True
+
+    receiver = receivers()
+    subscribe(parts, receiver)
+    deliver_some(parts, "a", lifecycles=1)
+    dispatching(leading=leading)
+    receiver.wait_for(len(feed_positions(parts)))
+    confirmed.clear()
+    time.sleep(0.6)  # a check or two
+    before = _requests_settle([receiver])
+    deliver_some(parts, "b", lifecycles=1)
+    time.sleep(1.0)
+    assert receiver.requests == before  # nothing sent while the lead is not confirmed
+    confirmed.set()
+    receiver.wait_for(len(feed_positions(parts)))  # and everything once it is again
+    assert receiver.positions() == feed_positions(parts)
+
+
+def test_the_lead_is_checked_while_database_calls_hang(parts, receivers, dispatching, monkeypatch):
+    """Writes that hang (a half-open network) fill the dispatcher's database threads; the
+    lead's check has its own, and finds the lead lost all the same."""
+    monkeypatch.setattr("interfaces.dispatcher.LEAD_CHECK_S", 0.3)
+    hang, released, still_leading = threading.Event(), threading.Event(), threading.Event()
+    still_leading.set()
+    real = parts.subscriptions.record
+
+    def record(*args, **kwargs):
+        if hang.is_set():
+            released.wait(10)  # the network went half-open
+        return real(*args, **kwargs)
+
+    parts.subscriptions.record = record
+    made = [receivers() for _ in range(5)]
+    for receiver in made:
+        subscribe(parts, receiver)
+    deliver_some(parts, "a", lifecycles=1)
+    dispatching(leading=still_leading.is_set)
+    for receiver in made:
+        receiver.wait_for(len(feed_positions(parts)))
+    hang.set()
+    deliver_some(parts, "b", lifecycles=1)
+    time.sleep(0.5)  # each subscription's background write now hangs
+    still_leading.clear()
+    time.sleep(0.5)
+    before = _requests_settle(made)
+    deliver_some(parts, "c", lifecycles=1)
+    time.sleep(1.0)
+    try:
+        assert sum(r.requests for r in made) == before
+    finally:
+        hang.clear()
+        released.set()
+
+
+def _wait_until(condition, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+
+
+def test_a_resume_of_a_failing_subscription_starts_its_streak_and_its_wait_anew(
+    parts, receivers, dispatching
+):
+    """Resuming an active subscription that keeps failing forgets its failures: its running
+    task must not write its old streak back (3 days counted from before the resume), nor
+    keep waiting out an endpoint's Retry-After of an hour."""
+    clock = DrivenClock(datetime(2030, 1, 1, tzinfo=UTC))
+    up = threading.Event()
+    receiver = receivers(
+        answer=lambda n: Answer(200) if up.is_set() else Answer(503, retry_after="3600")
+    )
+    subscription = subscribe(parts, receiver)
+    deliver_some(parts, lifecycles=1)
+    dispatching(clock=clock)
+    _wait_until(lambda: parts.subscriptions.get(subscription.id).retry_at is not None)
+    clock.advance(timedelta(hours=71))  # failing for almost 3 days
+    _wait_until(lambda: receiver.requests >= 2)
+    _wait_until(lambda: parts.subscriptions.get(subscription.id).failures >= 2)
+    parts.subscriptions.set_state(subscription.id, "active")  # the operator resumes it
+    requests = receiver.requests
+    _wait_until(lambda: receiver.requests > requests)  # at once, not an hour later
+    clock.advance(timedelta(hours=2))  # another failure, 73 h after the first
+    _wait_until(lambda: receiver.requests > requests + 1)
+    time.sleep(0.2)
+    stored = parts.subscriptions.get(subscription.id)
+    assert stored.state == ACTIVE, stored.disabled_reason
+    assert stored.failing_since >= sortable_instant(datetime(2030, 1, 3, 23, tzinfo=UTC))
+    up.set()
+    clock.advance(timedelta(hours=1))
+    expected = feed_positions(parts, subscription.position)
+    receiver.wait_for(len(expected))
+    assert receiver.positions() == expected

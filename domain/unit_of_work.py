@@ -34,6 +34,7 @@ from typing import Any, Protocol, runtime_checkable
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError
+from eventsourcing.domain import OriginatorVersionError
 from eventsourcing.persistence import (
     IntegrityError,
     OperationalError,
@@ -45,7 +46,7 @@ from domain.application import Prescriptions
 from domain.commands import ParkDelivery, RecordDelivery, ReplayDelivery
 from domain.delivery import Delivery, Report
 from domain.dry_run import ReplayPreview, dry_run_replays
-from domain.errors import ConcurrencyConflictError, describe_fault
+from domain.errors import ConcurrencyConflictError, HistoryDamagedError, describe_fault
 from domain.handlers import Command, Outcome, Receipt, handle
 from domain.ids import delivery_id, prescription_id
 from domain.prescription import Prescription
@@ -109,6 +110,8 @@ class UnitOfWork:
             found: Any = self.app.repository.get(aggregate_id)
         except AggregateNotFoundError:
             return None
+        except OriginatorVersionError:
+            raise HistoryDamagedError(str(aggregate_id)) from None  # one missing or moved
         self._known[aggregate_id] = found
         return found
 
@@ -128,7 +131,14 @@ class Intake:
         for losses in range(MAX_SAVE_ATTEMPTS):
             _pause(losses)
             work = UnitOfWork(self.app, self.report)
-            receipt = handle(work, command)
+            try:
+                receipt = handle(work, command)
+            except PersistenceError:
+                raise  # the store cannot take it: 503
+            except Exception as exc:  # our code, or the prescription's stored history, failed
+                if not isinstance(command, RecordDelivery):  # on it: the delivery is kept
+                    raise
+                return self.take(ParkDelivery(command.delivery, _fault_of(exc), fault=True))
             try:
                 work.commit()
             except IntegrityError:
@@ -164,16 +174,16 @@ class Intake:
         """Several deliveries in one transaction (group commit), each receipt in order."""
         for losses in range(MAX_BATCH_ATTEMPTS):
             _pause(losses)
-            work = UnitOfWork(self.app, self.report, self._load(commands))
-            receipts = [handle(work, command) for command in commands]
             try:
+                work = UnitOfWork(self.app, self.report, self._load(commands))
+                receipts = [handle(work, command) for command in commands]
                 work.commit()
             except IntegrityError:
                 continue
             except PersistenceError:
                 raise  # the store cannot take it: every delivery of the batch is answered 503
-            except Exception:  # storing one payload failed: find it, one at a time
-                break
+            except Exception:  # one payload, or one prescription's history, failed: find it,
+                break  # one at a time, so that the others are not answered its error
             for receipt in receipts:
                 _log_parked(receipt)
             return receipts
@@ -194,6 +204,13 @@ class Intake:
             if isinstance(found, Prescription):
                 found.attach(self.app.facts_until)
         return loaded
+
+
+def _fault_of(exc: Exception) -> str:
+    """A parked delivery's reason when handling it failed."""
+    if isinstance(exc, HistoryDamagedError):
+        return f"the stored history of aggregate {exc} is damaged: run drx audit verify"
+    return describe_fault(exc)
 
 
 def _event_id(command: Command) -> str:

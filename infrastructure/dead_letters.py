@@ -51,8 +51,20 @@ _DATA_ERRORS: tuple[type[BaseException], ...] = (
 _DATABASE_ERRORS = (psycopg.Error, sqlite3.Error, persistence.PersistenceError)
 
 
+def _over_a_limit(exc: BaseException) -> bool:
+    """PostgreSQL's class 54, program limit exceeded (an index row over its 2,704 bytes: a
+    value too long to index): an OperationalError to psycopg, yet no passing fault; the
+    same event fails each time. Looked for in the error and what it was raised from."""
+    for error in (exc, exc.__cause__):
+        if isinstance(error, psycopg.Error) and (error.sqlstate or "").startswith("54"):
+            return True
+    return False
+
+
 def is_poison(exc: BaseException) -> bool:
     """Whether the event being applied is what failed (see the module's docstring)."""
+    if _over_a_limit(exc):
+        return True
     if isinstance(exc, TRANSIENT):
         return False
     if isinstance(exc, _DATA_ERRORS):

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import argparse
 import getpass
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 from domain.instants import sortable_instant
 from infrastructure.access_log import Access, AccessFilter
+from infrastructure.rebuild import Difference
 from interfaces.bootstrap import Parts, bootstrap
 from interfaces.http.access import Carried
 from interfaces.http.errors import ProblemError
@@ -53,6 +55,17 @@ def record_carried(parts: Parts, command: str, status: int, carried: Carried) ->
             "the PHI access log cannot be written now, so nothing is printed: retry later "
             f"({type(error).__name__})"
         ) from None
+
+
+def record_differences(parts: Parts, command: str, differences: Iterable[Difference]) -> None:
+    """The same, for a rebuild's differences about to be printed with their values: whom
+    each differing row is about, and any patient in its values."""
+    shown = Carried()
+    for d in differences:
+        shown.add(d.prescription_id, d.patient_id)
+        shown.add_patients_in(d.live)
+        shown.add_patients_in(d.rebuilt)
+    record_carried(parts, command, 200, shown)
 
 
 def _since(text: str) -> datetime:

@@ -46,7 +46,6 @@ from interfaces import (
 from interfaces.bootstrap import Parts, bootstrap
 from interfaces.documents import export_prescription
 from interfaces.drx.signature import SecretError, secret_key, signed_headers
-from interfaces.http.access import Carried
 from interfaces.logs import configure_logging, escape_controls
 from interfaces.progress import Progress
 from interfaces.simulator import SimulationError, simulate
@@ -145,13 +144,8 @@ def _print_differences(parts: Parts, differences: list[Difference]) -> None:
     """Each difference with its two values, which are patient data: the access log's entry
     naming whom they are about is written first, and without it only the rows and fields
     that differ are shown."""
-    shown = Carried()
-    for d in differences:
-        shown.add(d.prescription_id, d.patient_id)
-        shown.add_patients_in(d.live)
-        shown.add_patients_in(d.rebuilt)
     try:
-        access_commands.record_carried(parts, "drx projections rebuild --verify", 200, shown)
+        access_commands.record_differences(parts, "drx projections rebuild --verify", differences)
     except access_commands.AccessNotRecordedError as error:
         print(f"  (the values are not shown: {error})")
         for d in differences:

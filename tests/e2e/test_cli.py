@@ -99,7 +99,7 @@ def test_rebuild_verify_shows_no_values_when_the_access_log_cannot_be_written(
     def refuse(*_args, **_kwargs):
         raise access_commands.AccessNotRecordedError("the PHI access log cannot be written now")
 
-    monkeypatch.setattr(access_commands, "record_carried", refuse)
+    monkeypatch.setattr(access_commands, "record_carried", refuse)  # as record_differences
     _tamper_with_lc0004(served)
     assert main(["projections", "rebuild", "prescriptions", "--verify"]) == 1
     out = capsys.readouterr().out

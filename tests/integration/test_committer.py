@@ -106,3 +106,37 @@ def test_the_pause_after_a_failure_ends_while_deliveries_keep_coming(
     assert receipt.outcome is Outcome.ACCEPTED
     assert landed_at - failures[0] < COOLDOWN_S + 0.5
     assert not committer.store_recently_failed
+
+
+def test_a_delivery_for_a_damaged_history_is_parked_and_its_batch_goes_on(
+    prescriptions, committer, settings
+):
+    """One stored event of a prescription gone: its next delivery is kept (parked, naming
+    the damage), not the batch's error, which every other delivery of the batch was answered
+    (a 500), DRx's retries of it failing each batch they landed in."""
+    from tests.integration.test_audit import edit, key
+
+    damaged = [command_for(e) for e in load_lifecycle(LIFECYCLES[1])["events"]]
+    subject = damaged[0].delivery.subject
+    for command in damaged[:3]:
+        asyncio.run(committer.submit_async(command))
+    deleted = edit(
+        settings,
+        "DELETE FROM {events} WHERE originator_id = %s AND originator_version = 2",
+        (key(settings, subject),),
+    )
+    assert deleted == 1
+    healthy = lifecycle_commands()
+
+    async def deliver_all():
+        return await asyncio.gather(
+            *(committer.submit_async(c) for c in [*healthy[:3], damaged[3], *healthy[3:]])
+        )
+
+    receipts = asyncio.run(deliver_all())
+    by_id = {r.event_id: r for r in receipts}
+    assert all(by_id[c.delivery.event_id].outcome is Outcome.ACCEPTED for c in healthy)
+    parked = by_id[damaged[3].delivery.event_id]
+    assert parked.outcome is Outcome.PARKED
+    assert "damaged" in parked.reason
+    assert is_stored(prescriptions, damaged[3].delivery.event_id)

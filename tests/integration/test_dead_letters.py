@@ -218,3 +218,57 @@ def test_on_postgresql_a_stored_nul_character_is_set_aside_not_a_stuck_projectio
         db.close()
         app.close()
         drop_schema(settings)
+
+
+@pytest.mark.postgres
+def test_on_postgresql_a_value_too_long_to_index_is_set_aside_not_a_stuck_projection(
+    postgres_url,
+):
+    """A patient id of 4,000 characters that do not compress is more than a btree's row holds
+    (2,704 bytes): PostgreSQL's program limit exceeded, an OperationalError to psycopg, once
+    taken for a passing fault, so every projection tried the same batch again for ever."""
+    import random
+    import string
+
+    from infrastructure.database import open_read_database
+    from infrastructure.eventstore import open_prescriptions
+    from infrastructure.migrations import migrate
+    from tests.conftest import drop_schema, postgres_settings
+
+    settings = postgres_settings(postgres_url)
+    migrate(settings)
+    app, db = open_prescriptions(settings), open_read_database(settings)
+    runner = projector_for(app, db, settings)
+    rng = random.Random(7)
+    long_id = "".join(rng.choices(string.ascii_letters + string.digits, k=4000))
+    try:
+        (received, *_) = lifecycle("long")
+        received["data"]["patient"]["drx_patient_id"] = long_id
+        deliver(app, received)
+        for event in lifecycle("beside"):
+            deliver(app, event)
+        runner.catch_up()
+        letters = dead_letters.dead_letters(db)
+        assert letters, "nothing set aside"
+        assert {letter.projection for letter in letters} >= {"prescriptions", "changes"}
+        assert all("ProgramLimitExceeded" in letter.reason for letter in letters), letters
+        for name in ("prescriptions", "deliveries", "changes"):
+            assert read_position(db, name) == runner.head()
+        assert ReadQueries(db).prescription_json(lifecycle("beside")[0]["subject"]) is not None
+    finally:
+        runner.stop()
+        db.close()
+        app.close()
+        drop_schema(settings)
+
+
+def test_program_limit_exceeded_is_poison_and_other_operational_errors_are_not():
+    from eventsourcing import persistence
+
+    limit = psycopg.errors.ProgramLimitExceeded("index row size 4024 exceeds btree maximum")
+    assert dead_letters.is_poison(limit)
+    wrapped = persistence.OperationalError("wrapped")
+    wrapped.__cause__ = limit
+    assert dead_letters.is_poison(wrapped)
+    assert not dead_letters.is_poison(psycopg.OperationalError("server closed the connection"))
+    assert not dead_letters.is_poison(psycopg.errors.AdminShutdown("terminating connection"))

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from domain.instants import sortable_instant
 from domain.names import CHANGE_TYPES, STATUSES
@@ -111,6 +112,15 @@ def check_url(url: str) -> str:
         raise SubscriptionError(
             "url must be an http:// or https:// URL with a host, an optional port (1-65535), no "
             "user:password@, and printable ASCII only (percent-encode the rest)"
+        )
+    host = urlsplit(url).hostname or ""
+    labels = host.removesuffix(".").split(".")
+    if len(host) > 253 or not all(1 <= len(label) <= 63 for label in labels):
+        # No resolver takes it ("a..b", a label over 63 characters): every POST would fail
+        # for 3 days before the subscription is disabled.
+        raise SubscriptionError(
+            "url's host must be a host name: labels of 1 to 63 characters between dots, "
+            "253 characters at most"
         )
     return url
 

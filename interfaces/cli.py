@@ -507,7 +507,20 @@ MISTAKES: tuple[type[Exception], ...] = (
 )
 
 
+def _readable(argv: Sequence[str]) -> None:
+    """Every argument as UTF-8 text: bytes that are not (Python keeps them as lone
+    surrogates) would fail deep in a command, in the database's driver, as a traceback."""
+    for argument in argv:
+        try:
+            argument.encode()
+        except UnicodeEncodeError:
+            shown = argument.encode(errors="backslashreplace").decode()
+            print(f"drx: an argument is not UTF-8 text: {shown}", file=sys.stderr)
+            raise SystemExit(NOT_DONE) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _readable(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     configure_logging()
     handler: Callable[[Settings, argparse.Namespace], int] = args.handler

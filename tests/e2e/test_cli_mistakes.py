@@ -229,3 +229,22 @@ def test_help_lists_every_command(capsys):
     out = capsys.readouterr().out
     for name, _ in COMMANDS:
         assert f"drx {name}" in out
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["subscriptions", "add", "http://127.0.0.1:9/h", "--description", "a\udcffb"],
+        ["subscriptions", "pause", "sub_\udcff"],
+        ["audit", "access", "--patient", "drx_pt_\udcff"],
+    ],
+)
+def test_an_argument_that_is_not_utf8_is_one_line_not_a_traceback(elsewhere, capsys, command):
+    """Bytes that are not UTF-8 on the command line reach Python as lone surrogates, which
+    the database's driver cannot encode: a traceback deep in the command, once."""
+    assert main(["migrate"]) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stopped:
+        main(command)
+    assert stopped.value.code == 2
+    assert "is not UTF-8 text" in one_line(capsys)

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import secrets
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -196,7 +197,10 @@ class Attempt:
 class SubscriptionStore:
     def __init__(self, db: ReadDatabase, feed: ChangeFeed, box: SecretBox) -> None:
         self.db, self.feed, self.box = db, feed, box
-        self._writes = 0
+        # Each subscription's writes, counted apart: with one count for all, subscriptions
+        # writing in turn could each time land the count's round number on the same one, and
+        # the others' logs were never trimmed.
+        self._writes: Counter[str] = Counter()
 
     # Reading
 
@@ -379,8 +383,8 @@ class SubscriptionStore:
                     for a in attempts
                 ],
             )
-            self._writes += 1
-            if self._writes % PRUNE_EVERY == 0:
+            self._writes[subscription.id] += 1
+            if self._writes[subscription.id] % PRUNE_EVERY == 0:
                 self._prune(cursor, subscription.id)
         return after
 

@@ -500,3 +500,24 @@ def test_a_resume_of_a_failing_subscription_starts_its_streak_and_its_wait_anew(
     expected = feed_positions(parts, subscription.position)
     receiver.wait_for(len(expected))
     assert receiver.positions() == expected
+
+
+def test_the_attempts_log_of_every_subscription_is_trimmed_however_their_writes_interleave(
+    parts, monkeypatch
+):
+    """Two subscriptions writing in turn: with one count of writes for both, the count's
+    round numbers always fell on the same one, and the other's log grew without end."""
+    from infrastructure import subscriptions as module
+    from infrastructure.subscriptions import AttemptRecord
+
+    monkeypatch.setattr(module, "KEPT_ATTEMPTS", 5)
+    monkeypatch.setattr(module, "PRUNE_EVERY", 4)
+    made = [parts.subscriptions.create(f"http://127.0.0.1:9/{n}")[0] for n in range(2)]
+    for turn in range(1, 41):
+        for index, subscription in enumerate(made):
+            at = sortable_instant(datetime(2030, 1, 1, tzinfo=UTC))
+            attempt = AttemptRecord(turn, f"msg_{turn}", 200, None, 1, at)
+            made[index] = parts.subscriptions.record(subscription, turn, [attempt])
+    for subscription in made:
+        kept = parts.subscriptions.attempts(subscription.id, 100, None)
+        assert 5 <= len(kept) <= 5 + 4, (subscription.id, len(kept))

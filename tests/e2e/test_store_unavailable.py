@@ -102,3 +102,59 @@ def test_a_save_that_waits_past_the_lock_timeout_answers_503_and_stores_nothing(
             assert detail["version"] == 1
     finally:
         drop_schema(settings)
+
+
+@pytest.mark.postgres
+def test_a_vacuum_of_the_events_table_holds_no_save_off(postgres_url):
+    """VACUUM and ANALYZE (autovacuum's too) hold SHARE UPDATE EXCLUSIVE on the table while
+    they run. Saves once serialised on an EXCLUSIVE table lock, which conflicts with it: each
+    waited for an autovacuum until the deadlock check cancelled it (up to a second), or failed
+    for as long as one that is never cancelled ran (against wraparound, or by hand)."""
+    settings = postgres_settings(postgres_url, postgres_lock_timeout_s=1)
+    migrate(settings)
+    try:
+        with serving(settings) as client:
+            vacuum = psycopg.connect(settings.database_url)
+            vacuum.execute(
+                f'LOCK TABLE "{settings.postgres_schema}".drx_events IN SHARE UPDATE EXCLUSIVE MODE'
+            )
+            try:
+                started = time.monotonic()
+                response = post_signed(client, load_example("received"))
+                waited = time.monotonic() - started
+            finally:
+                vacuum.rollback()
+                vacuum.close()
+            assert response.status_code == 202, response.text
+            assert waited < 1
+    finally:
+        drop_schema(settings)
+
+
+@pytest.mark.postgres
+def test_saves_still_wait_for_each_other_within_the_lock_timeout(postgres_url):
+    """What keeps the notification ids in commit order: a save waits for another one that
+    has not committed (here, a transaction holding the saves' advisory lock), for no longer
+    than DRX_POSTGRES_LOCK_TIMEOUT."""
+    settings = postgres_settings(postgres_url, postgres_lock_timeout_s=1)
+    migrate(settings)
+    try:
+        with serving(settings) as client:
+            other = psycopg.connect(settings.database_url)
+            other.execute(
+                "SELECT pg_advisory_xact_lock(1146247236, hashtext(%s))",
+                (settings.postgres_schema,),
+            )
+            try:
+                started = time.monotonic()
+                response = post_signed(client, load_example("received"))
+                waited = time.monotonic() - started
+            finally:
+                other.rollback()
+                other.close()
+            assert response.status_code == 503, response.text
+            assert 1 <= waited < 5
+            time.sleep(COOLDOWN_S)
+            assert post_signed(client, load_example("received")).status_code == 202
+    finally:
+        drop_schema(settings)

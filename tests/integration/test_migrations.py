@@ -150,7 +150,8 @@ def test_the_index_names_migration_renames_what_an_earlier_rebuild_left(postgres
             )
         drifted = fetch(fresh, INDEXES)
         assert all("_rebuild" in name for _, name, _ in drifted)
-        assert [m.version for m in migrate(fresh)] == [names.version]
+        applied = [m.version for m in migrate(fresh)]
+        assert applied == [m.version for m in every[every.index(names) :]]
         assert fetch(fresh, INDEXES) == expected
     finally:
         drop_schema(fresh)

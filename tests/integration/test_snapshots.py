@@ -14,7 +14,7 @@ from eventsourcing.persistence import IntegrityError
 from bench.history_cost import payload
 from domain.handlers import Outcome
 from domain.ids import prescription_id
-from domain.prescription import SNAPSHOT_INTERVAL
+from domain.prescription import SNAPSHOT_INTERVAL, Prescription
 from domain.state import derive_state
 from infrastructure.projector import projector_for
 from interfaces.drx.translator import parse_envelope, read_fact
@@ -142,3 +142,55 @@ def test_a_save_that_loses_a_race_writes_no_snapshot(settings, parts):
     loaded = app.prescription(subject)
     assert loaded.last_hash == history[-1].hash
     assert loaded.state() == derive_state(subject, [r.fact for r in history])
+
+
+@pytest.mark.postgres
+def test_a_follower_of_concurrent_saves_passes_over_no_event(postgres_url):
+    """Saves commit in the order of their notification ids (they wait for each other), so a
+    follower that reads on from the last id it saw, while four writers save at once, misses
+    none: were two saves to interleave, the later id could commit first and be read, and the
+    earlier one, committed a moment after, passed over for good."""
+    import threading
+
+    from infrastructure.eventstore import open_prescriptions
+    from infrastructure.migrations import migrate
+    from tests.conftest import drop_schema, postgres_settings
+
+    settings = postgres_settings(postgres_url)
+    migrate(settings)
+    writers = [open_prescriptions(settings) for _ in range(4)]
+    follower = open_prescriptions(settings)
+    done = threading.Event()
+    seen: list[int] = []
+
+    def write(app, n):
+        for i in range(150):
+            app.save(Prescription(f"drx_rx_follow_{n}_{i}"))
+
+    def follow():
+        last = 0
+        while True:
+            finished = done.is_set()
+            page = follower.recorder.select_notifications(last + 1, 500)
+            seen.extend(item.id for item in page)
+            last = page[-1].id if page else last
+            if finished and not page:
+                return
+
+    try:
+        tail = threading.Thread(target=follow)
+        tail.start()
+        threads = [threading.Thread(target=write, args=(app, n)) for n, app in enumerate(writers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        done.set()
+        tail.join(30)
+        stored = [item.id for item in follower.recorder.select_notifications(1, 10_000)]
+        assert len(stored) == 600
+        assert seen == stored
+    finally:
+        for app in (*writers, follower):
+            app.close()
+        drop_schema(settings)

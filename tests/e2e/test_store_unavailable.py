@@ -104,6 +104,20 @@ def test_a_save_that_waits_past_the_lock_timeout_answers_503_and_stores_nothing(
         drop_schema(settings)
 
 
+def post_while_held(client, settings, statement: str, params=()):
+    """A delivery's answer, and how long it took, while another transaction holds what
+    `statement` takes (released afterwards)."""
+    holder = psycopg.connect(settings.database_url)
+    holder.execute(statement, params)
+    try:
+        started = time.monotonic()
+        response = post_signed(client, load_example("received"))
+        return response, time.monotonic() - started
+    finally:
+        holder.rollback()
+        holder.close()
+
+
 @pytest.mark.postgres
 def test_a_vacuum_of_the_events_table_holds_no_save_off(postgres_url):
     """VACUUM and ANALYZE (autovacuum's too) hold SHARE UPDATE EXCLUSIVE on the table while
@@ -114,17 +128,10 @@ def test_a_vacuum_of_the_events_table_holds_no_save_off(postgres_url):
     migrate(settings)
     try:
         with serving(settings) as client:
-            vacuum = psycopg.connect(settings.database_url)
-            vacuum.execute(
-                f'LOCK TABLE "{settings.postgres_schema}".drx_events IN SHARE UPDATE EXCLUSIVE MODE'
+            vacuum = f'LOCK TABLE "{settings.postgres_schema}".drx_events'
+            response, waited = post_while_held(
+                client, settings, vacuum + " IN SHARE UPDATE EXCLUSIVE MODE"
             )
-            try:
-                started = time.monotonic()
-                response = post_signed(client, load_example("received"))
-                waited = time.monotonic() - started
-            finally:
-                vacuum.rollback()
-                vacuum.close()
             assert response.status_code == 202, response.text
             assert waited < 1
     finally:
@@ -140,18 +147,12 @@ def test_saves_still_wait_for_each_other_within_the_lock_timeout(postgres_url):
     migrate(settings)
     try:
         with serving(settings) as client:
-            other = psycopg.connect(settings.database_url)
-            other.execute(
+            response, waited = post_while_held(
+                client,
+                settings,
                 "SELECT pg_advisory_xact_lock(1146247236, hashtext(%s))",
                 (settings.postgres_schema,),
             )
-            try:
-                started = time.monotonic()
-                response = post_signed(client, load_example("received"))
-                waited = time.monotonic() - started
-            finally:
-                other.rollback()
-                other.close()
             assert response.status_code == 503, response.text
             assert 1 <= waited < 5
             time.sleep(COOLDOWN_S)

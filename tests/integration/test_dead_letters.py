@@ -189,12 +189,9 @@ def test_a_rebuild_leaves_out_what_the_live_projection_set_aside_and_verifies_eq
     assert result.differences == []
 
 
-@pytest.mark.postgres
-def test_on_postgresql_a_stored_nul_character_is_set_aside_not_a_stuck_projection(
-    postgres_url, monkeypatch
-):
-    """Stored before the webhook refused it (an older version, or straight into the store):
-    PostgreSQL's text columns cannot hold U+0000."""
+@pytest.fixture
+def postgres_store(postgres_url):
+    """A migrated PostgreSQL schema of its own: (application, read database, projector)."""
     from infrastructure.database import open_read_database
     from infrastructure.eventstore import open_prescriptions
     from infrastructure.migrations import migrate
@@ -205,14 +202,7 @@ def test_on_postgresql_a_stored_nul_character_is_set_aside_not_a_stuck_projectio
     app, db = open_prescriptions(settings), open_read_database(settings)
     runner = projector_for(app, db, settings)
     try:
-        app.save(Prescription("drx_rx_\x00nul"))
-        for event in lifecycle("beside"):
-            deliver(app, event)
-        runner.catch_up()
-        (letter,) = dead_letters.dead_letters(db, "prescriptions")
-        assert "DataError" in letter.reason
-        assert read_position(db, "prescriptions") == runner.head()
-        assert ReadQueries(db).prescription_json(lifecycle("beside")[0]["subject"]) is not None
+        yield app, db, runner
     finally:
         runner.stop()
         db.close()
@@ -221,8 +211,25 @@ def test_on_postgresql_a_stored_nul_character_is_set_aside_not_a_stuck_projectio
 
 
 @pytest.mark.postgres
+def test_on_postgresql_a_stored_nul_character_is_set_aside_not_a_stuck_projection(
+    postgres_store,
+):
+    """Stored before the webhook refused it (an older version, or straight into the store):
+    PostgreSQL's text columns cannot hold U+0000."""
+    app, db, runner = postgres_store
+    app.save(Prescription("drx_rx_\x00nul"))
+    for event in lifecycle("beside"):
+        deliver(app, event)
+    runner.catch_up()
+    (letter,) = dead_letters.dead_letters(db, "prescriptions")
+    assert "DataError" in letter.reason
+    assert read_position(db, "prescriptions") == runner.head()
+    assert ReadQueries(db).prescription_json(lifecycle("beside")[0]["subject"]) is not None
+
+
+@pytest.mark.postgres
 def test_on_postgresql_a_value_too_long_to_index_is_set_aside_not_a_stuck_projection(
-    postgres_url,
+    postgres_store,
 ):
     """A patient id of 4,000 characters that do not compress is more than a btree's row holds
     (2,704 bytes): PostgreSQL's program limit exceeded, an OperationalError to psycopg, once
@@ -230,36 +237,23 @@ def test_on_postgresql_a_value_too_long_to_index_is_set_aside_not_a_stuck_projec
     import random
     import string
 
-    from infrastructure.database import open_read_database
-    from infrastructure.eventstore import open_prescriptions
-    from infrastructure.migrations import migrate
-    from tests.conftest import drop_schema, postgres_settings
-
-    settings = postgres_settings(postgres_url)
-    migrate(settings)
-    app, db = open_prescriptions(settings), open_read_database(settings)
-    runner = projector_for(app, db, settings)
+    app, db, runner = postgres_store
     rng = random.Random(7)
-    long_id = "".join(rng.choices(string.ascii_letters + string.digits, k=4000))
-    try:
-        (received, *_) = lifecycle("long")
-        received["data"]["patient"]["drx_patient_id"] = long_id
-        deliver(app, received)
-        for event in lifecycle("beside"):
-            deliver(app, event)
-        runner.catch_up()
-        letters = dead_letters.dead_letters(db)
-        assert letters, "nothing set aside"
-        assert {letter.projection for letter in letters} >= {"prescriptions", "changes"}
-        assert all("ProgramLimitExceeded" in letter.reason for letter in letters), letters
-        for name in ("prescriptions", "deliveries", "changes"):
-            assert read_position(db, name) == runner.head()
-        assert ReadQueries(db).prescription_json(lifecycle("beside")[0]["subject"]) is not None
-    finally:
-        runner.stop()
-        db.close()
-        app.close()
-        drop_schema(settings)
+    (received, *_) = lifecycle("long")
+    received["data"]["patient"]["drx_patient_id"] = "".join(
+        rng.choices(string.ascii_letters + string.digits, k=4000)
+    )
+    deliver(app, received)
+    for event in lifecycle("beside"):
+        deliver(app, event)
+    runner.catch_up()
+    letters = dead_letters.dead_letters(db)
+    assert letters, "nothing set aside"
+    assert {letter.projection for letter in letters} >= {"prescriptions", "changes"}
+    assert all("ProgramLimitExceeded" in letter.reason for letter in letters), letters
+    for name in ("prescriptions", "deliveries", "changes"):
+        assert read_position(db, name) == runner.head()
+    assert ReadQueries(db).prescription_json(lifecycle("beside")[0]["subject"]) is not None
 
 
 def test_program_limit_exceeded_is_poison_and_other_operational_errors_are_not():

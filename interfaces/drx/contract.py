@@ -6,19 +6,10 @@ an offset, breaks the contract. Unknown extra fields are tolerated everywhere.
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import (
-    AfterValidator,
-    AwareDatetime,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    model_validator,
-)
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 from pydantic import create_model as _create_model
 
 from domain.facts import FactKind
@@ -34,23 +25,7 @@ def _in_utc(moment: datetime) -> datetime:
     return moment
 
 
-# RFC 3339's date-time with its offset (section 5.6; a space for the T, which it allows):
-# pydantic alone also takes Unix seconds ("1741286400", even "0") and a time without seconds.
-_RFC_3339 = re.compile(
-    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
-    r"([Zz]|[+-][0-9]{2}:[0-9]{2})"
-)
-
-
-def _rfc_3339(value: Any) -> datetime:
-    """The instant (read here: after a validator before it, pydantic's strict datetime would
-    refuse the text it is given back)."""
-    if not isinstance(value, str) or not _RFC_3339.fullmatch(value):
-        raise ValueError("an RFC 3339 timestamp with its offset, e.g. 2025-03-04T15:22:10Z")
-    return datetime.fromisoformat(value.upper())  # "t" and "z" too, as RFC 3339 allows
-
-
-Instant = Annotated[AwareDatetime, BeforeValidator(_rfc_3339), AfterValidator(_in_utc)]
+Instant = Annotated[AwareDatetime, AfterValidator(_in_utc)]
 Text = Annotated[str, Field(min_length=1)]
 Key = Annotated[str, Field(min_length=1, max_length=200)]
 Count = Annotated[int, Field(ge=0)]

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
+from eventsourcing.persistence import PersistenceError
+
 from domain.commands import ParkDelivery, RecordDelivery, ReplayDelivery
 from domain.delivery import Delivery, RawDelivery, Repeat
 from domain.errors import DeliveryNotFoundError, DeliveryNotParkedError, describe_fault
@@ -110,6 +112,8 @@ def _record_fact(work: Aggregates, delivery: Delivery, fact: Fact) -> Receipt:
     prescription = work.prescription(delivery.subject)
     try:
         prescription.record(fact)  # a DRx id is one delivery: a repeat never gets this far
+    except PersistenceError:
+        raise  # the store failed (a late fact reads the stored ones): 503, and DRx retries
     except Exception as exc:  # a fault in our own code costs a parked delivery, never data
         return _park(work, delivery, describe_fault(exc), fault=True)
     delivery.mark_processed(fact_recorded=True)

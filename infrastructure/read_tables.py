@@ -49,7 +49,8 @@ class ReadTable:
         names = self.compared
 
         def value(column: str) -> str | None:
-            return str(row[names.index(column)]) if column in names else None
+            found = row[names.index(column)] if column in names else None
+            return None if found is None else str(found)
 
         return value(self.prescription_column), value("patient_id")
 

@@ -16,10 +16,11 @@ library's:
   `Prescriptions.save` hands them over as the `snapshots` argument), so that a snapshot never
   stands without the events it folds, and delete the older snapshots of those prescriptions
   (only the last is ever read: PostgreSQL migration 0016, SQLite 0014).
-- PostgreSQL saves in one round trip, by calling `drx_save` (migrations 0003, 0013, 0016): the
-  library's statements (the table lock that keeps notification ids in commit order, the NOTIFY,
-  the INSERT) in one prepared call, where the library pipelines them in an explicit transaction
-  (five round trips, measured 0.6-0.9 ms of client CPU per save against 0.2 ms). The rows go as
+- PostgreSQL saves in one round trip, by calling `drx_save` (migrations 0003, 0013, 0016, 0018):
+  the library's statements (a lock that keeps notification ids in commit order, an advisory one
+  since 0018 where the library locks the table; the NOTIFY; the INSERT) in one prepared call,
+  where the library pipelines them in an explicit transaction (five round trips, measured
+  0.6-0.9 ms of client CPU per save against 0.2 ms). The rows go as
   four array literals (`pg_arrays.py`) in bind parameters, where the library sends one array of
   a composite row type that psycopg dumps element by element in Python (per save of 40 rows,
   measured: psycopg's arrays 2.1-2.3 ms of client CPU and 2.0-2.1 ms of the server's; the
@@ -37,6 +38,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 from uuid import UUID
 
+import psycopg.errors
 from eventsourcing.persistence import (
     InterfaceError,
     OperationalError,
@@ -60,13 +62,17 @@ _RETRY_PAUSE_S = 0.05
 
 
 def _fail_fast(method: F) -> F:
-    """One more try after a connection failure, once the pool has dropped its broken ones."""
+    """One more try after a connection failure, once the pool has dropped its broken ones;
+    none after a lock wait that timed out (the connection is fine, and a second wait would
+    make DRX_POSTGRES_LOCK_TIMEOUT twice as long)."""
 
     @functools.wraps(method)
     def once_more(self: FailFastPostgresApplicationRecorder, *args: Any, **kwargs: Any) -> Any:
         try:
             return method(self, *args, **kwargs)
-        except (InterfaceError, OperationalError):
+        except (InterfaceError, OperationalError) as exc:
+            if isinstance(exc.__cause__, psycopg.errors.LockNotAvailable):
+                raise
             self.datastore.pool.check()
             time.sleep(_RETRY_PAUSE_S)
             return method(self, *args, **kwargs)

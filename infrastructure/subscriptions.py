@@ -348,8 +348,9 @@ class SubscriptionStore:
                 " failures = %s, failing_since = %s, retry_at = %s,"
                 " disabled_reason = COALESCE(%s, disabled_reason)"
                 " WHERE id = %s AND generation = %s AND position = %s"
-                # A resume meanwhile forgot the failures: the streak read is over.
-                " AND failing_since IS NOT DISTINCT FROM %s",
+                # A resume meanwhile forgot the failures: the streak read is over. (COALESCE,
+                # not IS NOT DISTINCT FROM, which SQLite has only since 3.39.)
+                " AND COALESCE(failing_since, '') = COALESCE(%s, '')",
                 (
                     after.position,
                     state,

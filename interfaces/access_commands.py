@@ -63,9 +63,16 @@ def record_differences(parts: Parts, command: str, differences: Iterable[Differe
     shown = Carried()
     for d in differences:
         shown.add(d.prescription_id, d.patient_id)
-        shown.add_patients_in(d.live)
-        shown.add_patients_in(d.rebuilt)
+        for value in (d.live, d.rebuilt):
+            shown.add_patients_in(value)
+            if isinstance(value, str) and d.field in _PRESCRIPTION_COLUMNS:  # the id differs
+                shown.add(value)
+            elif isinstance(value, str) and d.field == "patient_id":
+                shown.add(None, value)
     record_carried(parts, command, 200, shown)
+
+
+_PRESCRIPTION_COLUMNS = frozenset({"prescription_id", "subject"})
 
 
 def _since(text: str) -> datetime:

@@ -10,9 +10,9 @@
 -- 503 for the whole vacuum of a large store).
 --
 -- The saves now serialise on a transaction advisory lock of their own (per schema), which
--- VACUUM does not take. The INSERT's own ROW EXCLUSIVE lock still conflicts with the EXCLUSIVE
--- lock of a save by the earlier function, so while an older version of the service still
--- writes to the same store (a rolling upgrade), its saves and these serialise all the same.
+-- VACUUM does not take. The function lives in the database, so once this commits every process
+-- runs its new body; a save of the earlier body still in flight at that moment holds the
+-- EXCLUSIVE lock, which the new INSERT's own ROW EXCLUSIVE lock waits for: they serialise too.
 CREATE OR REPLACE FUNCTION drx_insert_events(
     ids uuid[], versions bigint[], topics text[], states bytea[], lock_wait text
 ) RETURNS SETOF bigint

@@ -91,6 +91,29 @@ def test_rebuild_verify_records_whom_the_values_it_prints_are_about(served, caps
     assert sorted(line.rsplit("patients ", 1)[1] for line in verified) == ["-", "drx_pt_TEST01"]
 
 
+def test_rebuild_verify_records_both_patients_of_a_differing_patient_id_and_no_none(
+    served, capsys, monkeypatch
+):
+    monkeypatch.setattr("getpass.getuser", lambda: "auditor-jo")
+    db = open_read_database(served)
+    with db.transaction() as cursor:
+        cursor.execute(
+            "UPDATE rx_prescriptions SET patient_id = %s WHERE prescription_id = %s",
+            ("drx_pt_OTHER", "drx_rx_LC0004"),
+        )
+        cursor.execute(
+            "UPDATE rx_prescriptions SET patient_id = NULL WHERE prescription_id = %s",
+            ("drx_rx_LC0003",),
+        )
+    db.close()
+    assert main(["projections", "rebuild", "prescriptions", "--verify"]) == 1
+    assert "patient_id: live='drx_pt_OTHER' rebuilt='drx_pt_TEST01'" in capsys.readouterr().out
+    assert main(["audit", "access", "--key", "cli:auditor-jo"]) == 0
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if "rebuild --verify" in x]
+    patients = set(line.rsplit("patients ", 1)[1].split(","))
+    assert patients == {"drx_pt_OTHER", "drx_pt_TEST01"}, line  # a live NULL is no "None"
+
+
 def test_rebuild_verify_shows_no_values_when_the_access_log_cannot_be_written(
     served, capsys, monkeypatch
 ):

@@ -154,7 +154,7 @@ def test_saves_still_wait_for_each_other_within_the_lock_timeout(postgres_url):
                 (settings.postgres_schema,),
             )
             assert response.status_code == 503, response.text
-            assert 1 <= waited < 5
+            assert 1 <= waited < 1.8  # once: a lock wait that timed out is not tried again
             time.sleep(COOLDOWN_S)
             assert post_signed(client, load_example("received")).status_code == 202
     finally:

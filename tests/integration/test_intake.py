@@ -455,3 +455,29 @@ def test_a_correction_that_still_cannot_be_read_is_parked_with_its_own_body_and_
     assert json.loads(delivery.body) == still_broken
     assert "data.carrier" in delivery.reason
     assert delivery.drx_type == "drx.prescription.shipped"
+
+
+def test_a_late_fact_while_the_store_fails_is_answered_unavailable_not_parked(
+    prescriptions, monkeypatch
+):
+    """A fact that orders before what the prescription's snapshot folded reads the stored
+    facts; the store failing then is the store's fault, a 503 that DRx retries, not a fault of
+    ours that parks the delivery (its retry would then be a duplicate, the fact left out)."""
+    from eventsourcing.persistence import OperationalError
+
+    from domain.handlers import Outcome
+    from tests.helpers import FIXTURES, command_for, intake_for
+
+    events = load_lifecycle(FIXTURES / "lifecycles" / "pickup-refills-renewal.json")["events"]
+    late = events[1]
+    for event in [events[0], *events[2:]]:
+        deliver(prescriptions, event)
+
+    def store_away(*_args, **_kwargs):
+        raise OperationalError("the store went away")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(prescriptions, "recorded_facts", store_away)
+        with pytest.raises(OperationalError):
+            intake_for(prescriptions).take(command_for(late))
+    assert intake_for(prescriptions).take(command_for(late)).outcome is Outcome.ACCEPTED

@@ -6,11 +6,23 @@ an offset, breaks the contract. Unknown extra fields are tolerated everywhere.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    model_validator,
+)
 from pydantic import create_model as _create_model
+from pydantic_core import PydanticCustomError
 
 from domain.facts import FactKind
 
@@ -25,7 +37,36 @@ def _in_utc(moment: datetime) -> datetime:
     return moment
 
 
-Instant = Annotated[AwareDatetime, AfterValidator(_in_utc)]
+# RFC 3339's date-time, its offset included (section 5.6; a space for the T, which it allows):
+# pydantic alone also reads Unix seconds ("1741286400", even "0") and a time without seconds.
+_RFC_3339 = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?"
+    r"([Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+AS_ACCEPTED_BEFORE = {"instants": "as accepted before"}
+"""The validation context that reads a stored body's instants as they were read when it was
+accepted (the audit's reading of the facts recorded from them): before the RFC 3339 check,
+pydantic's own reading, which a body stored then may rely on. Every new delivery, and every
+replay (a delivery accepted anew), is read without it."""
+
+
+def _rfc_3339(value: Any, read: ValidatorFunctionWrapHandler, info: ValidationInfo) -> Any:
+    """Only a JSON string, and at intake only one in RFC 3339's form; then read by pydantic's
+    own parser (lax for a string: the same reading as its strict JSON mode, which the model's
+    strictness would otherwise refuse for the text a wrapping validator hands on)."""
+    if not isinstance(value, str):
+        raise PydanticCustomError("datetime_type", "Input should be a valid datetime")
+    if info.context != AS_ACCEPTED_BEFORE and not _RFC_3339.fullmatch(value):
+        raise PydanticCustomError(
+            "rfc_3339",
+            "Input should be an RFC 3339 timestamp with its offset, e.g. 2025-03-04T15:22:10Z",
+        )
+    return read(value)
+
+
+Instant = Annotated[
+    AwareDatetime, Field(strict=False), WrapValidator(_rfc_3339), AfterValidator(_in_utc)
+]
 Text = Annotated[str, Field(min_length=1)]
 Key = Annotated[str, Field(min_length=1, max_length=200)]
 Count = Annotated[int, Field(ge=0)]

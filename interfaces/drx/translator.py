@@ -20,7 +20,7 @@ from domain.delivery import RawDelivery
 from domain.errors import describe_fault
 from domain.fact_data import FactData
 from domain.facts import DATA_FOR, Fact, FactKind
-from interfaces.drx.contract import PAYLOAD_MODELS, Envelope, Model
+from interfaces.drx.contract import AS_ACCEPTED_BEFORE, PAYLOAD_MODELS, Envelope, Model
 from interfaces.drx.signature import SignedHeaders
 
 SUPPORTED_SCHEMA_MAJOR = 1
@@ -131,9 +131,11 @@ def nul_paths(value: Any, path: str) -> list[str]:
     return []
 
 
-def parse_envelope(body: bytes) -> Envelope:
+def parse_envelope(body: bytes, context: dict[str, str] | None = None) -> Envelope:
+    """The envelope of a delivery (`context`: `AS_ACCEPTED_BEFORE` for a stored body read
+    again as it was read when accepted; none for a delivery arriving or replayed)."""
     try:
-        envelope = Envelope.model_validate_json(body)
+        envelope = Envelope.model_validate_json(body, context=context)
     except ValidationError as error:
         kinds = {e["type"] for e in error.errors() if not e["loc"]}
         if kinds & {"json_invalid", "model_type", "json_type"}:
@@ -153,8 +155,11 @@ def parse_envelope(body: bytes) -> Envelope:
     return envelope
 
 
-def read_fact(envelope: Envelope, body: bytes) -> Fact | Unreadable:
-    """The fact the delivery reports, or why it cannot be read under this contract."""
+def read_fact(
+    envelope: Envelope, body: bytes, context: dict[str, str] | None = None
+) -> Fact | Unreadable:
+    """The fact the delivery reports, or why it cannot be read under this contract (`context`:
+    as `parse_envelope`'s)."""
     kind = FactKind.from_drx_type(envelope.type)
     if kind is None:
         return Unreadable(f"unknown type {quoted(envelope.type)}")
@@ -164,7 +169,7 @@ def read_fact(envelope: Envelope, body: bytes) -> Fact | Unreadable:
             f"{SUPPORTED_SCHEMA_MAJOR} is understood"
         )
     try:
-        payload = PAYLOAD_MODELS[kind].model_validate_json(body)
+        payload = PAYLOAD_MODELS[kind].model_validate_json(body, context=context)
     except ValidationError as error:
         problems = describe_errors(error)
         return Unreadable(
@@ -197,16 +202,19 @@ def in_domain_words(kind: FactKind, data: Model) -> FactData:
 
 
 def stored_fact(body: str) -> Fact | None:
-    """The fact a stored delivery's body reports, or None (the audit's `DeliveryReader`)."""
-    read = read_stored(body)
+    """The fact a stored delivery's body reports, or None (the audit's `DeliveryReader`): read
+    as it was read when accepted, so that a fact recorded under rules since made stricter (the
+    RFC 3339 instants) is still the fact its body reports."""
+    read = read_stored(body, AS_ACCEPTED_BEFORE)
     return read if isinstance(read, Fact) else None
 
 
-def read_stored(body: str) -> Fact | Unreadable:
-    """Read a stored delivery again (replay): the fact, or why it still cannot be read."""
+def read_stored(body: str, context: dict[str, str] | None = None) -> Fact | Unreadable:
+    """Read a stored delivery again (a replay, which accepts it anew under the contract as
+    read now; `context`: as `parse_envelope`'s): the fact, or why it still cannot be read."""
     raw = body.encode("utf-8")
     try:
-        return read_fact(parse_envelope(raw), raw)
+        return read_fact(parse_envelope(raw, context), raw, context)
     except (NotAJsonObjectError, EnvelopeError) as error:  # stored under an older contract
         return Unreadable(f"envelope no longer readable: {error}")
     except Exception as exc:  # a fault in our own code keeps it parked, with the reason

@@ -175,10 +175,32 @@ def test_a_broken_envelope_is_a_422_that_names_the_field_and_stores_nothing(clie
     assert client.get("/deliveries/evt_example_received").status_code == 404
 
 
+def test_an_envelope_instant_in_unix_seconds_is_a_422_naming_it_and_stores_nothing(client):
+    """Through the fast path and the framework alike (the problem is the framework's 422)."""
+    payload = {**load_example("received"), "occurred_at": "1741286400"}
+    response = post_signed(client, payload)
+    assert response.status_code == 422
+    (problem,) = response.json()["problems"]
+    assert problem["field"] == "occurred_at"
+    assert "RFC 3339" in problem["problem"]
+    assert client.get("/deliveries/evt_example_received").status_code == 404
+
+
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
         ({"type": "drx.prescription.teleported"}, "unknown type"),
+        (
+            {
+                "data": {
+                    "fill_number": 1,
+                    "carrier": "UPS",
+                    "tracking_number": "1Z",
+                    "shipped_at": "2025-03-06T18:40Z",
+                }
+            },
+            "data.shipped_at",
+        ),
         ({"schema_version": "2.0"}, "only major version 1"),
         ({"data": {"fill_number": "one"}}, "data breaks the contract"),
     ],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC
 from typing import Any
 
 import pytest
@@ -19,6 +20,8 @@ from interfaces.drx.translator import (
     Unreadable,
     parse_envelope,
     read_fact,
+    read_stored,
+    stored_fact,
     translate,
 )
 from tests.helpers import EXAMPLES, load_example
@@ -138,6 +141,8 @@ def test_a_newer_minor_version_is_read():
             "data.written_on",
         ),
         ("updated", {"patient": None, "notes": None}, "data"),
+        ("dispensed", {"dispensed_at": "1741277000"}, "data.dispensed_at"),  # Unix seconds
+        ("dispensed", {"dispensed_at": "2025-03-06T16:02Z"}, "data.dispensed_at"),
     ],
 )
 def test_data_that_breaks_the_contract_is_unreadable_and_says_where(name, data_change, field):
@@ -288,3 +293,46 @@ def test_a_number_past_a_floats_range_is_not_json_whatever_its_form(number):
 def test_a_large_finite_number_is_read():
     body = json.dumps(load_example("received")).replace('"quantity": 30', "QUANTITY")
     parse_envelope(body.encode().replace(b"QUANTITY", b'"quantity": ' + b"9" * 209 + b"e99"))
+
+
+@pytest.mark.parametrize(
+    "instant",
+    ["0", "1741286400", 1741286400, "2025-03-06T18:40Z", "2025-03-06", "2025-03-06T18:40:00"],
+)
+def test_an_envelope_instant_that_is_not_rfc_3339_is_refused_and_named(instant):
+    """pydantic alone read "0" and "1741286400" as Unix seconds, and took a time without its
+    seconds; the contract says an RFC 3339 timestamp with its offset."""
+    payload = {**load_example("shipped"), "occurred_at": instant}
+    with pytest.raises(EnvelopeError) as raised:
+        parse_envelope(json.dumps(payload).encode())
+    assert "occurred_at" in [p["field"] for p in raised.value.problems]
+
+
+@pytest.mark.parametrize(
+    ("instant", "utc"),
+    [
+        ("2025-03-04T15:22:10.123456789+05:30", "2025-03-04T09:52:10.123456+00:00"),
+        ("2025-03-04t15:22:10z", "2025-03-04T15:22:10+00:00"),
+        ("2025-03-04 15:22:10-01:00", "2025-03-04T16:22:10+00:00"),
+    ],
+)
+def test_every_rfc_3339_form_of_an_instant_is_read(instant, utc):
+    payload = {**load_example("shipped"), "occurred_at": instant}
+    envelope = parse_envelope(json.dumps(payload).encode())
+    assert envelope.occurred_at.astimezone(UTC).isoformat() == utc
+
+
+def test_a_stored_body_is_read_as_accepted_before_the_rfc_3339_check_and_replayed_under_it():
+    """A body stored when pydantic's reading of instants held ("0" as Unix seconds) is still
+    read so by the audit (`stored_fact`: the fact recorded then is what its body reports); a
+    replay accepts it anew, under the contract as read now, and so is refused, naming where."""
+    payload = load_example("dispensed")
+    payload["data"]["dispensed_at"] = "0"
+    body = json.dumps(payload)
+    fact = stored_fact(body)
+    assert fact is not None
+    assert fact.data.dispensed_at.isoformat() == "1970-01-01T00:00:00+00:00"  # type: ignore[attr-defined]
+    replayed = read_stored(body)
+    assert isinstance(replayed, Unreadable)
+    assert "data.dispensed_at" in replayed.reason
+    assert "RFC 3339" in replayed.reason

@@ -29,17 +29,36 @@ from infrastructure.settings import Settings
 # outage waiting up to a minute before its next attempt once the database was back.
 RECONNECT_TIMEOUT_S = 2.0
 
+# Every connection's bound on a network that drops it silently (a half-open connection, as a
+# failed-over server or a NAT's lost state leaves): a call on it fails within 10-15 s
+# (unacknowledged data: tcp_user_timeout; waiting for an answer: the client's keepalives;
+# Linux) instead of hanging for the kernel's TCP retries (15 minutes and more), which would
+# hold the group committer, and every delivery waiting on it, for as long. A long query is not
+# cut: a live server's kernel answers the probes.
+HALF_OPEN_BOUND: dict[str, str | int] = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 10_000,
+}
+
 
 def tune_pool(
     pool: psycopg_pool.ConnectionPool[Any] | psycopg_pool.AsyncConnectionPool[Any],
     connect_timeout_s: float,
 ) -> None:
     """Make a pool recover within seconds of the database coming back: short reconnection
-    attempts, and a connect timeout for each (an unreachable host, not only a refused port,
-    fails the attempt instead of hanging for the kernel's TCP timeout)."""
+    attempts, a connect timeout for each (an unreachable host, not only a refused port, fails
+    the attempt instead of hanging for the kernel's TCP timeout), and `HALF_OPEN_BOUND` on each
+    connection. Called before the pool opens: its connections are made with these."""
     pool.reconnect_timeout = RECONNECT_TIMEOUT_S
+    if pool.kwargs is None:  # a pool given none holds None, not a dict
+        pool.kwargs = {}
     if isinstance(pool.kwargs, dict):
         pool.kwargs.setdefault("connect_timeout", max(1, round(connect_timeout_s)))
+        for name, value in HALF_OPEN_BOUND.items():
+            pool.kwargs.setdefault(name, value)
 
 
 class StoreNotReadyError(RuntimeError):

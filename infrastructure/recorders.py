@@ -44,7 +44,7 @@ from eventsourcing.persistence import (
     OperationalError,
     StoredEvent,
 )
-from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
@@ -91,9 +91,11 @@ class FailFastPostgresApplicationRecorder(PostgresApplicationRecorder):
     select_notifications = _fail_fast(_undecorated("select_notifications"))
     max_notification_id = _fail_fast(_undecorated("max_notification_id"))
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        tune_pool(self.datastore.pool, connect_timeout_s=self.datastore.pool.timeout)
+    def __init__(self, datastore: PostgresDatastore, *args: Any, **kwargs: Any) -> None:
+        # Before the library's constructor, which opens the pool (to register its types): a
+        # pool's connections are made with the keywords it holds when they are made.
+        tune_pool(datastore.pool, connect_timeout_s=datastore.pool.timeout)
+        super().__init__(datastore, *args, **kwargs)
         if self.events_table_name != EVENTS_TABLE:
             msg = f"migrations 0003 and 0013 read and write {EVENTS_TABLE} only"
             raise ValueError(msg)

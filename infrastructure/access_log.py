@@ -4,8 +4,14 @@ prescriptions and patients it carried; no other patient data.
 
 The table is append-only (the service only inserts; the audit seals chain every row). Entries
 are written in batches, from a thread of each process, every `FLUSH_S`: a request does not wait
-for a write of its own (measured in bench/access_log.py). On PostgreSQL a batch takes the
-table's lock for its insert, so that ids become visible in the order given, as the seals need.
+for a write of its own (measured in bench/access_log.py). On PostgreSQL the batches of every
+process serialise on a transaction advisory lock (`_SERIAL`), so that ids become visible in the
+order given, as the seals need. (A table lock did that before, in SHARE ROW EXCLUSIVE mode,
+which also conflicts with the lock VACUUM and ANALYZE hold: each autovacuum of this busy table
+held the writes off until the deadlock check cancelled it, and a VACUUM by hand, which is never
+cancelled, for as long as it ran, until the backlog's limit turned the API's answers into 503s.
+A batch from a process still running that code waits for these, and these for it: its INSERT's
+ROW EXCLUSIVE lock conflicts with that mode.)
 
 What that costs, chosen and written down: an entry is in the database within `FLUSH_S` of its
 answer; a process killed outright (SIGKILL, power) loses at most the entries of its last
@@ -35,6 +41,9 @@ BACKLOG_LIMIT = 100_000
 COLUMNS = ("at", "key_name", "method", "path", "status", "prescription_ids", "patient_ids")
 _COLUMNS = ", ".join(COLUMNS)
 _TYPES = ("text", "text", "text", "text", "integer", "jsonb", "jsonb")
+# Two int4 keys ("DRXA", the schema), apart from the saves' (migration 0018) and the bigint keys
+# of the leadership, the seals and the migrations.
+_SERIAL = "SELECT pg_advisory_xact_lock(1146247233, hashtext(current_schema()))"
 
 
 @dataclass(frozen=True)
@@ -118,7 +127,7 @@ class AccessLog:
     def _write(self, batch: list[Access]) -> None:
         with self.db.transaction() as cursor:
             if self.db.dialect == "postgresql":
-                cursor.execute("LOCK TABLE drx_access_log IN SHARE ROW EXCLUSIVE MODE")
+                cursor.execute(_SERIAL)
             insert_rows(
                 cursor,
                 self.db.dialect,

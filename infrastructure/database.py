@@ -51,7 +51,9 @@ def tune_pool(
     """Make a pool recover within seconds of the database coming back: short reconnection
     attempts, a connect timeout for each (an unreachable host, not only a refused port, fails
     the attempt instead of hanging for the kernel's TCP timeout), and `HALF_OPEN_BOUND` on each
-    connection. Called before the pool opens: its connections are made with these."""
+    connection (the library's pool is made from keywords, not from `postgres_conninfo`). Called
+    before the pool opens: its connections are made with these. (A pool whose keywords are a
+    callable is left as it is: none here is.)"""
     pool.reconnect_timeout = RECONNECT_TIMEOUT_S
     if pool.kwargs is None:  # a pool given none holds None, not a dict
         pool.kwargs = {}
@@ -69,6 +71,7 @@ class StoreNotReadyError(RuntimeError):
 def postgres_conninfo(settings: Settings) -> str:
     pg = settings.postgres
     return psycopg.conninfo.make_conninfo(
+        "",
         host=pg.host,
         port=pg.port,
         user=pg.user,
@@ -76,6 +79,7 @@ def postgres_conninfo(settings: Settings) -> str:
         dbname=pg.dbname,
         connect_timeout=settings.postgres_connect_timeout_s,
         application_name="drx",
+        **HALF_OPEN_BOUND,  # every connection made from it (the LISTEN one, migrations, ...)
     )
 
 

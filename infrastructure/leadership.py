@@ -17,7 +17,7 @@ from typing import IO, Any, Protocol
 
 import psycopg
 
-from infrastructure.database import HALF_OPEN_BOUND, PRIVATE, postgres_conninfo
+from infrastructure.database import PRIVATE, postgres_conninfo
 from infrastructure.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -31,13 +31,13 @@ class Leadership(Protocol):
 
 
 # The lead's connection, on a network that drops it silently (a half-open connection): the
-# leader's check fails within 10-15 s (`HALF_OPEN_BOUND`), while the server frees the lock only
-# after its own keepalives find the session dead (30 s idle, then 3 probes 10 s apart): the old
-# dispatcher has stopped before a standby can take the lock. Without these, the check could
-# hang for as long as the system's TCP retries (15 minutes and more) while the leader's tasks
-# go on. (The projector is fenced by its tracking position besides: a batch from a lead it lost
-# rolls back.) The server's side is SET on the session, not sent as startup `options`, which
-# PgBouncer refuses by default.
+# leader's check fails within 10-15 s (`HALF_OPEN_BOUND`, in `postgres_conninfo`), while the
+# server frees the lock only after its own keepalives find the session dead (30 s idle, then 3
+# probes 10 s apart): the old dispatcher has stopped before a standby can take the lock.
+# Without these, the check could hang for as long as the system's TCP retries (15 minutes and
+# more) while the leader's tasks go on. (The projector is fenced by its tracking position
+# besides: a batch from a lead it lost rolls back.) The server's side is SET on the session,
+# not sent as startup `options`, which PgBouncer refuses by default.
 LEAD_SESSION = (
     "SET tcp_keepalives_idle = 30; SET tcp_keepalives_interval = 10; SET tcp_keepalives_count = 3"
 )
@@ -58,10 +58,7 @@ class PostgresLeadership:
             except psycopg.Error:
                 log.warning("the lead of the %s lost with its connection", self._role)
                 self.release()
-        conninfo = psycopg.conninfo.make_conninfo(
-            postgres_conninfo(self._settings), **HALF_OPEN_BOUND
-        )
-        conn = psycopg.connect(conninfo, autocommit=True)
+        conn = psycopg.connect(postgres_conninfo(self._settings), autocommit=True)
         try:
             conn.execute(LEAD_SESSION)
         except psycopg.Error:

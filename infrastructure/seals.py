@@ -9,8 +9,9 @@ transaction; SQLite: its BEGIN IMMEDIATE). It runs in the projector's process, w
 projections' leader runs it every `SEAL_INTERVAL_S`, and writes a checkpoint once
 `CHECKPOINT_EVERY_ITEMS` items were sealed since the last one, or `CHECKPOINT_INTERVAL_S` has
 passed and something was sealed; `drx audit checkpoint` seals and writes one at once. It relies
-on positions becoming visible in order (both tables' writers take a table lock on PostgreSQL,
-and SQLite has one writer), so an item is never seen behind one already sealed.
+on positions becoming visible in order (on PostgreSQL each table's writers wait for each other
+on an advisory lock, held until they commit; SQLite has one writer), so an item is never seen
+behind one already sealed.
 
 A checkpoint is signed with Ed25519 when DRX_AUDIT_SIGNING_KEY (base64 of a 32-byte seed) is
 set: over `Checkpoint.message()`, the public key being base64 of its raw 32 bytes.

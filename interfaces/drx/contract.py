@@ -6,6 +6,7 @@ an offset, breaks the contract. Unknown extra fields are tolerated everywhere.
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
@@ -16,6 +17,8 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    TypeAdapter,
+    ValidationError,
     ValidationInfo,
     ValidatorFunctionWrapHandler,
     WrapValidator,
@@ -61,7 +64,20 @@ def _rfc_3339(value: Any, read: ValidatorFunctionWrapHandler, info: ValidationIn
             "rfc_3339",
             "Input should be an RFC 3339 timestamp with its offset, e.g. 2025-03-04T15:22:10Z",
         )
-    return read(value)
+    try:
+        return read(value)
+    except ValidationError:
+        # The lax reading's error offers a date, which is never taken ("a valid datetime or
+        # date, unexpected extra characters" for a 60th second): say what the strict one says.
+        try:
+            _STRICT.validate_json(json.dumps(value))
+        except ValidationError as strict:
+            (first, *_) = strict.errors(include_input=False, include_url=False)
+            raise PydanticCustomError(first["type"], first["msg"]) from None
+        raise
+
+
+_STRICT: TypeAdapter[datetime] = TypeAdapter(AwareDatetime, config=ConfigDict(strict=True))
 
 
 Instant = Annotated[

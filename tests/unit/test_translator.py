@@ -336,3 +336,22 @@ def test_a_stored_body_is_read_as_accepted_before_the_rfc_3339_check_and_replaye
     assert isinstance(replayed, Unreadable)
     assert "data.dispensed_at" in replayed.reason
     assert "RFC 3339" in replayed.reason
+
+
+@pytest.mark.parametrize(
+    ("instant", "said"),
+    [
+        ("2025-03-06T18:40:60Z", "second value is outside expected range of 0-59"),
+        ("2025-03-06T18:40:00+24:00", "timezone offset must be less than 24 hours"),
+    ],
+)
+def test_an_instant_of_rfc_3339_form_out_of_range_is_refused_saying_why(instant, said):
+    """Not the lax reading's words, which offer a date that is never taken."""
+    payload = {**load_example("shipped"), "occurred_at": instant}
+    with pytest.raises(EnvelopeError) as raised:
+        parse_envelope(json.dumps(payload).encode())
+    (problem,) = raised.value.problems
+    assert problem == {
+        "field": "occurred_at",
+        "problem": f"Input should be a valid datetime, {said}",
+    }

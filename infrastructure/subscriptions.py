@@ -93,6 +93,7 @@ URL_MAX = 2000
 
 DESCRIPTION_MAX = 500
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+DESCRIPTION_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"  # the same, for the API's document
 
 
 def check_description(description: str | None) -> str | None:

@@ -32,6 +32,9 @@ RETRY_MS = 2000
 
 REFUSED = {
     400: ResponseSpec(Problem, description="a parameter is invalid; the body names it"),
+    409: ResponseSpec(
+        Problem, description="the position is past the feed's head: this database never gave it out"
+    ),
     **KEY_REFUSALS,
 }
 Position = Annotated[
@@ -57,6 +60,23 @@ def _position(name: str, value: str | None) -> int | None:
     if not (value.isascii() and value.isdigit()) or len(value) > 18:
         raise ProblemError(400, "invalid_parameter", f"{name} is not a position of the feed")
     return int(value)
+
+
+def _not_past_head(name: str, position: int | None, head: int) -> None:
+    """A position the feed has not reached is refused (409: well formed, but not one of this
+    feed's), not waited for: no change was ever
+    given out there, so a consumer holding one is following another database, or this one
+    restored from an older backup, and waiting at it would skip, unseen, every change this
+    feed puts below it. The head is the database's (every worker's and every instance's
+    changes), read once the position was given, so a position any of them served passes."""
+    if position is not None and position > head:
+        raise ProblemError(
+            409,
+            "position_past_head",
+            f"{name} {position} is past the feed's head ({head}): this database gave out no "
+            "such position (another database, or this one restored from an older backup?); "
+            f"go on from a position at most {head}",
+        )
 
 
 def change_filter(
@@ -134,7 +154,8 @@ class ChangeController(Controller):
             "and stays valid across restarts and rebuilds. Keep the last position you handled "
             "and ask again with after= it; next_after is where the next page starts: the last "
             "change's position, or, on the last page, the feed's head (so that a filtered "
-            "follower does not read the same changes again)."
+            "follower does not read the same changes again). A position past the feed's head is a "
+            "409: this database never gave it out."
         ),
         sync_to_thread=True,
         responses=REFUSED,
@@ -153,6 +174,7 @@ class ChangeController(Controller):
         start = _position("after", after) or 0
         where = change_filter(prescription_id, patient_id, types)
         head = parts.feed.head()  # before the query: every change up to it is committed
+        _not_past_head("after", start, head)
         rows = parts.feed.after(start, limit, where)
         answer = carried(request)
         for row in rows:
@@ -174,7 +196,8 @@ class ChangeController(Controller):
         description=(
             "Each message: id the position, event the type, data the change's JSON. Starts "
             "after the Last-Event-ID header (an EventSource sends it when it reconnects), else "
-            "after after=, else from now. A comment line comes at least every 15 s."
+            "after after=, else from now; a position past the feed's head is a 409. A comment "
+            "line comes at least every 15 s."
         ),
         responses=REFUSED,
         media_type="text/event-stream",
@@ -192,6 +215,9 @@ class ChangeController(Controller):
         resumed = _position("Last-Event-ID", request.headers.get("last-event-id", "").strip())
         start = resumed if resumed is not None else _position("after", after)
         where = change_filter(prescription_id, patient_id, types)
+        if start:  # from now, or from 0, is never past the head
+            head = await asyncio.to_thread(parts.feed.head)
+            _not_past_head("Last-Event-ID" if resumed is not None else "after", start, head)
         heartbeat_s = getattr(request.app.state, "heartbeat_s", HEARTBEAT_S)
         key = request.headers.get("authorization", "").partition(" ")[2].strip()
         batches = follow_checked(

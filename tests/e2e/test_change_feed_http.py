@@ -53,7 +53,11 @@ def test_the_feeds_parameters_are_checked(client):
     for query in ("after=-1", "after=abc", "limit=0", "limit=1001", "types=prescription.gone"):
         answer = client.get(f"/changes?{query}")
         assert (answer.status_code, answer.json()["error"]) == (400, "invalid_parameter"), query
-    assert client.get("/changes?after=999999999999999999").json() == {  # past the head
-        "items": [],
-        "next_after": 999999999999999999,
-    }
+    # Past the head: a position this feed never gave out (another database's, or this one
+    # restored from an older backup). Waiting there would skip the changes put below it.
+    head = client.get("/changes", params={"limit": 1000}).json()["next_after"]
+    for after in (head + 1, 999999999999999999):
+        answer = client.get(f"/changes?after={after}")
+        assert (answer.status_code, answer.json()["error"]) == (409, "position_past_head")
+        assert f"head ({head})" in answer.json()["detail"]
+    assert client.get(f"/changes?after={head}").json() == {"items": [], "next_after": head}

@@ -626,6 +626,19 @@ def test_a_stream_starts_from_now_and_refuses_a_bad_position_or_no_api_key(store
         assert "Last-Event-ID" in body["detail"]
     status, kind, body = refusal("?types=prescription.teleported", AUTH)
     assert (status, kind, body["error"]) == (400, "application/json", "invalid_parameter")
+    # A position this feed never gave out (another database's; this one restored from an older
+    # backup): a stream waiting there would skip every change the feed puts below it.
+    head = expected[-1]["position"]
+    for query, headers, named in (
+        (f"?after={head + 1}", AUTH, "after"),
+        ("?after=0", {**AUTH, "Last-Event-ID": str(head + 4)}, "Last-Event-ID"),
+    ):
+        status, kind, body = refusal(query, headers)
+        assert (status, kind, body["error"]) == (409, "application/json", "position_past_head")
+        assert body["detail"].startswith(f"{named} ")
+        assert f"head ({head})" in body["detail"]
+    at_head = streams(server.url, f"?after={head}")  # the head itself is where one waits
+    assert at_head.status == 200
     for headers in ({}, {"Authorization": "Bearer not-a-key"}):
         response = http("GET", f"{server.url}/changes/stream", headers=headers, timeout=5)
         assert response.status_code == 401

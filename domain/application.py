@@ -16,7 +16,7 @@ looked at again.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID
@@ -129,18 +129,7 @@ class Prescriptions(Application[Any]):
     ) -> list[RecordedFact] | None:
         """A prescription's facts as stored up to one of its versions (all: None), read from its
         events (never from a snapshot); None when it has none stored."""
-        recorded = []
-        expected = 1
-        for stored in self.events.get(aggregate_id, lte=version):
-            if stored.originator_version != expected:
-                raise HistoryDamagedError(str(aggregate_id))  # one missing or moved
-            expected += 1
-            if isinstance(stored, Prescription.FactRecorded):
-                number = stored.originator_version - 1
-                recorded.append(
-                    RecordedFact(number, stored.timestamp, stored.to_fact(), stored.hash)
-                )
-        return recorded if expected > 1 else None
+        return recorded_facts(aggregate_id, self.events.get(aggregate_id, lte=version))
 
     def facts_until(self, aggregate_id: UUID, version: int) -> list[Fact]:
         """A prescription's facts as they stood at one of its versions."""
@@ -173,3 +162,18 @@ class _AttachingRepository(Repository[Any]):
         if isinstance(found, Prescription):
             found.attach(self._history)
         return found
+
+
+def recorded_facts(aggregate_id: UUID, events: Iterable[Any]) -> list[RecordedFact] | None:
+    """A prescription's facts from its events in version order (`Prescriptions.recorded_facts`);
+    HistoryDamagedError when one is missing or moved; None when there are none."""
+    recorded = []
+    expected = 1
+    for stored in events:
+        if stored.originator_version != expected:
+            raise HistoryDamagedError(str(aggregate_id))  # one missing or moved
+        expected += 1
+        if isinstance(stored, Prescription.FactRecorded):
+            number = stored.originator_version - 1
+            recorded.append(RecordedFact(number, stored.timestamp, stored.to_fact(), stored.hash))
+    return recorded if expected > 1 else None

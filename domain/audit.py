@@ -7,6 +7,11 @@ what DRx told us.
   verifies (`SignatureCheck`; no time tolerance: the question is authenticity, not freshness).
 - Each applied delivery has its fact, saying what its body says (`DeliveryReader`: the
   anti-corruption layer reads the body again), and each fact has its delivery.
+- Each prescription's last snapshot (what a new fact is recorded on: `domain.prescription`) is
+  what its stored facts give at its version: the chain's tail and count, the last fact's place,
+  the state. A snapshot is a cache, never the history: one that differs (a change to the fold
+  that came without the migration deleting them, an edit) is named with what differs, never the
+  values, so that it is deleted before more facts are recorded on it.
 
 The two ports are DRx's protocol, so they come from `interfaces/drx/`; the walk is the domain's.
 """
@@ -16,19 +21,32 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 from uuid import UUID
 
-from domain.application import Prescriptions
-from domain.chain import ChainVerifier, Link
+from eventsourcing.utils import get_topic
+
+from domain.application import Prescriptions, recorded_facts
+from domain.chain import GENESIS, ChainVerifier, Link
 from domain.delivery import Delivery
+from domain.errors import HistoryDamagedError
 from domain.fact_data import canonical_json, to_document
 from domain.facts import Fact
 from domain.prescription import Prescription
 from domain.seals import Finding
+from domain.state import derive_state
+from domain.unit_of_work import AggregateLookup
 
 BATCH = 5000
+SNAPSHOT_BATCH = 500  # prescriptions whose last snapshot one query finds
 UNREADABLE_MAX = 1000  # unreadable rows the fact-chain pass names before it stops
+
+
+@runtime_checkable
+class HistoryLookup(Protocol):
+    """Every event of the given aggregates, by aggregate and version, in one query."""
+
+    def select_histories(self, ids: Sequence[UUID]) -> list[Any]: ...
 
 
 class SignatureCheck(Protocol):
@@ -48,6 +66,7 @@ class AuditReport:
     prescriptions: int = 0
     facts: int = 0
     deliveries: int = 0
+    snapshots: int = 0
     findings: list[Finding] = field(default_factory=list)
 
     @property
@@ -70,6 +89,9 @@ class _Walk:
         self.delivered: dict[str, bytes] = {}
         self.applied: set[str] = set()
         self.delivery_event_ids: dict[UUID, str] = {}
+        # Prescriptions whose chain has a finding: their snapshots, folded from the facts as
+        # they were recorded, differ from altered facts as a matter of course.
+        self.broken: set[UUID] = set()
 
     def found(self, where: str, what: str) -> None:
         self.report.findings.append(Finding(where, what))
@@ -93,6 +115,7 @@ class _Walk:
         link = Link(event.originator_version - 1, event.timestamp, fact, event.hash)
         problem = verifier.check(link)
         if problem:
+            self.broken.add(event.originator_id)
             self.found(
                 f"prescription {subject}",
                 f"fact {link.number} ({fact.event_id}, {fact.drx_type}): {problem}",
@@ -251,4 +274,90 @@ class Auditor:
                 walk.body_again(event)
         if progress:
             progress(head, head)
+        self._snapshots(walk)
         return walk.finish()
+
+    def _snapshots(self, walk: _Walk) -> None:
+        """Each walked prescription's last snapshot against its stored facts, SNAPSHOT_BATCH
+        prescriptions at a time: their snapshots in one query (`AggregateLookup`, the loads'
+        own), then the histories of those that have one in another (`HistoryLookup`)."""
+        recorder = self.app.recorder
+        if not isinstance(recorder, AggregateLookup) or not isinstance(recorder, HistoryLookup):
+            return  # a store of the library's own (tests in memory)
+        # Not those the walk found broken, nor "?" (facts without their opening event).
+        subjects = {
+            a: subject
+            for a, (subject, _) in walk.chains.items()
+            if subject != "?" and a not in walk.broken
+        }
+        ids = list(subjects)
+        for start in range(0, len(ids), SNAPSHOT_BATCH):
+            found = {
+                _uuid(stored.originator_id): stored
+                for stored in recorder.select_aggregates(ids[start : start + SNAPSHOT_BATCH])
+                if stored.topic == _SNAPSHOT_TOPIC  # the others: the events after it
+            }
+            if not found:
+                continue
+            histories: dict[UUID, list[Any]] = {aggregate_id: [] for aggregate_id in found}
+            for stored in recorder.select_histories(list(found)):
+                histories[_uuid(stored.originator_id)].append(stored)
+            for aggregate_id, stored in found.items():
+                walk.report.snapshots += 1
+                self._snapshot(walk, subjects[aggregate_id], stored, histories[aggregate_id])
+
+    def _snapshot(self, walk: _Walk, subject: str, stored: Any, history: list[Any]) -> None:
+        try:
+            snapshot = self.app.mapper.to_domain_event(stored)
+            events = [
+                self.app.mapper.to_domain_event(e)
+                for e in history
+                if e.originator_version <= snapshot.originator_version
+            ]
+            differs = _snapshot_differs(subject, snapshot, events)
+        except HistoryDamagedError:
+            return  # a fact missing or moved: the walk has named it
+        except Exception as exc:  # altered so far that it no longer decodes
+            walk.found(
+                f"prescription {subject}",
+                f"its last snapshot cannot be read ({type(exc).__name__}): {_DELETE_IT}",
+            )
+            return
+        if differs:
+            walk.found(
+                f"prescription {subject}",
+                f"its snapshot at version {snapshot.originator_version} differs from its "
+                f"stored facts ({', '.join(differs)}): {_DELETE_IT}",
+            )
+
+
+def _snapshot_differs(subject: str, snapshot: Any, events: list[Any]) -> list[str]:
+    """What of the snapshot differs from the fold of its prescription's `events` up to its
+    version."""
+    recorded = recorded_facts(snapshot.originator_id, events)
+    facts = [r.fact for r in recorded or []]
+    state = snapshot.state
+    last = state["last"]
+    expected = {
+        "subject": (state["subject"], subject),
+        "fact count": (state["fact_count"], len(facts)),
+        "chain's tail": (state["last_hash"], recorded[-1].hash if recorded else GENESIS),
+        "last fact's place": (
+            tuple(last) if last else None,
+            max(f.order_key() for f in facts) if facts else None,
+        ),
+        "state": (state["fold"], canonical_json(derive_state(subject, facts).as_dict())),
+    }
+    return [name for name, (stored, derived) in expected.items() if stored != derived]
+
+
+def _uuid(originator_id: UUID | str) -> UUID:
+    return originator_id if isinstance(originator_id, UUID) else UUID(originator_id)
+
+
+_SNAPSHOT_TOPIC = get_topic(Prescription.Snapshot)
+# What a finding about a snapshot asks for (docs/operations.md, "Snapshots").
+_DELETE_IT = (
+    "a snapshot is a cache: delete the snapshots (docs/operations.md, Snapshots), and loads "
+    "fold the stored facts again"
+)

@@ -5,8 +5,9 @@ and hash of its last fact (the chain), and its state (to check that our code can
 fact, before it is stored). The aggregate keeps the state folded so far (`extend_state`), and
 the store keeps a snapshot of it every `SNAPSHOT_INTERVAL` versions (`Prescriptions` takes
 them): a prescription is loaded from its last snapshot and the few facts recorded after it,
-whatever the number of facts before. Snapshots are a cache: derived from the events, never
-audited, and safe to delete (the next load reads every event again).
+whatever the number of facts before. Snapshots are a cache: derived from the events, safe to
+delete (the next load reads every event again), and checked against the facts they fold by
+`drx audit verify` (`domain.audit`), since every new fact is recorded on one.
 
 - A fact that orders after every fact folded (the usual case) extends the state: one fold step.
 - A late fact (DRx's deliveries are unordered) that orders after what the snapshot folded has

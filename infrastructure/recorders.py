@@ -115,6 +115,14 @@ class FailFastPostgresApplicationRecorder(PostgresApplicationRecorder):
             .format(schema, Identifier(SELECT_HEADS_FUNCTION))
             .as_bytes(None)
         )
+        self._select_histories_statement = (
+            SQL(
+                "SELECT originator_id, originator_version, topic, state FROM {}.{}"
+                " WHERE originator_id = ANY(%s::uuid[]) ORDER BY originator_id, originator_version"
+            )
+            .format(schema, Identifier(EVENTS_TABLE))
+            .as_bytes(None)
+        )
 
     @_fail_fast
     def insert_events(
@@ -144,6 +152,22 @@ class FailFastPostgresApplicationRecorder(PostgresApplicationRecorder):
         none), by aggregate and version, in one round trip."""
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
             curs.execute(self._select_batch_statement, (list(ids),), prepare=True)
+            return [
+                StoredEvent(
+                    row["originator_id"],
+                    row["originator_version"],
+                    row["topic"],
+                    bytes(row["state"]),
+                )
+                for row in curs.fetchall()
+            ]
+
+    @_fail_fast
+    def select_histories(self, ids: Sequence[UUID]) -> list[StoredEvent]:
+        """Every event of the given aggregates, by aggregate and version, in one round trip
+        (the audit's check of their snapshots)."""
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._select_histories_statement, (list(ids),))
             return [
                 StoredEvent(
                     row["originator_id"],
@@ -209,6 +233,26 @@ class BatchSQLiteApplicationRecorder(SQLiteApplicationRecorder):
         hexes = [i.hex for i in ids]
         with self.datastore.transaction(commit=False) as cursor:
             cursor.execute(statement, hexes)
+            return [
+                StoredEvent(
+                    UUID(row["originator_id"]),
+                    row["originator_version"],
+                    row["topic"],
+                    row["state"],
+                )
+                for row in cursor.fetchall()
+            ]
+
+    def select_histories(self, ids: Sequence[UUID]) -> list[StoredEvent]:
+        """As PostgreSQL's: every event of the given aggregates, by aggregate and version."""
+        marks = ", ".join(["?"] * len(ids))
+        statement = (
+            "SELECT originator_id, originator_version, topic, state"  # noqa: S608
+            f" FROM {self.events_table_name} WHERE originator_id IN ({marks})"
+            " ORDER BY originator_id, originator_version"
+        )
+        with self.datastore.transaction(commit=False) as cursor:
+            cursor.execute(statement, [i.hex for i in ids])
             return [
                 StoredEvent(
                     UUID(row["originator_id"]),

@@ -178,7 +178,8 @@ def cmd_audit_verify(settings: Settings, args: argparse.Namespace) -> int:
         seals = parts.seal_verifier.verify(files, Progress("seals"))
     summary = (
         f"{report.events:,} events: {report.prescriptions:,} prescriptions, "
-        f"{report.facts:,} facts, {report.deliveries:,} deliveries"
+        f"{report.facts:,} facts, {report.deliveries:,} deliveries, "
+        f"{report.snapshots:,} snapshots"
     )
     findings = [*report.findings, *seals.findings]
     if findings:
@@ -187,8 +188,8 @@ def cmd_audit_verify(settings: Settings, args: argparse.Namespace) -> int:
             print(escape_controls(f"  {finding.where}: {finding.what}"))
     else:
         print(
-            f"intact: {summary}; every chain holds and every signature verifies, every seal "
-            "and checkpoint holds"
+            f"intact: {summary}; every chain holds and every signature verifies, every snapshot "
+            "is what its facts give, every seal and checkpoint holds"
         )
     print(_seals_summary(seals))
     return NOT_HOLDING if findings else DONE

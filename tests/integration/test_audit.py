@@ -351,3 +351,77 @@ def test_corrections_and_conflicting_copies_are_verified_and_a_corrected_fact_ma
         "configured secret: the stored body or headers were altered, or the secret is not "
         "configured"
     ]
+
+
+# Snapshots: a cache, checked against the facts they fold (a new fact is recorded on one)
+
+
+def snapshots_table(settings) -> str:
+    return "stored_snapshots" if settings.dialect == "sqlite" else "drx_snapshots"
+
+
+def edit_snapshot(settings, subject: str, change) -> int:
+    """Rewrite the prescription's last snapshot: its state as `change(state)` gives it (bytes:
+    the whole row's); its version."""
+    table = snapshots_table(settings)
+    rows = fetch(
+        settings,
+        f"SELECT originator_version, state FROM {table} WHERE originator_id = %s"
+        " ORDER BY originator_version DESC",
+        (key(settings, subject),),
+    )
+    version, stored = rows[0]
+    stored = json.loads(bytes(stored))  # the library's: the snapshot's `state` in it
+    edited = change(stored["state"])
+    if not isinstance(edited, bytes):
+        edited = json.dumps({**stored, "state": edited}).encode()
+    edit(
+        settings,
+        f"UPDATE {table} SET state = %s WHERE originator_id = %s AND originator_version = %s",
+        (edited, key(settings, subject), version),
+    )
+    return version
+
+
+def test_each_prescriptions_last_snapshot_is_checked_against_its_facts(stored, settings):
+    report = audit(stored, settings)
+    assert findings(report) == []
+    assert report.snapshots >= 1  # SUBJECT's 8 facts: one at version 8
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "named"),
+    [
+        ("fold", None, "state"),  # the status in it, below
+        ("last_hash", "0" * 64, "chain's tail"),
+        ("fact_count", 3, "fact count"),
+    ],
+)
+def test_a_snapshot_that_differs_from_its_facts_is_named_without_its_values(
+    stored, settings, field, value, named
+):
+    def change(state):
+        if field == "fold":
+            fold = json.loads(state["fold"])
+            assert fold["status"] != "on_hold"
+            state["fold"] = json.dumps({**fold, "status": "on_hold"})
+        else:
+            state[field] = value
+        return state
+
+    version = edit_snapshot(settings, SUBJECT, change)
+    found = findings(audit(stored, settings))
+    assert found == [
+        f"prescription {SUBJECT}: its snapshot at version {version} differs from its stored "
+        f"facts ({named}): a snapshot is a cache: delete the snapshots (docs/operations.md, "
+        "Snapshots), and loads fold the stored facts again"
+    ]
+    assert "on_hold" not in found[0]
+    assert "0" * 64 not in found[0]
+
+
+def test_a_snapshot_that_no_longer_decodes_is_named(stored, settings):
+    edit_snapshot(settings, SUBJECT, lambda state: b"\x00not json")
+    found = findings(audit(stored, settings))
+    assert len(found) == 1
+    assert found[0].startswith(f"prescription {SUBJECT}: its last snapshot cannot be read (")

@@ -55,6 +55,7 @@ from infrastructure.pg_arrays import columns
 EVENTS_TABLE = "drx_events"
 SAVE_FUNCTION = "drx_save"
 SELECT_HEADS_FUNCTION = "drx_select_heads"
+SNAPSHOTS_TABLE = "drx_snapshots"
 SQLITE_SNAPSHOTS_TABLE = "stored_snapshots"
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -115,10 +116,23 @@ class FailFastPostgresApplicationRecorder(PostgresApplicationRecorder):
             .format(schema, Identifier(SELECT_HEADS_FUNCTION))
             .as_bytes(None)
         )
+        # The audit's check of the snapshots (`domain.audit`): each id's last snapshot, and
+        # each id's events up to a version.
+        self._select_snapshots_statement = (
+            SQL(
+                "SELECT DISTINCT ON (originator_id) originator_id, originator_version, topic,"
+                " state FROM {}.{} WHERE originator_id = ANY(%s::uuid[])"
+                " ORDER BY originator_id, originator_version DESC"
+            )
+            .format(schema, Identifier(SNAPSHOTS_TABLE))
+            .as_bytes(None)
+        )
         self._select_histories_statement = (
             SQL(
-                "SELECT originator_id, originator_version, topic, state FROM {}.{}"
-                " WHERE originator_id = ANY(%s::uuid[]) ORDER BY originator_id, originator_version"
+                "SELECT e.originator_id, e.originator_version, e.topic, e.state"
+                " FROM unnest(%s::uuid[], %s::bigint[]) AS b(id, v)"
+                " JOIN {}.{} e ON e.originator_id = b.id AND e.originator_version <= b.v"
+                " ORDER BY e.originator_id, e.originator_version"
             )
             .format(schema, Identifier(EVENTS_TABLE))
             .as_bytes(None)
@@ -163,11 +177,20 @@ class FailFastPostgresApplicationRecorder(PostgresApplicationRecorder):
             ]
 
     @_fail_fast
-    def select_histories(self, ids: Sequence[UUID]) -> list[StoredEvent]:
-        """Every event of the given aggregates, by aggregate and version, in one round trip
-        (the audit's check of their snapshots)."""
+    def select_last_snapshots(self, ids: Sequence[UUID]) -> list[StoredEvent]:
+        """The last snapshot of each given aggregate that has one, in one round trip."""
+        return self._stored(self._select_snapshots_statement, (list(ids),))
+
+    @_fail_fast
+    def select_histories(self, bounds: Sequence[tuple[UUID, int]]) -> list[StoredEvent]:
+        """The events of each (aggregate, version) up to that version, by aggregate and
+        version, in one round trip."""
+        ids, versions = [b[0] for b in bounds], [b[1] for b in bounds]
+        return self._stored(self._select_histories_statement, (ids, versions))
+
+    def _stored(self, statement: bytes, params: tuple[Any, ...]) -> list[StoredEvent]:
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(self._select_histories_statement, (list(ids),))
+            curs.execute(statement, params)
             return [
                 StoredEvent(
                     row["originator_id"],
@@ -243,16 +266,32 @@ class BatchSQLiteApplicationRecorder(SQLiteApplicationRecorder):
                 for row in cursor.fetchall()
             ]
 
-    def select_histories(self, ids: Sequence[UUID]) -> list[StoredEvent]:
-        """As PostgreSQL's: every event of the given aggregates, by aggregate and version."""
-        marks = ", ".join(["?"] * len(ids))
-        statement = (
-            "SELECT originator_id, originator_version, topic, state"  # noqa: S608
-            f" FROM {self.events_table_name} WHERE originator_id IN ({marks})"
-            " ORDER BY originator_id, originator_version"
+    def select_last_snapshots(self, ids: Sequence[UUID]) -> list[StoredEvent]:
+        """As PostgreSQL's: the last snapshot of each given aggregate that has one."""
+        values = ", ".join(["(?)"] * len(ids))
+        return self._stored(
+            f"WITH ids(id) AS (VALUES {values})"  # noqa: S608
+            " SELECT s.originator_id, s.originator_version, s.topic, s.state FROM ids"
+            f" JOIN {SQLITE_SNAPSHOTS_TABLE} s ON s.originator_id = ids.id"
+            " AND s.originator_version = (SELECT MAX(originator_version)"
+            f" FROM {SQLITE_SNAPSHOTS_TABLE} x WHERE x.originator_id = ids.id)",
+            [i.hex for i in ids],
         )
+
+    def select_histories(self, bounds: Sequence[tuple[UUID, int]]) -> list[StoredEvent]:
+        """As PostgreSQL's: each aggregate's events up to the version given with it."""
+        values = ", ".join(["(?, ?)"] * len(bounds))
+        return self._stored(
+            f"WITH bounds(id, v) AS (VALUES {values})"  # noqa: S608
+            " SELECT e.originator_id, e.originator_version, e.topic, e.state FROM bounds b"
+            f" JOIN {self.events_table_name} e ON e.originator_id = b.id"
+            " AND e.originator_version <= b.v ORDER BY 1, 2",
+            [x for aggregate_id, version in bounds for x in (aggregate_id.hex, version)],
+        )
+
+    def _stored(self, statement: str, params: list[Any]) -> list[StoredEvent]:
         with self.datastore.transaction(commit=False) as cursor:
-            cursor.execute(statement, [i.hex for i in ids])
+            cursor.execute(statement, params)
             return [
                 StoredEvent(
                     UUID(row["originator_id"]),

@@ -8,8 +8,9 @@ import threading
 
 import pytest
 
+from bench.history_cost import payload
 from domain.audit import Auditor
-from domain.ids import prescription_id
+from domain.ids import delivery_id, prescription_id
 from infrastructure.database import open_read_database
 from infrastructure.projector import projector_for
 from infrastructure.rebuild import Rebuilder
@@ -425,3 +426,50 @@ def test_a_snapshot_that_no_longer_decodes_is_named(stored, settings):
     found = findings(audit(stored, settings))
     assert len(found) == 1
     assert found[0].startswith(f"prescription {SUBJECT}: its last snapshot cannot be read (")
+
+
+def seven_facts(app, settings) -> str:
+    """One prescription of 7 facts: versions 1-8, its last snapshot at 8, its last version."""
+    for number in range(1, 8):
+        deliver_signed(app, payload(0, number), settings.webhook_secrets[0])
+    return "drx_rx_hist_00000"
+
+
+def test_a_fact_that_no_longer_decodes_is_not_blamed_on_the_snapshot(prescriptions, settings):
+    subject = seven_facts(prescriptions, settings)
+    edit(
+        settings,
+        "UPDATE {events} SET state = %s WHERE originator_id = %s AND originator_version = 8",
+        (b"\x00not json", key(settings, subject)),
+    )
+    found = findings(audit(prescriptions, settings))
+    assert any(
+        f.endswith("v8: cannot be read any more (MapperDeserialisationError)") for f in found
+    )
+    assert not [f for f in found if "snapshot" in f]
+
+
+def test_facts_removed_from_the_end_are_named_by_the_snapshot_which_is_to_be_kept(
+    prescriptions, settings
+):
+    subject = seven_facts(prescriptions, settings)
+    # The last fact and its delivery's events: no gap in the chain, nothing left refers to it.
+    edit(
+        settings,
+        "DELETE FROM {events} WHERE originator_id = %s AND originator_version = 8",
+        (key(settings, subject),),
+    )
+    edit(
+        settings,
+        "DELETE FROM {events} WHERE originator_id = %s",
+        (key_of(settings, delivery_id(payload(0, 7)["id"])),),
+    )
+    assert findings(audit(prescriptions, settings)) == [
+        f"prescription {subject}: its history ends at version 7, but its last snapshot was "
+        "taken at version 8 on 7 facts: events were removed from its end. Keep the snapshot "
+        "(it is what shows it) and restore the history from a backup"
+    ]
+
+
+def key_of(settings, aggregate_id):
+    return aggregate_id if settings.dialect == "postgresql" else aggregate_id.hex

@@ -24,7 +24,8 @@ PostgreSQL: to compare, the final transaction is REPEATABLE READ (one snapshot o
 to swap, it first locks the tracking row, then the live table, in the order the live runner
 takes them. SQLite: the bulk phase runs in this process; the final transaction holds the
 database's write lock, so webhook writes wait for it (a few seconds at most at 100k rows).
-Events the live projection set aside as dead letters are left out of the rebuilt model too.
+Events the live projection set aside as dead letters are left out of the rebuilt model too;
+those retried (and applied live) while the bulk phase ran are applied in the final transaction.
 A rebuilt row is the live model's own fold (`ReadModel.apply`, or `AggregateRows.fold` over
 more events at a time), so it equals the live one whatever the order the facts came in.
 """
@@ -146,14 +147,20 @@ class Rebuilder:
         try:
             indexes = [self._create_fresh(table.name, fresh) for table, fresh in pairs]
             goal = read_position(self.db, name)
-            skip = self._set_aside(name)
-            position = self._bulk(chosen.model, 0, goal, skip, result, progress)
+            left_out = self._set_aside(name)
+            position = self._bulk(chosen.model, 0, goal, left_out, result, progress)
             live_names = [table.name for table, _ in pairs]
             with self._final_transaction(live_names, name, swap=not verify) as (
                 cursor,
                 live_position,
             ):
                 skip = self._set_aside(name)
+                # Dead letters retried (and applied by the live projection) while the bulk phase
+                # left them out: applied here too, or the swapped table would lose them.
+                retried = self._events_at(sorted(left_out - skip), chosen.model)
+                if retried:
+                    self._apply(cursor, chosen.model, retried)
+                    result.events += len(retried)
                 for events in self._batches(position, live_position, chosen.model, skip):
                     self._apply(cursor, chosen.model, events)
                     result.events += len(events)
@@ -215,6 +222,16 @@ class Rebuilder:
             kept = [n for n in notifications if n.id not in skip]
             if kept:
                 yield [(n.id, self.app.mapper.to_domain_event(n)) for n in kept]
+
+    def _events_at(self, positions: list[int], projection: ReadModel) -> list[Any]:
+        """The events at these positions that the projection takes, decoded, in order."""
+        found = []
+        for position in positions:
+            rows = self.app.recorder.select_notifications(
+                start=position, limit=1, stop=position, topics=projection.topics
+            )
+            found += [(n.id, self.app.mapper.to_domain_event(n)) for n in rows]
+        return found
 
     @staticmethod
     def _apply(cursor: Cursor, projection: ReadModel, events: list[Any]) -> None:

@@ -225,3 +225,38 @@ def test_a_workers_failure_is_raised_and_the_live_tables_stay(pg_parts):
         in_workers(pg_parts).rebuild("prescriptions", verify=False)
     assert table_rows(pg_parts, "prescriptions") == live
     assert "rx_prescriptions_rebuild" not in tables_of(pg_parts)
+
+
+@pytest.mark.parametrize("name", ["prescriptions", "changes"])
+def test_dead_letters_retried_while_the_bulk_phase_left_them_out_are_in_the_swapped_table(
+    parts, monkeypatch, name
+):
+    """The bulk phase leaves out what the live projection set aside; a retry that applies them
+    live meanwhile must not be lost when the fresh table takes the live one's place."""
+    victim = relabelled(load_lifecycle(LIFECYCLES[0]), "retried")
+    fix = bug_in_the_state_code_for(victim[1]["id"], monkeypatch)
+    for event in arrivals(seed=21, copies=1) + victim:
+        deliver(parts.prescriptions, event)
+    runner = projector_for(parts.prescriptions, parts.read_db, parts.settings)
+    live_after_retry = {}
+    try:
+        runner.catch_up()
+        assert dead_letters.dead_letters(parts.read_db, name)
+        before_retry = table_rows(parts, name)
+        bulk = Rebuilder._bulk
+
+        def bulk_then_retry(self, *args, **kwargs):
+            done = bulk(self, *args, **kwargs)
+            fix()
+            [retried] = runner.retry_dead_letters(name)
+            assert (retried.applied, retried.still_dead) == (len(victim) - 1, 0)
+            live_after_retry.update(table_rows(parts, name))
+            return done
+
+        monkeypatch.setattr(Rebuilder, "_bulk", bulk_then_retry)
+        result = Rebuilder(parts.prescriptions, parts.read_db).rebuild(name, verify=False)
+    finally:
+        runner.stop()
+    assert result.swapped
+    assert live_after_retry != before_retry  # the retry changed the live tables
+    assert table_rows(parts, name) == live_after_retry

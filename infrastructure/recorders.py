@@ -164,17 +164,7 @@ class FailFastPostgresApplicationRecorder(PostgresApplicationRecorder):
     def select_aggregates(self, ids: Sequence[UUID]) -> list[StoredEvent]:
         """Each aggregate's last snapshot and its events after it (every event when it has
         none), by aggregate and version, in one round trip."""
-        with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(self._select_batch_statement, (list(ids),), prepare=True)
-            return [
-                StoredEvent(
-                    row["originator_id"],
-                    row["originator_version"],
-                    row["topic"],
-                    bytes(row["state"]),
-                )
-                for row in curs.fetchall()
-            ]
+        return self._stored(self._select_batch_statement, (list(ids),), prepare=True)
 
     @_fail_fast
     def select_last_snapshots(self, ids: Sequence[UUID]) -> list[StoredEvent]:
@@ -188,9 +178,11 @@ class FailFastPostgresApplicationRecorder(PostgresApplicationRecorder):
         ids, versions = [b[0] for b in bounds], [b[1] for b in bounds]
         return self._stored(self._select_histories_statement, (ids, versions))
 
-    def _stored(self, statement: bytes, params: tuple[Any, ...]) -> list[StoredEvent]:
+    def _stored(
+        self, statement: bytes, params: tuple[Any, ...], *, prepare: bool | None = None
+    ) -> list[StoredEvent]:
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(statement, params)
+            curs.execute(statement, params, prepare=prepare)
             return [
                 StoredEvent(
                     row["originator_id"],
@@ -253,18 +245,7 @@ class BatchSQLiteApplicationRecorder(SQLiteApplicationRecorder):
             " ON e.originator_id = h.id AND e.originator_version > COALESCE(h.v, 0)"
             " ORDER BY 1, 2"
         )
-        hexes = [i.hex for i in ids]
-        with self.datastore.transaction(commit=False) as cursor:
-            cursor.execute(statement, hexes)
-            return [
-                StoredEvent(
-                    UUID(row["originator_id"]),
-                    row["originator_version"],
-                    row["topic"],
-                    row["state"],
-                )
-                for row in cursor.fetchall()
-            ]
+        return self._stored(statement, [i.hex for i in ids])
 
     def select_last_snapshots(self, ids: Sequence[UUID]) -> list[StoredEvent]:
         """As PostgreSQL's: the last snapshot of each given aggregate that has one."""

@@ -248,7 +248,14 @@ class Auditor:
             return readable, low
         raise error
 
-    def verify(self, progress: Callable[[int, int], None] | None = None) -> AuditReport:
+    def verify(
+        self,
+        progress: Callable[[int, int], None] | None = None,
+        snapshots_progress: Callable[[], Callable[[int, int], None]] | None = None,
+    ) -> AuditReport:
+        """The walk, then the snapshots' pass; `progress` is told (position, head) during the
+        walk, and what `snapshots_progress` makes when the pass starts (prescriptions checked,
+        of all)."""
         walk = _Walk(self.signature_ok, self.read_delivery)
         head = self.app.recorder.max_notification_id() or 0
         for notification in self._notifications(walk.found):
@@ -277,10 +284,10 @@ class Auditor:
                 walk.body_again(event)
         if progress:
             progress(head, head)
-        self._snapshots(walk)
+        self._snapshots(walk, snapshots_progress() if snapshots_progress else None)
         return walk.finish()
 
-    def _snapshots(self, walk: _Walk) -> None:
+    def _snapshots(self, walk: _Walk, progress: Callable[[int, int], None] | None) -> None:
         """Each walked prescription's last snapshot against its stored facts: the snapshots of
         SNAPSHOT_BATCH prescriptions a query, then their histories up to each snapshot's
         version, about HISTORY_EVENTS events a query (`HistoryLookup`)."""
@@ -304,6 +311,10 @@ class Auditor:
                 for (aggregate_id, _), snapshot in zip(bounds, part, strict=True):
                     walk.report.snapshots += 1
                     self._snapshot(walk, subjects[aggregate_id], snapshot, histories[aggregate_id])
+            if progress:
+                progress(min(start + SNAPSHOT_BATCH, len(ids)), len(ids))
+        if progress and not ids:
+            progress(0, 0)
 
     def _snapshot(self, walk: _Walk, subject: str, stored: Any, history: list[Any]) -> None:
         where = f"prescription {subject}"

@@ -174,7 +174,7 @@ def cmd_audit_verify(settings: Settings, args: argparse.Namespace) -> int:
     check_store_readable(settings)  # first: no store, or the wrong key, is the line to show
     settings = _with_audit_secrets(settings)  # a wrong key is one line, not a finding per event
     with bootstrap(settings) as parts:
-        report = parts.auditor.verify(Progress("audit"))
+        report = parts.auditor.verify(Progress("audit"), lambda: Progress("snapshots"))
         seals = parts.seal_verifier.verify(files, Progress("seals"))
     summary = (
         f"{report.events:,} events: {report.prescriptions:,} prescriptions, "

@@ -23,6 +23,10 @@ MAX_HEAD = 64 * 1024
 # and their ends included, so that a flood of tiny chunks is bounded too).
 MAX_BODY = 1024 * 1024
 MAX_TRAILERS = 100  # trailer fields after a chunked body, read and dropped
+# A chunked answer in more chunks is given up (its connection closed, its status kept): each
+# chunk costs the loop two reads, so a flood of one-byte chunks up to MAX_BODY took about a
+# second of the loop that every subscription shares, at each POST.
+MAX_CHUNKS = 1000
 _CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,8}")  # int(x, 16) alone takes "-1", "0x10", "1_0"
 
 
@@ -119,7 +123,7 @@ class Endpoint:
         assert self._reader is not None
         if "chunked" in headers.get("transfer-encoding", "").lower():
             read = 0
-            while True:
+            for _ in range(MAX_CHUNKS + 1):
                 line = await self._reader.readline()
                 digits = line.split(b";")[0].strip()
                 if not line.endswith(b"\n") or not _CHUNK_SIZE.fullmatch(digits):
@@ -134,6 +138,7 @@ class Endpoint:
                 if read > MAX_BODY:  # before reading it: a chunk's size is the endpoint's word
                     raise ValueError("answer too long")
                 await self._reader.readexactly(size + 2)
+            raise ValueError("answer in too many chunks")
         if "content-length" not in headers:  # the body runs to the connection's end
             self.close()
             return

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from interfaces.endpoint import Endpoint, EndpointError
+from interfaces.endpoint import MAX_CHUNKS, Endpoint, EndpointError
 
 
 def exchange(answer: bytes, *, posts: int = 1, close_after: bool = False):
@@ -168,12 +168,35 @@ def test_a_chunk_size_that_is_not_hex_digits_ends_the_body_and_the_connection(si
     assert connections == 2
 
 
-def test_a_flood_of_tiny_chunks_is_bounded_by_its_size_as_sent():
-    """400,000 one-byte chunks are 400 KB of body but 2.4 MB sent: over MAX_BODY, dropped."""
-    flood = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + b"1\r\nX\r\n" * 400_000
-    got, connections = _posts_to(lambda n: flood + b"0\r\n\r\n" if n == 0 else OK, 2)
+def _chunked(chunks: int, size: int = 1) -> bytes:
+    return (
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+        + (b"%x\r\n" % size + b"X" * size + b"\r\n") * chunks
+        + b"0\r\n\r\n"
+    )
+
+
+def test_a_flood_of_tiny_chunks_is_bounded_by_its_count():
+    """400,000 one-byte chunks (400 KB of body, 2.4 MB sent): the status is kept, the rest is
+    not read, and the connection is given up, after MAX_CHUNKS of them (each costs the loop
+    every subscription shares two reads: read up to MAX_BODY, they took about a second)."""
+    got, connections = _posts_to(lambda n: _chunked(400_000) if n == 0 else OK, 2)
     assert got == [(200, None), (200, None)]
-    assert connections == 2  # the rest was not read: the connection was given up
+    assert connections == 2
+
+
+def test_a_chunked_answer_within_its_bounds_keeps_its_connection():
+    got, connections = _posts_to(lambda n: _chunked(MAX_CHUNKS) if n == 0 else OK, 2)
+    assert got == [(200, None), (200, None)]
+    assert connections == 1
+    got, connections = _posts_to(lambda n: _chunked(MAX_CHUNKS + 1) if n == 0 else OK, 2)
+    assert connections == 2
+
+
+def test_big_chunks_are_bounded_by_their_size_as_sent():
+    got, connections = _posts_to(lambda n: _chunked(20, 64 * 1024) if n == 0 else OK, 2)
+    assert got == [(200, None), (200, None)]
+    assert connections == 2  # 1.3 MB: over MAX_BODY, the rest not read
 
 
 def test_every_https_endpoint_shares_one_tls_context(monkeypatch):

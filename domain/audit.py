@@ -322,7 +322,8 @@ class Auditor:
             snapshot: Any = self.app.mapper.to_domain_event(stored)
             state = snapshot.state
             version = snapshot.originator_version
-            counted, last_hash, last, fold = (
+            named, counted, last_hash, last, fold = (
+                state["subject"],
                 state["fact_count"],
                 state["last_hash"],
                 state["last"],
@@ -362,11 +363,11 @@ class Auditor:
             )
             return
         expected = {
-            "subject": (state["subject"], subject),
+            "subject": (named, subject),
             "fact count": (counted, len(facts)),
             "chain's tail": (last_hash, recorded[-1].hash if recorded else GENESIS),
             "last fact's place": (
-                tuple(last) if last else None,
+                tuple(last) if isinstance(last, list) else last,  # JSON keeps no tuples
                 max(f.order_key() for f in facts) if facts else None,
             ),
             "state": (fold, derived),

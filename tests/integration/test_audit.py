@@ -473,3 +473,18 @@ def test_facts_removed_from_the_end_are_named_by_the_snapshot_which_is_to_be_kep
 
 def key_of(settings, aggregate_id):
     return aggregate_id if settings.dialect == "postgresql" else aggregate_id.hex
+
+
+@pytest.mark.parametrize("field", ["subject", "last", "fact_count"])
+def test_a_snapshot_edited_into_another_shape_is_named_not_a_crash(stored, settings, field):
+    def change(state):
+        if field == "subject":
+            del state["subject"]
+        else:
+            state[field] = 7 if field == "last" else "seven"
+        return state
+
+    edit_snapshot(settings, SUBJECT, change)
+    [finding] = findings(audit(stored, settings))
+    assert finding.startswith(f"prescription {SUBJECT}: its ")
+    assert "snapshot" in finding

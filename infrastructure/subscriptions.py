@@ -92,8 +92,9 @@ URL_MAX = 2000
 
 
 DESCRIPTION_MAX = 500
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
-DESCRIPTION_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"  # the same, for the API's document
+_CONTROLS = r"\x00-\x1f\x7f-\x9f"  # C0, DEL and C1, as a regular expression's class
+_CONTROL = re.compile(f"[{_CONTROLS}]")
+DESCRIPTION_PATTERN = f"^[^{_CONTROLS}]*$"  # what check_description takes, for the API's document
 
 
 def check_description(description: str | None) -> str | None:

@@ -64,11 +64,11 @@ def _position(name: str, value: str | None) -> int | None:
 
 def _not_past_head(name: str, position: int | None, head: int) -> None:
     """A position the feed has not reached is refused (409: well formed, but not one of this
-    feed's), not waited for: no change was ever
-    given out there, so a consumer holding one is following another database, or this one
-    restored from an older backup, and waiting at it would skip, unseen, every change this
-    feed puts below it. The head is the database's (every worker's and every instance's
-    changes), read once the position was given, so a position any of them served passes."""
+    feed's), not waited for: no change was ever given out there, so a consumer holding one
+    follows another database, or this one restored from an older backup, and waiting at it
+    would skip, unseen, every change this feed puts below it. The head is the database's
+    (every worker's and every instance's changes), read once the position was given, so a
+    position any of them served passes."""
     if position is not None and position > head:
         raise ProblemError(
             409,
@@ -215,7 +215,9 @@ class ChangeController(Controller):
         resumed = _position("Last-Event-ID", request.headers.get("last-event-id", "").strip())
         start = resumed if resumed is not None else _position("after", after)
         where = change_filter(prescription_id, patient_id, types)
-        if start:  # from now, or from 0, is never past the head
+        # From now, from 0, or from up to this worker's head (never past the database's) is
+        # never past the head; only a later position costs the database a look.
+        if start and start > parts.hub.head:
             head = await asyncio.to_thread(parts.feed.head)
             _not_past_head("Last-Event-ID" if resumed is not None else "after", start, head)
         heartbeat_s = getattr(request.app.state, "heartbeat_s", HEARTBEAT_S)

@@ -74,3 +74,21 @@ def test_the_api_keeps_to_its_openapi_document(schema, authorised):
         )
 
     check()
+
+
+def test_the_document_says_what_a_subscriptions_description_may_hold(tmp_path):
+    """schemathesis draws from the document: a description it allows must not be refused."""
+    import re
+
+    from infrastructure.subscriptions import SubscriptionError, check_description
+
+    app = create_app(sqlite_settings(tmp_path), run_projections=False)
+    schema = app.openapi_schema.to_schema()["components"]["schemas"]["NewSubscription"]
+    pattern = schema["properties"]["description"]["pattern"]
+    for text in ("plain", "accents é and ✓", "a\rb", "tab\there", "\x00", "del\x7f", "c1\x85"):
+        try:
+            check_description(text)
+            taken = True
+        except SubscriptionError:
+            taken = False
+        assert taken == bool(re.fullmatch(pattern, text)), repr(text)
